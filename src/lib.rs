@@ -1,0 +1,11 @@
+//! cxr-triage: offline chest X-ray pneumonia triage.
+//!
+//! - [`io`] finds and decodes studies (JPEG, PNG, DICOM) from a folder.
+//! - [`model`] is our CNN (candle): preprocessing, training, evaluation, scoring and Grad-CAM.
+//! - [`worklist`] holds studies, scores and decision states, and sorts and filters them.
+//! - [`audit`] is the append-only, hash-chained decision store (SQLite) and its CSV export.
+//! - [`app`] is the review window (eframe). Only this module knows egui.
+//! - [`cli`] is the command line.
+
+pub mod cli;
+pub mod io;
