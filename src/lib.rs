@@ -7,5 +7,9 @@
 //! - [`app`] is the review window (eframe). Only this module knows egui.
 //! - [`cli`] is the command line.
 
+pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod io;
+pub mod model;
+pub mod worklist;

@@ -1,0 +1,1 @@
+//! The review window (eframe). The only module that knows egui.

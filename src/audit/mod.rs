@@ -1,0 +1,1 @@
+//! The decision store: append-only, hash-chained, in SQLite.

@@ -1,0 +1,1 @@
+//! Our pneumonia CNN, written with candle: preprocessing, training, evaluation, scoring, Grad-CAM.
