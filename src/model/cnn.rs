@@ -1,0 +1,217 @@
+//! The network: a compact VGG-style CNN with batch norm, one grayscale channel in, one logit out.
+//!
+//! Built from small functions over `vb.pp("name")` so that parameter names match the checkpoint
+//! keys, in the style of candle-transformers' `models/resnet.rs`.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+/// Identifies the architecture in the weights card; bump it when the layer list changes.
+pub const ARCH_ID: &str = "cxrnet-v1";
+
+/// The shape of the network.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CnnConfig {
+    /// Side of the square input, in pixels.
+    pub input_size: usize,
+    /// Output channels of each stage. Stage 0 is a stride-2 stem; each later stage is two 3x3
+    /// convolutions, followed by a 2x2 max pool except after the last stage.
+    pub widths: Vec<usize>,
+    /// Dropout probability before the classifier (training only).
+    pub dropout: f32,
+}
+
+impl Default for CnnConfig {
+    fn default() -> Self {
+        Self {
+            input_size: 128,
+            widths: vec![32, 32, 64, 128, 256],
+            dropout: 0.3,
+        }
+    }
+}
+
+impl CnnConfig {
+    /// Multiply-accumulate operations of one forward pass, times two: floating-point operations.
+    pub fn forward_flops(&self) -> u64 {
+        let mut flops = 0u64;
+        let mut side = self.input_size.div_ceil(2);
+        let mut cin = 1;
+        for (stage, &w) in self.widths.iter().enumerate() {
+            let convs: &[(usize, usize)] = if stage == 0 {
+                &[(cin, w)]
+            } else {
+                &[(cin, w), (w, w)]
+            };
+            for &(i, o) in convs {
+                flops += 2 * (side * side * i * o * 9) as u64;
+            }
+            cin = w;
+            if stage > 0 && stage + 1 < self.widths.len() {
+                side /= 2;
+            }
+        }
+        flops
+    }
+}
+
+/// A 3x3 convolution (no bias), batch norm and ReLU.
+#[derive(Clone, Debug)]
+pub struct ConvBnRelu {
+    conv: Conv2d,
+    bn: BatchNorm,
+}
+
+impl ConvBnRelu {
+    fn new(vb: &VarBuilder<'_>, cin: usize, cout: usize, stride: usize) -> Result<Self> {
+        let cfg = Conv2dConfig {
+            stride,
+            padding: 1,
+            ..Default::default()
+        };
+        let conv = candle_nn::conv2d_no_bias(cin, cout, 3, cfg, vb.pp("conv"))?;
+        let bn = candle_nn::batch_norm(cout, BatchNormConfig::default(), vb.pp("bn"))?;
+        Ok(Self { conv, bn })
+    }
+
+    /// Applies the block; `train` uses batch statistics and updates the running ones.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let ys = self.conv.forward(xs)?;
+        self.bn.forward_t(&ys, train)?.relu()
+    }
+}
+
+/// The pneumonia classifier.
+#[derive(Clone, Debug)]
+pub struct CxrNet {
+    config: CnnConfig,
+    /// Stages of blocks; a 2x2 max pool follows each stage except the stem and the last.
+    stages: Vec<Vec<ConvBnRelu>>,
+    head: Linear,
+}
+
+/// What a forward pass gives Grad-CAM: the last feature map and the logits.
+pub struct ForwardWithFeatures {
+    /// The last stage's activations, `[n, c, h, w]`.
+    pub features: Tensor,
+    /// One logit per image, `[n]`.
+    pub logits: Tensor,
+}
+
+impl CxrNet {
+    /// Builds the network, reading (or creating) its parameters through `vb`.
+    pub fn new(config: &CnnConfig, vb: &VarBuilder<'_>) -> Result<Self> {
+        let mut stages = Vec::with_capacity(config.widths.len());
+        let mut cin = 1;
+        for (i, &w) in config.widths.iter().enumerate() {
+            let vb = vb.pp(format!("stage{i}"));
+            let blocks = if i == 0 {
+                vec![ConvBnRelu::new(&vb.pp("0"), cin, w, 2)?]
+            } else {
+                vec![
+                    ConvBnRelu::new(&vb.pp("0"), cin, w, 1)?,
+                    ConvBnRelu::new(&vb.pp("1"), w, w, 1)?,
+                ]
+            };
+            stages.push(blocks);
+            cin = w;
+        }
+        let head = candle_nn::linear(cin, 1, vb.pp("head"))?;
+        Ok(Self {
+            config: config.clone(),
+            stages,
+            head,
+        })
+    }
+
+    /// The configuration the network was built with.
+    pub fn config(&self) -> &CnnConfig {
+        &self.config
+    }
+
+    /// The last feature map, before global pooling.
+    pub fn features_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        let last = self.stages.len() - 1;
+        for (i, stage) in self.stages.iter().enumerate() {
+            for block in stage {
+                xs = block.forward_t(&xs, train)?;
+            }
+            if i > 0 && i < last {
+                xs = xs.max_pool2d(2)?;
+            }
+        }
+        Ok(xs)
+    }
+
+    /// Logits from a feature map: global average pool, dropout (training only), linear.
+    pub fn head_t(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        let pooled = features.mean((2, 3))?;
+        let pooled = if train && self.config.dropout > 0.0 {
+            candle_nn::ops::dropout(&pooled, self.config.dropout)?
+        } else {
+            pooled
+        };
+        self.head.forward(&pooled)?.squeeze(1)
+    }
+
+    /// One logit per image for a batch `[n, 1, s, s]`.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let features = self.features_t(xs, train)?;
+        self.head_t(&features, train)
+    }
+
+    /// Inference forward that also returns the last feature map (for Grad-CAM).
+    pub fn forward_with_features(&self, xs: &Tensor) -> Result<ForwardWithFeatures> {
+        let features = self.features_t(xs, false)?;
+        let logits = self.head_t(&features, false)?;
+        Ok(ForwardWithFeatures { features, logits })
+    }
+}
+
+impl ModuleT for CxrNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        Self::forward_t(self, xs, train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn forward_gives_one_logit_per_image_and_checkpoint_names_are_stable() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let cfg = CnnConfig {
+            input_size: 32,
+            widths: vec![8, 8, 16],
+            dropout: 0.0,
+        };
+        let net = CxrNet::new(&cfg, &vb).unwrap();
+        let xs = Tensor::randn(0f32, 1.0, (3, 1, 32, 32), &dev).unwrap();
+        let logits = net.forward_t(&xs, false).unwrap();
+        assert_eq!(logits.dims(), &[3]);
+        let mut names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+        names.sort();
+        assert!(names.contains(&"stage0.0.conv.weight".to_owned()));
+        assert!(names.contains(&"stage2.1.bn.running_var".to_owned()));
+        assert!(names.contains(&"head.weight".to_owned()));
+        assert_eq!(names.len(), 5 * 5 + 2);
+    }
+
+    #[test]
+    fn flop_count_matches_hand_computation() {
+        let cfg = CnnConfig {
+            input_size: 32,
+            widths: vec![8, 8, 16],
+            dropout: 0.0,
+        };
+        // Stem at 16x16: 1->8. Stage 1 at 16x16: 8->8, 8->8. Pool. Stage 2 at 8x8: 8->16, 16->16.
+        let macs = 16 * 16 * 8 * 9 + 2 * 16 * 16 * 8 * 8 * 9 + 8 * 8 * 9 * (8 * 16 + 16 * 16);
+        assert_eq!(cfg.forward_flops(), 2 * macs as u64);
+    }
+}
