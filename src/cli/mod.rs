@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod eval;
 mod scan;
+mod train;
 
 /// Offline chest X-ray pneumonia triage.
 #[derive(Debug, Parser)]
@@ -20,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// List every study in a folder with its format, size and bit depth, or why it cannot be read.
     Scan(scan::ScanArgs),
+    /// Measure a model on labelled folders (NORMAL/, PNEUMONIA/): metrics, report.json, plots.
+    Eval(eval::EvalArgs),
+    /// Train the CNN on labelled folders and write its weights and model card.
+    Train(train::TrainArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns its outcome into an exit code.
@@ -28,6 +34,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(args) => scan::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Eval(args) => eval::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -45,4 +53,13 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Loads the model card at `path`, or the shipped model when `path` is `None`.
+pub(crate) fn load_classifier(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<crate::model::Classifier> {
+    let path = path.unwrap_or_else(|| std::path::Path::new(crate::model::DEFAULT_MODEL));
+    crate::model::Classifier::load(path)
+        .map_err(|e| anyhow::anyhow!("cannot load the model {}: {e}", path.display()))
 }

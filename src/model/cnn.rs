@@ -3,8 +3,11 @@
 //! Built from small functions over `vb.pp("name")` so that parameter names match the checkpoint
 //! keys, in the style of candle-transformers' `models/resnet.rs`.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use rand::{RngExt as _, SeedableRng as _};
 
 /// Identifies the architecture in the weights card; bump it when the layer list changes.
 pub const ARCH_ID: &str = "cxrnet-v1";
@@ -88,6 +91,8 @@ pub struct CxrNet {
     /// Stages of blocks; a 2x2 max pool follows each stage except the stem and the last.
     stages: Vec<Vec<ConvBnRelu>>,
     head: Linear,
+    /// Seeded source of dropout masks, so that training is reproducible.
+    dropout_rng: Arc<Mutex<rand::rngs::Xoshiro256PlusPlus>>,
 }
 
 /// What a forward pass gives Grad-CAM: the last feature map and the logits.
@@ -121,7 +126,17 @@ impl CxrNet {
             config: config.clone(),
             stages,
             head,
+            dropout_rng: Arc::new(Mutex::new(rand::rngs::Xoshiro256PlusPlus::seed_from_u64(0))),
         })
+    }
+
+    /// Reseeds the dropout masks (training calls this at the start of every epoch).
+    pub fn reseed_dropout(&self, seed: u64) {
+        let mut rng = self
+            .dropout_rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
     }
 
     /// The configuration the network was built with.
@@ -148,7 +163,24 @@ impl CxrNet {
     pub fn head_t(&self, features: &Tensor, train: bool) -> Result<Tensor> {
         let pooled = features.mean((2, 3))?;
         let pooled = if train && self.config.dropout > 0.0 {
-            candle_nn::ops::dropout(&pooled, self.config.dropout)?
+            let p = self.config.dropout;
+            let keep = {
+                let mut rng = self
+                    .dropout_rng
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (0..pooled.elem_count())
+                    .map(|_| {
+                        if rng.random::<f32>() >= p {
+                            1.0 / (1.0 - p)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect::<Vec<f32>>()
+            };
+            let mask = Tensor::from_vec(keep, pooled.shape(), pooled.device())?;
+            (pooled * mask)?
         } else {
             pooled
         };

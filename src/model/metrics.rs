@@ -167,7 +167,7 @@ pub fn threshold_for_sensitivity(scores: &[f32], labels: &[bool], min_sensitivit
 }
 
 /// A two-sided percentile bootstrap interval.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Interval {
     /// The statistic on the full sample.
     pub estimate: f64,
@@ -270,15 +270,27 @@ mod tests {
     #[test]
     fn auc_matches_hand_computed_cases() {
         // Perfect separation.
-        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]), 1.0);
+        assert_eq!(
+            roc_auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]),
+            1.0
+        );
         // Perfectly wrong.
-        assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]), 0.0);
+        assert_eq!(
+            roc_auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]),
+            0.0
+        );
         // Pairs (pos, neg): positives 0.8, 0.4; negatives 0.6, 0.2.
         // 0.8>0.6, 0.8>0.2, 0.4<0.6, 0.4>0.2: 3 of 4 pairs.
-        assert_eq!(roc_auc(&[0.8, 0.4, 0.6, 0.2], &[true, true, false, false]), 0.75);
+        assert_eq!(
+            roc_auc(&[0.8, 0.4, 0.6, 0.2], &[true, true, false, false]),
+            0.75
+        );
         // A tie between a positive and a negative counts one half: pairs (0.5,0.5)=0.5, (0.5,0.1)=1,
         // (0.9,0.5)=1, (0.9,0.1)=1 -> 3.5 / 4.
-        assert_eq!(roc_auc(&[0.5, 0.9, 0.5, 0.1], &[true, true, false, false]), 0.875);
+        assert_eq!(
+            roc_auc(&[0.5, 0.9, 0.5, 0.1], &[true, true, false, false]),
+            0.875
+        );
         // One class only: undefined.
         assert!(roc_auc(&[0.1, 0.2], &[true, true]).is_nan());
     }
@@ -290,7 +302,10 @@ mod tests {
         let pts = roc_curve(&s, &y);
         assert_eq!(pts.first().unwrap().true_positive_rate, 0.0);
         let last = pts.last().unwrap();
-        assert_eq!((last.false_positive_rate, last.true_positive_rate), (1.0, 1.0));
+        assert_eq!(
+            (last.false_positive_rate, last.true_positive_rate),
+            (1.0, 1.0)
+        );
         let trapezoid: f64 = pts
             .windows(2)
             .map(|w| {
@@ -341,7 +356,9 @@ mod tests {
     #[test]
     fn bootstrap_interval_brackets_the_estimate_and_is_seeded() {
         let s: Vec<f32> = (0..200).map(|i| ((i * 37) % 100) as f32 / 100.0).collect();
-        let y: Vec<bool> = (0..200).map(|i| (i * 37) % 100 > 40 || i % 7 == 0).collect();
+        let y: Vec<bool> = (0..200)
+            .map(|i| (i * 37) % 100 > 40 || i % 7 == 0)
+            .collect();
         let a = roc_auc_bootstrap(&s, &y, 500, 7);
         let b = roc_auc_bootstrap(&s, &y, 500, 7);
         assert_eq!(a, b);

@@ -1,5 +1,19 @@
 //! Our pneumonia CNN, written with candle: preprocessing, training, evaluation, scoring, Grad-CAM.
 
+pub mod augment;
+pub mod card;
+pub mod classifier;
 pub mod cnn;
+pub mod dataset;
+pub mod gradcam;
+pub mod metrics;
+pub mod optim;
+pub mod preprocess;
+pub mod report;
+pub mod train;
 
+pub use classifier::{Classifier, ModelError};
 pub use cnn::{ARCH_ID, CnnConfig, CxrNet};
+
+/// The shipped model's card, relative to the repository root.
+pub const DEFAULT_MODEL: &str = "weights/cxrnet.json";

@@ -66,7 +66,10 @@ pub fn unit_resized(
             resizer
                 .resize_typed(&src, &mut dst, &options)
                 .map_err(|e| PreprocessError::Resize(e.to_string()))?;
-            dst.pixels().iter().map(|p| to_unit(f32::from(p.0))).collect()
+            dst.pixels()
+                .iter()
+                .map(|p| to_unit(f32::from(p.0)))
+                .collect()
         }
         Samples::F32(pixels) => {
             let src: Vec<F32> = pixels
@@ -125,7 +128,11 @@ mod tests {
         let a = unit_resized(&img, w, 64).unwrap();
         let b = unit_resized(&as_f32, w, 64).unwrap();
         assert_eq!(a.len(), 64 * 64);
-        let max_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let max_diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         // U16 resizing rounds to integer levels: at most half a level apart.
         assert!(max_diff <= 0.5 / 255.0 + 1e-6, "max diff {max_diff}");
         // The horizontal ramp survives: left edge dark, right edge bright.

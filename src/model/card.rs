@@ -1,0 +1,169 @@
+//! The model card: `weights/NAME.json` beside `weights/NAME.safetensors`.
+
+use crate::model::{CnnConfig, augment::Augment, metrics, preprocess::Normalisation};
+
+/// Everything needed to use, trust and reproduce a set of weights.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelCard {
+    /// The model's name (`NAME` in `weights/NAME.*`), shown in the app and written in the audit trail.
+    pub model_id: String,
+    /// The architecture ([`crate::model::ARCH_ID`]) the weights are for.
+    pub arch_id: String,
+    /// The network's shape.
+    pub config: CnnConfig,
+    /// Input size and normalisation.
+    pub normalisation: Normalisation,
+    /// Triage threshold: a score at or above it is called pneumonia.
+    pub threshold: f32,
+    /// How the threshold was chosen.
+    pub threshold_rule: String,
+    /// SHA-256 of the safetensors file: loading refuses any other file.
+    pub weights_sha256: String,
+    /// How the weights were trained.
+    pub training: TrainingRecord,
+    /// Metrics on the validation split (used for checkpoint and threshold choice).
+    pub validation: EvalSummary,
+    /// Metrics on the held-out test split, computed once after training.
+    pub test: Option<EvalSummary>,
+    /// What the model has and has not seen.
+    pub intended_use: String,
+    /// When the weights were written (RFC 3339, UTC).
+    pub created_at: String,
+    /// The cxr-triage version that trained them.
+    pub app_version: String,
+}
+
+/// How a model was trained.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TrainingRecord {
+    /// The training data folder as given on the command line.
+    pub data: String,
+    /// Images used for training (after the split).
+    pub train_images: usize,
+    /// Images in the validation split.
+    pub validation_images: usize,
+    /// Patients in the training and validation splits.
+    pub train_patients: usize,
+    /// Patients in the validation split.
+    pub validation_patients: usize,
+    /// Fraction of each class's images put into validation.
+    pub validation_fraction: f64,
+    /// Seed of the patient split.
+    pub split_seed: u64,
+    /// Seed of initialisation, shuffling, augmentation and dropout.
+    pub seed: u64,
+    /// Epochs run, and the epoch whose weights were kept (1-based).
+    pub epochs_run: usize,
+    /// The epoch whose weights were kept (best validation AUC), 1-based.
+    pub best_epoch: usize,
+    /// Maximum epochs asked for.
+    pub max_epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate (AdamW, warm-up then cosine decay).
+    pub learning_rate: f64,
+    /// Decoupled weight decay on convolution and linear weights.
+    pub weight_decay: f64,
+    /// Epochs without a better validation AUC before stopping.
+    pub patience: usize,
+    /// Loss weight of a normal and of a pneumonia image (class balance).
+    pub class_weights: (f32, f32),
+    /// Augmentation used.
+    pub augment: Augment,
+    /// Wall-clock training time, loading included.
+    pub training_secs: f64,
+    /// Training images processed per second (forward, backward, update).
+    pub images_per_sec: f64,
+    /// Convolution kernels used (`candle` or `fast`).
+    pub kernels: String,
+    /// Threads used.
+    pub threads: usize,
+    /// One row per epoch.
+    pub history: Vec<EpochRecord>,
+}
+
+/// One epoch of training.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss (weighted binary cross-entropy, augmented inputs).
+    pub train_loss: f64,
+    /// Validation loss (same weighting, no augmentation).
+    pub validation_loss: f64,
+    /// Validation ROC AUC.
+    pub validation_auc: f64,
+    /// Validation accuracy at 0.5.
+    pub validation_accuracy: f64,
+    /// Learning rate at the end of the epoch.
+    pub learning_rate: f64,
+    /// Seconds the epoch took.
+    pub secs: f64,
+}
+
+/// Headline metrics of one evaluation.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EvalSummary {
+    /// Images evaluated.
+    pub images: usize,
+    /// Of which pneumonia.
+    pub pneumonia: usize,
+    /// Of which normal.
+    pub normal: usize,
+    /// The threshold the rates below are computed at.
+    pub threshold: f32,
+    /// Accuracy at the threshold.
+    pub accuracy: f64,
+    /// Sensitivity at the threshold.
+    pub sensitivity: f64,
+    /// Specificity at the threshold.
+    pub specificity: f64,
+    /// Positive predictive value at the threshold.
+    pub ppv: f64,
+    /// Negative predictive value at the threshold.
+    pub npv: f64,
+    /// Confusion matrix at the threshold.
+    pub confusion: metrics::Confusion,
+    /// Accuracy at 0.5.
+    pub accuracy_at_half: f64,
+    /// Confusion matrix at 0.5.
+    pub confusion_at_half: metrics::Confusion,
+    /// ROC AUC with its 95% bootstrap interval.
+    pub auc: metrics::Interval,
+    /// Expected calibration error (10 bins).
+    pub ece: f64,
+}
+
+impl EvalSummary {
+    /// Computes the summary of `scores` against `labels` (true = pneumonia) at `threshold`.
+    pub fn compute(scores: &[f32], labels: &[bool], threshold: f32, seed: u64) -> Self {
+        let c = metrics::Confusion::at(scores, labels, threshold);
+        let half = metrics::Confusion::at(scores, labels, 0.5);
+        let pneumonia = labels.iter().filter(|&&y| y).count();
+        Self {
+            images: labels.len(),
+            pneumonia,
+            normal: labels.len() - pneumonia,
+            threshold,
+            accuracy: c.accuracy(),
+            sensitivity: c.sensitivity(),
+            specificity: c.specificity(),
+            ppv: c.ppv(),
+            npv: c.npv(),
+            confusion: c,
+            accuracy_at_half: half.accuracy(),
+            confusion_at_half: half,
+            auc: metrics::roc_auc_bootstrap(scores, labels, 2000, seed),
+            ece: metrics::calibration(scores, labels, 10).1,
+        }
+    }
+}
+
+/// The intended-use statement written into every card.
+pub const INTENDED_USE: &str = "Triage aid for frontal chest radiographs: ranks studies by the \
+probability of pneumonia so that a reader sees likely cases first. Trained on paediatric (1 to 5 \
+years) anterior-posterior films from one hospital (Kermany et al. 2018, Guangzhou). Adult films, \
+lateral views, other hospitals' equipment and non-chest images are outside what it has seen. Not a \
+diagnosis; every study still needs a reader.";

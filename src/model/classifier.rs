@@ -1,0 +1,162 @@
+//! A trained model ready to score: weights checked against their card, batched inference.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::io::{GrayImage, Window, sha256_hex};
+use crate::model::card::ModelCard;
+use crate::model::preprocess::{self, PreprocessError};
+use crate::model::{ARCH_ID, CxrNet};
+
+/// Loading or running a model failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A model file cannot be read.
+    #[error("cannot read the model file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The card is not valid JSON of the expected shape.
+    #[error("the model card is not valid: {0}")]
+    Card(#[from] serde_json::Error),
+    /// The weights are not the ones the card describes.
+    #[error(
+        "the weights file does not match its model card (its SHA-256 is {actual}, the card expects \
+         {expected}): it is damaged, truncated or belongs to another model"
+    )]
+    HashMismatch {
+        /// The hash in the card.
+        expected: String,
+        /// The hash of the bytes found.
+        actual: String,
+    },
+    /// The card is for another architecture.
+    #[error("the model is a {found} network; this version of cxr-triage runs {expected}")]
+    Architecture {
+        /// What the card says.
+        found: String,
+        /// What this build runs.
+        expected: &'static str,
+    },
+    /// The tensors do not fit the network (wrong names or shapes).
+    #[error("the weights do not fit the network: {0}")]
+    Weights(candle_core::Error),
+    /// Inference failed.
+    #[error("the model failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// An image could not be prepared.
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+}
+
+/// A network with its card: what `score`, `explain`, `eval` and the app use.
+pub struct Classifier {
+    net: CxrNet,
+    card: ModelCard,
+    device: Device,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("model_id", &self.card.model_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Classifier {
+    /// Loads `NAME.json` and the `NAME.safetensors` beside it. `path` may name either file or
+    /// leave out the extension.
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let card_path = path.with_extension("json");
+        let weights_path = path.with_extension("safetensors");
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| ModelError::Read {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        Self::from_bytes(&read(&card_path)?, read(&weights_path)?)
+    }
+
+    /// Builds a classifier from a card's JSON and the weights' bytes, refusing weights whose
+    /// SHA-256 is not the card's.
+    pub fn from_bytes(card_json: &[u8], weights: Vec<u8>) -> Result<Self, ModelError> {
+        let card: ModelCard = serde_json::from_slice(card_json)?;
+        if card.arch_id != ARCH_ID {
+            return Err(ModelError::Architecture {
+                found: card.arch_id,
+                expected: ARCH_ID,
+            });
+        }
+        let actual = sha256_hex(&weights);
+        if !actual.eq_ignore_ascii_case(&card.weights_sha256) {
+            return Err(ModelError::HashMismatch {
+                expected: card.weights_sha256,
+                actual,
+            });
+        }
+        let device = Device::Cpu;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+            .map_err(ModelError::Weights)?;
+        let net = CxrNet::new(&card.config, &vb).map_err(ModelError::Weights)?;
+        Ok(Self { net, card, device })
+    }
+
+    /// The model card.
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// The network.
+    pub fn net(&self) -> &CxrNet {
+        &self.net
+    }
+
+    /// Side of the square input.
+    pub fn input_size(&self) -> usize {
+        self.card.normalisation.input_size
+    }
+
+    /// The network input for one study (see [`preprocess::preprocess`]).
+    pub fn prepare(&self, image: &GrayImage, window: Window) -> Result<Vec<f32>, ModelError> {
+        Ok(preprocess::preprocess(
+            image,
+            window,
+            &self.card.normalisation,
+        )?)
+    }
+
+    /// Pneumonia probabilities for prepared inputs, one per input, in order.
+    pub fn score_prepared(&self, inputs: &[Vec<f32>]) -> Result<Vec<f32>, ModelError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let xs = self.batch(inputs)?;
+        let logits = self.net.forward_t(&xs, false)?;
+        Ok(candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?)
+    }
+
+    /// Stacks prepared inputs into a `[n, 1, s, s]` tensor.
+    pub fn batch(&self, inputs: &[Vec<f32>]) -> Result<Tensor, ModelError> {
+        let s = self.input_size();
+        let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
+        Ok(Tensor::from_vec(
+            flat,
+            (inputs.len(), 1, s, s),
+            &self.device,
+        )?)
+    }
+
+    /// The pneumonia probability of one study.
+    pub fn score(&self, image: &GrayImage, window: Window) -> Result<f32, ModelError> {
+        let input = self.prepare(image, window)?;
+        let scores = self.score_prepared(std::slice::from_ref(&input))?;
+        Ok(scores.first().copied().unwrap_or(f32::NAN))
+    }
+}

@@ -1,0 +1,203 @@
+//! Grad-CAM: which regions pushed the score up. An explanation, not a localisation.
+//!
+//! For the last convolutional feature map `A` (channels `k`) and the pneumonia logit `y`, the
+//! channel weights are the spatial means of `dy/dA_k`, and the map is `ReLU(sum_k w_k A_k)`,
+//! scaled to `[0, 1]` (Selvaraju et al., 2017).
+
+use candle_core::{Tensor, Var};
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::F32;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+
+use crate::io::{GrayImage, Window};
+use crate::model::classifier::{Classifier, ModelError};
+
+/// A heat map in `[0, 1]`, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeatMap {
+    /// Width in cells.
+    pub width: usize,
+    /// Height in cells.
+    pub height: usize,
+    /// One value per cell, `[0, 1]`.
+    pub values: Vec<f32>,
+}
+
+impl HeatMap {
+    /// Bilinear resize to `width`x`height` (for example the study's resolution).
+    pub fn resized(&self, width: usize, height: usize) -> Self {
+        let fallback = || Self {
+            width,
+            height,
+            values: vec![0.0; width * height],
+        };
+        let (Ok(sw), Ok(sh), Ok(dw), Ok(dh)) = (
+            u32::try_from(self.width),
+            u32::try_from(self.height),
+            u32::try_from(width),
+            u32::try_from(height),
+        ) else {
+            return fallback();
+        };
+        let src: Vec<F32> = self.values.iter().map(|&v| F32::new(v)).collect();
+        let Ok(src) = TypedImageRef::new(sw, sh, &src) else {
+            return fallback();
+        };
+        let mut dst = TypedImage::<F32>::new(dw, dh);
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        if Resizer::new()
+            .resize_typed(&src, &mut dst, &options)
+            .is_err()
+        {
+            return fallback();
+        }
+        Self {
+            width,
+            height,
+            values: dst.pixels().iter().map(|p| p.0.clamp(0.0, 1.0)).collect(),
+        }
+    }
+}
+
+/// A score and its explanation.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// Pneumonia probability.
+    pub score: f32,
+    /// Grad-CAM at the feature map's resolution.
+    pub heat: HeatMap,
+}
+
+impl Classifier {
+    /// Grad-CAM of one prepared input.
+    pub fn explain_prepared(&self, input: &[f32]) -> Result<Explanation, ModelError> {
+        let xs = self.batch(&[input.to_vec()])?;
+        let features = self.net().features_t(&xs, false)?.detach();
+        let features = Var::from_tensor(&features)?;
+        let logits = self.net().head_t(features.as_tensor(), false)?;
+        let score = candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?[0];
+        let grads = logits.sum_all()?.backward()?;
+        let (_, c, h, w) = features.dims4()?;
+        let Some(grad) = grads.get(features.as_tensor()) else {
+            return Ok(Explanation {
+                score,
+                heat: HeatMap {
+                    width: w,
+                    height: h,
+                    values: vec![0.0; w * h],
+                },
+            });
+        };
+        let weights = grad.mean_keepdim((2, 3))?; // [1, c, 1, 1]
+        let cam: Tensor = features
+            .as_tensor()
+            .broadcast_mul(&weights)?
+            .sum(1)?
+            .relu()?
+            .reshape(h * w)?;
+        let mut values = cam.to_vec1::<f32>()?;
+        let max = values.iter().copied().fold(0.0f32, f32::max);
+        if max > 0.0 && max.is_finite() {
+            for v in &mut values {
+                *v /= max;
+            }
+        }
+        debug_assert_eq!(c, weights.dims4()?.1);
+        Ok(Explanation {
+            score,
+            heat: HeatMap {
+                width: w,
+                height: h,
+                values,
+            },
+        })
+    }
+
+    /// Grad-CAM of a study, at the feature map's resolution.
+    pub fn explain(&self, image: &GrayImage, window: Window) -> Result<Explanation, ModelError> {
+        let input = self.prepare(image, window)?;
+        self.explain_prepared(&input)
+    }
+}
+
+/// The "turbo" colour map (Mikhailov, Google 2019), polynomial approximation: 0 is dark blue, 1
+/// dark red.
+pub fn turbo(t: f32) -> [u8; 3] {
+    let t = f64::from(t.clamp(0.0, 1.0));
+    let r = 0.135_721_38
+        + t * (4.615_392_6
+            + t * (-42.660_322_4 + t * (132.131_082_9 + t * (-152.942_393_1 + t * 59.286_379_5))));
+    let g = 0.091_402_61
+        + t * (2.194_188_39
+            + t * (4.842_966_58 + t * (-14.185_033_3 + t * (4.277_298_58 + t * 2.829_566_04))));
+    let b = 0.106_673_3
+        + t * (12.641_946_4
+            + t * (-60.582_048_6 + t * (110.362_767_6 + t * (-89.903_109_3 + t * 27.348_249_3))));
+    let to_u8 = |v: f64| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    [to_u8(r), to_u8(g), to_u8(b)]
+}
+
+/// The study through `window`, with `heat` (any resolution) blended over it in the turbo colour
+/// map at `opacity` (0 to 1), weighted by the heat itself so cold regions stay grey. RGB, row-major,
+/// at the study's resolution.
+pub fn overlay_rgb(image: &GrayImage, window: Window, heat: &HeatMap, opacity: f32) -> Vec<u8> {
+    let (w, h) = (image.width as usize, image.height as usize);
+    let gray = image.to_display_u8(window);
+    let heat = if heat.width == w && heat.height == h {
+        heat.clone()
+    } else {
+        heat.resized(w, h)
+    };
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for (&g, &v) in gray.iter().zip(&heat.values) {
+        let colour = turbo(v);
+        let alpha = opacity.clamp(0.0, 1.0) * v.clamp(0.0, 1.0).sqrt();
+        for c in colour {
+            let mixed = f32::from(g) * (1.0 - alpha) + f32::from(c) * alpha;
+            rgb.push(mixed.round().clamp(0.0, 255.0) as u8);
+        }
+    }
+    rgb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turbo_runs_from_blue_to_red() {
+        let cold = turbo(0.0);
+        let hot = turbo(1.0);
+        assert!(cold[2] > cold[0], "{cold:?}");
+        assert!(hot[0] > hot[2], "{hot:?}");
+        let mid = turbo(0.5);
+        assert!(mid[1] > 150, "{mid:?}");
+    }
+
+    #[test]
+    fn heat_map_upsamples_smoothly_and_keeps_its_hot_corner() {
+        let heat = HeatMap {
+            width: 2,
+            height: 2,
+            values: vec![1.0, 0.0, 0.0, 0.0],
+        };
+        let big = heat.resized(8, 8);
+        assert_eq!(big.values.len(), 64);
+        assert!(big.values[0] > 0.9);
+        assert!(big.values[63] < 0.1);
+        assert!(big.values[0] > big.values[9] && big.values[9] > big.values[63]);
+    }
+
+    #[test]
+    fn overlay_keeps_cold_regions_grey() {
+        let img = GrayImage::from_u8(2, 1, &[100, 100]);
+        let heat = HeatMap {
+            width: 2,
+            height: 1,
+            values: vec![0.0, 1.0],
+        };
+        let rgb = overlay_rgb(&img, Window::from_range(0.0, 255.0), &heat, 0.5);
+        assert_eq!(&rgb[..3], &[100, 100, 100]);
+        assert_ne!(&rgb[3..], &[100, 100, 100]);
+    }
+}

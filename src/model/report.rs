@@ -1,0 +1,341 @@
+//! The evaluation report: metrics, `report.json`, and PNG plots (ROC with the operating point,
+//! calibration, score histogram per class) drawn with plotters.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::model::card::EvalSummary;
+use crate::model::metrics::{self, CalibrationBin, RocPoint};
+
+/// Everything `eval` measures, as written to `report.json`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalReport {
+    /// The model evaluated.
+    pub model_id: String,
+    /// SHA-256 of its weights.
+    pub weights_sha256: String,
+    /// The data folder.
+    pub data: String,
+    /// Metrics at the model's triage threshold (and at 0.5 inside).
+    pub summary: EvalSummary,
+    /// The ROC curve.
+    pub roc: Vec<RocPoint>,
+    /// Reliability diagram, 10 bins.
+    pub calibration: Vec<CalibrationBin>,
+    /// Per image: path relative to the data folder, label (true = pneumonia) and score.
+    pub cases: Vec<EvalCase>,
+    /// Images that could not be read, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// One scored image.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalCase {
+    /// Path relative to the data folder.
+    pub path: String,
+    /// True for pneumonia.
+    pub pneumonia: bool,
+    /// The model's probability of pneumonia.
+    pub score: f32,
+}
+
+impl EvalReport {
+    /// Builds the report from scored cases.
+    pub fn new(
+        model_id: &str,
+        weights_sha256: &str,
+        data: &str,
+        threshold: f32,
+        cases: Vec<EvalCase>,
+        failed: Vec<(String, String)>,
+    ) -> Self {
+        let scores: Vec<f32> = cases.iter().map(|c| c.score).collect();
+        let labels: Vec<bool> = cases.iter().map(|c| c.pneumonia).collect();
+        Self {
+            model_id: model_id.to_owned(),
+            weights_sha256: weights_sha256.to_owned(),
+            data: data.to_owned(),
+            summary: EvalSummary::compute(&scores, &labels, threshold, 2018),
+            roc: metrics::roc_curve(&scores, &labels),
+            calibration: metrics::calibration(&scores, &labels, 10).0,
+            cases,
+            failed,
+        }
+    }
+
+    /// The human-readable summary `eval` prints.
+    pub fn text(&self) -> String {
+        let s = &self.summary;
+        let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+        let matrix = |c: &metrics::Confusion| {
+            format!(
+                "                 called PNEUMONIA  called NORMAL\n  \
+                 PNEUMONIA      {:>16}  {:>13}\n  \
+                 NORMAL         {:>16}  {:>13}",
+                c.tp, c.fn_, c.fp, c.tn
+            )
+        };
+        format!(
+            "model {} on {} ({} images: {} pneumonia, {} normal{})\n\
+             ROC AUC      {:.4}  (95% CI {:.4} to {:.4}, bootstrap)\n\
+             at the triage threshold {:.4}:\n  \
+             accuracy {}  sensitivity {}  specificity {}  PPV {}  NPV {}\n{}\n\
+             at 0.5:\n  accuracy {}  sensitivity {}  specificity {}\n{}\n\
+             calibration: ECE {:.4} (10 bins)",
+            self.model_id,
+            self.data,
+            s.images,
+            s.pneumonia,
+            s.normal,
+            if self.failed.is_empty() {
+                String::new()
+            } else {
+                format!("; {} unreadable", self.failed.len())
+            },
+            s.auc.estimate,
+            s.auc.low,
+            s.auc.high,
+            s.threshold,
+            pct(s.accuracy),
+            pct(s.sensitivity),
+            pct(s.specificity),
+            pct(s.ppv),
+            pct(s.npv),
+            matrix(&s.confusion),
+            pct(s.accuracy_at_half),
+            pct(s.confusion_at_half.sensitivity()),
+            pct(s.confusion_at_half.specificity()),
+            matrix(&s.confusion_at_half),
+            s.ece,
+        )
+    }
+}
+
+/// Drawing a plot failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw {name}: {reason}")]
+pub struct PlotError {
+    name: String,
+    reason: String,
+}
+
+fn plot_err(name: &str) -> impl Fn(String) -> PlotError + '_ {
+    move |reason| PlotError {
+        name: name.to_owned(),
+        reason,
+    }
+}
+
+fn register_font() {
+    // Idempotent: a second registration replaces the same font.
+    let _ = plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        epaint_default_fonts::UBUNTU_LIGHT,
+    );
+}
+
+/// Writes `roc.png`, `calibration.png` and `histogram.png` into `dir`.
+pub fn write_plots(report: &EvalReport, dir: &Path) -> Result<(), PlotError> {
+    register_font();
+    roc_plot(report, &dir.join("roc.png")).map_err(plot_err("the ROC curve"))?;
+    calibration_plot(report, &dir.join("calibration.png"))
+        .map_err(plot_err("the calibration curve"))?;
+    histogram_plot(report, &dir.join("histogram.png")).map_err(plot_err("the score histogram"))?;
+    Ok(())
+}
+
+fn roc_plot(report: &EvalReport, path: &Path) -> Result<(), String> {
+    let root = BitMapBackend::new(path, (640, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let s = &report.summary;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "ROC, AUC {:.4} [{:.4}, {:.4}]",
+                s.auc.estimate, s.auc.low, s.auc.high
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("1 - specificity")
+        .y_desc("sensitivity")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(LineSeries::new(
+            report
+                .roc
+                .iter()
+                .map(|p| (p.false_positive_rate, p.true_positive_rate)),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?
+        .label("model")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    let op = (1.0 - s.specificity, s.sensitivity);
+    chart
+        .draw_series([Circle::new(op, 6, RED.filled())])
+        .map_err(|e| e.to_string())?
+        .label(format!(
+            "threshold {:.3}: sens {:.3}, spec {:.3}",
+            s.threshold, s.sensitivity, s.specificity
+        ))
+        .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+fn calibration_plot(report: &EvalReport, path: &Path) -> Result<(), String> {
+    let root = BitMapBackend::new(path, (640, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Calibration, ECE {:.4}", report.summary.ece),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("mean score in bin")
+        .y_desc("fraction with pneumonia")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
+        .map_err(|e| e.to_string())?;
+    let points: Vec<(f64, f64)> = report
+        .calibration
+        .iter()
+        .filter(|b| b.count > 0)
+        .map(|b| (b.mean_score, b.fraction_positive))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().copied(),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(points.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+fn histogram_plot(report: &EvalReport, path: &Path) -> Result<(), String> {
+    const BINS: usize = 25;
+    let mut counts = [[0u32; BINS]; 2];
+    for c in &report.cases {
+        let b = ((c.score.clamp(0.0, 1.0) * BINS as f32) as usize).min(BINS - 1);
+        counts[usize::from(c.pneumonia)][b] += 1;
+    }
+    let max = counts.iter().flatten().copied().max().unwrap_or(1).max(1);
+    let root = BitMapBackend::new(path, (720, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Scores by class", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..1f64, 0u32..max + max / 10 + 1)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("pneumonia score")
+        .y_desc("images")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let width = 1.0 / BINS as f64;
+    for (class, colour, name) in [(0usize, GREEN, "NORMAL"), (1, RED, "PNEUMONIA")] {
+        chart
+            .draw_series((0..BINS).map(|b| {
+                let x0 = b as f64 * width;
+                Rectangle::new(
+                    [
+                        (x0 + width * 0.05, 0),
+                        (x0 + width * 0.95, counts[class][b]),
+                    ],
+                    colour.mix(0.45).filled(),
+                )
+            }))
+            .map_err(|e| e.to_string())?
+            .label(name)
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 15, y + 5)], colour.mix(0.45).filled())
+            });
+    }
+    let t = f64::from(report.summary.threshold);
+    chart
+        .draw_series(LineSeries::new([(t, 0), (t, max)], BLACK.stroke_width(2)))
+        .map_err(|e| e.to_string())?
+        .label(format!("threshold {t:.3}"))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperMiddle)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_and_plots_are_written() {
+        let cases: Vec<EvalCase> = (0..40)
+            .map(|i| EvalCase {
+                path: format!("x{i}.jpeg"),
+                pneumonia: i % 2 == 0,
+                score: if i % 2 == 0 {
+                    0.6 + i as f32 / 200.0
+                } else {
+                    0.5 - i as f32 / 100.0
+                },
+            })
+            .collect();
+        let report = EvalReport::new("m", "00", "data", 0.55, cases, vec![]);
+        assert_eq!(report.summary.auc.estimate, 1.0);
+        assert!(report.text().contains("ROC AUC      1.0000"));
+        let dir = tempfile::tempdir().unwrap();
+        write_plots(&report, dir.path()).unwrap();
+        for name in ["roc.png", "calibration.png", "histogram.png"] {
+            let img = image::open(dir.path().join(name)).unwrap();
+            assert!(img.width() >= 600, "{name}");
+            // Not blank: the plot drew something besides the white background.
+            let rgb = img.to_rgb8();
+            assert!(
+                rgb.pixels().any(|p| p.0 != [255, 255, 255]),
+                "{name} is blank"
+            );
+        }
+    }
+}
