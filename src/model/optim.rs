@@ -73,8 +73,10 @@ impl AdamW {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
-            p.m = ((&p.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            p.v = ((&p.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            // Detached: the gradients carry the step's whole autograd graph, which the moments
+            // must not keep alive from one step to the next.
+            p.m = ((&p.m * self.beta1)? + (g * (1.0 - self.beta1))?)?.detach();
+            p.v = ((&p.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?.detach();
             let m_hat = (&p.m / correction1)?;
             let v_hat = (&p.v / correction2)?;
             let update = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
