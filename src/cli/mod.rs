@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
+mod export;
+mod import;
 mod scan;
 
 /// Offline chest X-ray pneumonia triage.
@@ -20,6 +23,12 @@ pub struct Cli {
 pub enum Command {
     /// List every study in a folder with its format, size and bit depth, or why it cannot be read.
     Scan(scan::ScanArgs),
+    /// Check the audit trail of decisions (`audit verify`).
+    Audit(audit::AuditArgs),
+    /// Write decisions to a CSV file: reviewed studies, all known studies, or the full event log.
+    Export(export::ExportArgs),
+    /// Record labels corrected outside the app (a CSV file) as audited relabel events.
+    Import(import::ImportArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns its outcome into an exit code.
@@ -28,6 +37,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(args) => scan::run(&args),
+        Command::Audit(args) => audit::run(&args),
+        Command::Export(args) => export::run(&args),
+        Command::Import(args) => import::run(&args),
     };
     match result {
         Ok(code) => code,
