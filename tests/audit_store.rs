@@ -338,7 +338,47 @@ fn reopening_keeps_events_and_the_schema_version() {
 
 #[test]
 fn the_default_path_is_in_the_users_data_folder() {
+    if std::env::var_os("HOME").is_none() {
+        // No home folder: the store says so instead of guessing a place.
+        assert!(matches!(
+            DecisionStore::default_path(),
+            Err(AuditError::NoDataDir)
+        ));
+        return;
+    }
     let path = DecisionStore::default_path().unwrap();
-    assert!(path.ends_with("decisions.sqlite3"), "{}", path.display());
+    assert!(
+        path.ends_with("cxr-triage/decisions.sqlite3"),
+        "{}",
+        path.display()
+    );
     assert!(path.is_absolute());
+}
+
+#[test]
+fn record_all_records_every_decision_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_studies(dir.path(), 2);
+    // The second undo has nothing left to undo: the whole batch is refused.
+    let batch = [confirm(0, 0.9), undo(0, 0.9), undo(0, 0.9)];
+    assert!(matches!(
+        store.record_all(&batch),
+        Err(AuditError::NothingToUndo)
+    ));
+    assert_eq!(store.event_count().unwrap(), 0);
+
+    let events = store
+        .record_all(&[confirm(0, 0.9), override_ai(1, 0.1), undo(0, 0.9)])
+        .unwrap();
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(events[2].prev_label, Some(Pneumonia));
+    assert_eq!(events[2].new_label, None);
+    assert_eq!(events[1].prev_hash, events[0].row_hash);
+    assert_eq!(
+        store.history(&sha(0)).unwrap(),
+        [events[0].clone(), events[2].clone()]
+    );
+    assert!(store.record_all(&[]).unwrap().is_empty());
+    assert!(store.verify().unwrap().is_intact());
 }

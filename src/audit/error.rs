@@ -29,7 +29,7 @@ pub enum AuditError {
     Damaged,
 
     /// The file is not a SQLite database, or one that another program made.
-    #[error("the decision store at {} is not a cxr-triage database", path.display())]
+    #[error("the decision store is not a cxr-triage database: {}", path.display())]
     NotOurDatabase {
         /// The file that was opened.
         path: PathBuf,
@@ -136,5 +136,57 @@ impl From<csv::Error> for AuditError {
             }
             _ => Self::Csv(err.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn sqlite_failures_become_plain_words() {
+        assert!(matches!(
+            AuditError::from(sqlite(rusqlite::ffi::SQLITE_BUSY)),
+            AuditError::Locked
+        ));
+        assert!(matches!(
+            AuditError::from(sqlite(rusqlite::ffi::SQLITE_FULL)),
+            AuditError::DiskFull
+        ));
+        assert!(matches!(
+            AuditError::from(sqlite(rusqlite::ffi::SQLITE_READONLY)),
+            AuditError::ReadOnly
+        ));
+        assert!(matches!(
+            AuditError::from(sqlite(rusqlite::ffi::SQLITE_CORRUPT)),
+            AuditError::Damaged
+        ));
+        assert_eq!(
+            AuditError::Locked.to_string(),
+            "the decision store is locked by another program (another cxr-triage window or an import?); close it and try again"
+        );
+        assert_eq!(
+            AuditError::DiskFull.to_string(),
+            "the disk is full: the decision store could not be written"
+        );
+    }
+
+    #[test]
+    fn paths_come_last_in_messages() {
+        let err = AuditError::NotOurDatabase {
+            path: PathBuf::from("/home/a/notes.txt"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "the decision store is not a cxr-triage database: /home/a/notes.txt"
+        );
+        let err = AuditError::NoStore {
+            path: PathBuf::from("/x/decisions.sqlite3"),
+        };
+        assert!(err.to_string().ends_with("/x/decisions.sqlite3"));
     }
 }

@@ -75,8 +75,8 @@ pub struct ImportReport {
     pub recorded: Vec<ImportedRow>,
     /// The rows not recorded, in file order.
     pub rejected: Vec<RejectedRow>,
-    /// A store failure (disk full, store locked…) that stopped the import before the end of
-    /// the file; rows after it were neither recorded nor checked.
+    /// A store failure (disk full, store locked…) that stopped the import: then no row was
+    /// recorded.
     pub stopped_by: Option<AuditError>,
 }
 
@@ -88,14 +88,16 @@ pub const DEFAULT_IMPORT_REASON: &str = "imported from CSV without a reason";
 /// The CSV has a header row naming its columns, in any order and any case: `path` or `sha256`
 /// (or both), `label` (`NORMAL`/`PNEUMONIA` in any case, or `0`/`1`), and optionally `reason`.
 /// A relative `path` is taken relative to `base_dir` (the CSV file's folder). Files are only
-/// read, to hash them. Each good row is recorded as soon as it is checked; each bad row (unknown
-/// study, invalid label, unreadable file) is reported with its line number and not recorded.
+/// read, to hash them. Each bad row (unknown study, invalid label, unreadable file) is reported
+/// with its line number and not recorded. Once every row is checked, the good rows are recorded
+/// together in one transaction ([`DecisionStore::record_all`]): all of them, or none if the
+/// store fails.
 ///
 /// Fails before recording anything when the reader name is empty or the header lacks the needed
 /// columns.
 pub fn import_csv(
     store: &DecisionStore,
-    csv_data: impl Read,
+    mut csv_data: impl Read,
     base_dir: &Path,
     reader: &str,
 ) -> Result<ImportReport, AuditError> {
@@ -104,10 +106,32 @@ pub fn import_csv(
             "the reader's name is empty".to_owned(),
         ));
     }
+    // The whole file is read first so that line numbers count every line, blank ones included:
+    // the csv crate's line count skips blank lines, and its byte position of a record that
+    // follows blank lines points at them, so the count starts after any line breaks there.
+    let mut data = Vec::new();
+    csv_data
+        .read_to_end(&mut data)
+        .map_err(|e| AuditError::Csv(format!("the file cannot be read: {e}")))?;
+    let line_of = |pos: Option<&csv::Position>, fallback: u64| {
+        pos.and_then(|p| usize::try_from(p.byte()).ok())
+            .map(|byte| {
+                byte + data
+                    .get(byte..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|&&b| b == b'\n' || b == b'\r')
+                    .count()
+            })
+            .and_then(|byte| data.get(..byte))
+            .map_or(fallback, |before| {
+                1 + before.iter().filter(|&&b| b == b'\n').count() as u64
+            })
+    };
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(csv_data);
+        .from_reader(data.as_slice());
     let headers = rdr.headers()?.clone();
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let (path_col, sha_col) = (column("path"), column("sha256"));
@@ -125,6 +149,7 @@ pub fn import_csv(
     };
 
     let mut report = ImportReport::default();
+    let mut pending = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         let line_before = rdr.position().line();
@@ -132,7 +157,7 @@ pub fn import_csv(
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map_or(line_before, csv::Position::line);
+                let line = line_of(e.position(), line_before);
                 report.rejected.push(RejectedRow {
                     line,
                     problem: RowProblem::BadCsv(e.to_string()),
@@ -143,7 +168,7 @@ pub fn import_csv(
                 continue;
             }
         }
-        let line = record.position().map_or(line_before, csv::Position::line);
+        let line = line_of(record.position(), line_before);
         let cell = |col: Option<usize>| col.and_then(|i| record.get(i)).unwrap_or_default();
         if record.iter().all(str::is_empty) {
             continue; // A blank line, as spreadsheets leave at the end.
@@ -175,26 +200,23 @@ pub fn import_csv(
                     action: Action::Relabel,
                     reason,
                 };
-                match store.record(&decision) {
-                    Ok(event) => report.recorded.push(ImportedRow {
-                        line,
-                        event_id: event.id,
-                    }),
-                    Err(AuditError::UnknownStudy) => report.rejected.push(RejectedRow {
-                        line,
-                        problem: RowProblem::UnknownStudy,
-                    }),
-                    Err(AuditError::InvalidDecision(why)) => report.rejected.push(RejectedRow {
-                        line,
-                        problem: RowProblem::Refused(why),
-                    }),
-                    Err(e) => {
-                        report.stopped_by = Some(e);
-                        break;
-                    }
-                }
+                pending.push((line, decision));
             }
         }
+    }
+    let (lines, decisions): (Vec<u64>, Vec<NewDecision>) = pending.into_iter().unzip();
+    match store.record_all(&decisions) {
+        Ok(events) => {
+            report.recorded = lines
+                .into_iter()
+                .zip(events)
+                .map(|(line, event)| ImportedRow {
+                    line,
+                    event_id: event.id,
+                })
+                .collect();
+        }
+        Err(e) => report.stopped_by = Some(e),
     }
     Ok(report)
 }

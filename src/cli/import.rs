@@ -19,7 +19,7 @@ event by NAME. Rows naming a study the store has never seen, an invalid label or
 cannot be read are listed with their line number and not recorded; the other rows are.
 
 Exit status: 0 when every row was recorded, 2 when any row was rejected (the others are \
-recorded), 1 when the import could not run or stopped early.")]
+recorded), 1 when the import could not run or the store failed (then no row is recorded).")]
 pub struct ImportArgs {
     /// The CSV file of corrected labels.
     #[arg(long, value_name = "FILE")]
@@ -52,9 +52,7 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         report.rejected.len()
     );
     if let Some(err) = report.stopped_by {
-        return Err(
-            anyhow::Error::new(err).context("the import stopped before the end of the file")
-        );
+        return Err(anyhow::Error::new(err).context("no row was recorded"));
     }
     Ok(if report.rejected.is_empty() {
         ExitCode::SUCCESS
