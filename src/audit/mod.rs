@@ -1,1 +1,99 @@
 //! The decision store: append-only, hash-chained, in SQLite.
+//!
+//! Every reader decision (confirm, override, undo, relabel) is one event in the `decisions`
+//! table of a SQLite file ([`DecisionStore`]). Events are never changed or deleted: an undo is a
+//! new event. Together they form the audit trail that 21 CFR 11.10(e) asks for: who decided what,
+//! when, about which exact image (the SHA-256 of its file), with which model, score and
+//! threshold, the label before and after, and why.
+//!
+//! # Files
+//!
+//! - The store lives in the user's data folder ([`DecisionStore::default_path`]) or wherever
+//!   `--db PATH` says. It uses write-ahead logging, `synchronous=FULL` (a decision is on disk
+//!   when [`DecisionStore::record`] returns) and a 10-second busy timeout, so that several
+//!   windows or commands can share it.
+//! - Study folders are only ever read.
+//! - The schema is versioned with `PRAGMA user_version` and migrated on open; a store written by
+//!   a newer cxr-triage is refused rather than guessed at. `PRAGMA application_id` marks the file
+//!   as ours.
+//!
+//! # Studies and resuming
+//!
+//! A study's identity is the SHA-256 of its file's bytes. The `studies` table maps that hash to
+//! the last path the file was seen at and the metadata its loader found (patient ID, study UID,
+//! any JSON). It is a cache, not part of the audit trail: [`DecisionStore::upsert_studies`]
+//! overwrites it whenever a folder is opened. Decisions are keyed by hash, so a reopened folder
+//! gets every study's state back from [`DecisionStore::current_many`], and a moved or renamed
+//! file keeps its decisions. A decision can only be recorded for a study in the `studies` table.
+//!
+//! # Final labels and undo
+//!
+//! Each event stores the final label before it (`prev_label`, read inside the same write
+//! transaction) and after it (`new_label`). A study's current final label is the `new_label` of
+//! its latest event; `None` means unreviewed.
+//!
+//! ## Undo
+//!
+//! An undo takes back the most recent decision that is still in force, and restores the final
+//! label that was in force just before that decision. Successive undos walk further back:
+//!
+//! | event | final label after |
+//! |---|---|
+//! | confirm PNEUMONIA | PNEUMONIA |
+//! | override to NORMAL | NORMAL |
+//! | undo (takes back the override) | PNEUMONIA |
+//! | undo (takes back the confirm) | unreviewed |
+//! | undo | refused: [`AuditError::NothingToUndo`] |
+//!
+//! An undo is never itself undone; a decision after an undo simply becomes the newest decision
+//! in force. The store works this out from the study's events in the write transaction, so the
+//! caller need not (and the undo event records the restored label in `new_label`).
+//!
+//! # The hash chain
+//!
+//! Each event stores `prev_hash`, the `row_hash` of the event before it (for the first event: 32
+//! zero bytes), and `row_hash` = SHA-256(`prev_hash` ‖ `encoding`), both written as 64 lower-case
+//! hexadecimal digits. The hash input uses the 32 raw bytes of `prev_hash`.
+//!
+//! `encoding` is the canonical encoding of every other column, in this order: a format tag, then
+//! `id`, `decided_at`, `reader`, `app_version`, `study_sha256`, `study_path`, `model_id`,
+//! `weights_sha256`, `score`, `threshold`, `ai_label`, `prev_label`, `new_label`, `action`,
+//! `reason`. Each field is written as one byte `0x00` for NULL, or as one byte `0x01`, the
+//! field's length in bytes as an unsigned 64-bit big-endian integer, and the bytes:
+//!
+//! - the format tag is the ASCII text `cxr-triage decision event v1`;
+//! - `id` is its signed 64-bit big-endian two's complement (8 bytes);
+//! - text is its UTF-8 bytes exactly as stored (labels `NORMAL`/`PNEUMONIA`, actions
+//!   `confirm`/`override`/`undo`/`relabel`, times as RFC 3339 UTC with milliseconds and `Z`);
+//! - `score` and `threshold` are the 8 big-endian bytes of the IEEE 754 binary64 value stored in
+//!   SQLite (the model's `f32`, widened exactly).
+//!
+//! Because the `id` is hashed, and [`DecisionStore::verify`] checks that ids run 1, 2, 3, …, an
+//! edited, deleted, reordered or inserted row breaks the chain at that row. SQLite triggers also
+//! refuse UPDATE and DELETE on the table, and `verify` reports if they are missing. Deleting the
+//! last events is caught through `sqlite_sequence`, which remembers the highest id handed out.
+//!
+//! A chain only proves that nobody edited the log *without recomputing every later hash*.
+//! Someone who knows this format can rewrite the whole log; to catch that, write down the head
+//! hash that `cxr-triage audit verify` prints (or export the event log) and compare it later.
+
+mod chain;
+mod error;
+mod event;
+mod export;
+mod import;
+mod schema;
+mod store;
+mod verify;
+
+pub use chain::GENESIS_PREV_HASH;
+pub use error::AuditError;
+pub use event::{
+    Action, AiCall, CurrentState, DecisionEvent, NewDecision, ParseActionError, StudyRecord,
+};
+pub use export::{EVENT_COLUMNS, ExportKind, ExportOptions, STUDY_COLUMNS};
+pub use import::{
+    DEFAULT_IMPORT_REASON, ImportReport, ImportedRow, RejectedRow, RowProblem, import_csv,
+};
+pub use store::DecisionStore;
+pub use verify::{BrokenLink, LinkProblem, VerifyReport};

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod eval;
+mod export;
+mod import;
 mod scan;
 mod train;
 
@@ -26,6 +29,12 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Train the CNN on labelled folders and write its weights and model card.
     Train(train::TrainArgs),
+    /// Check the audit trail of decisions (`audit verify`).
+    Audit(audit::AuditArgs),
+    /// Write decisions to a CSV file: reviewed studies, all known studies, or the full event log.
+    Export(export::ExportArgs),
+    /// Record labels corrected outside the app (a CSV file) as audited relabel events.
+    Import(import::ImportArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns its outcome into an exit code.
@@ -36,6 +45,9 @@ pub fn main() -> ExitCode {
         Command::Scan(args) => scan::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Audit(args) => audit::run(&args),
+        Command::Export(args) => export::run(&args),
+        Command::Import(args) => import::run(&args),
     };
     match result {
         Ok(code) => code,

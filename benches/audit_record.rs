@@ -1,0 +1,88 @@
+//! How long one decision takes to record, durably (`synchronous=FULL`), in a store on disk; and
+//! how long a reopened folder of 5,000 studies takes to get its states back.
+//!
+//! Run: `cargo bench --bench audit_record`. The median is in
+//! `target/criterion/record_one_decision/new/estimates.json` (`median.point_estimate`, in ns).
+
+#![allow(clippy::unwrap_used)] // Benchmark set-up: a failed unwrap is a failed run.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use cxr_triage::audit::{Action, DecisionStore, NewDecision, StudyRecord};
+use cxr_triage::io::sha256_hex;
+use cxr_triage::worklist::Label;
+
+const STUDIES: u32 = 5000;
+
+fn sha(n: u32) -> String {
+    sha256_hex(format!("bench study {n}").as_bytes())
+}
+
+/// A store in a temporary folder under `target/` (a real disk, not a RAM file system), knowing
+/// `STUDIES` studies.
+fn store() -> (tempfile::TempDir, DecisionStore) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let store = DecisionStore::open(&dir.path().join("decisions.sqlite3")).unwrap();
+    let studies: Vec<StudyRecord> = (0..STUDIES)
+        .map(|n| StudyRecord {
+            sha256: sha(n),
+            path: format!("/data/ward/study-{n}.jpeg").into(),
+            patient_id: Some(format!("P{n}")),
+            study_uid: None,
+            metadata_json: "{}".to_owned(),
+        })
+        .collect();
+    store.upsert_studies(&studies).unwrap();
+    (dir, store)
+}
+
+fn relabel(n: u32, i: u32) -> NewDecision {
+    NewDecision {
+        reader: "dr-bench".to_owned(),
+        study_sha256: sha(n),
+        study_path: format!("/data/ward/study-{n}.jpeg").into(),
+        model_id: Some("cxrnet".to_owned()),
+        weights_sha256: Some(sha256_hex(b"weights")),
+        score: Some(0.75),
+        threshold: Some(0.5),
+        ai_label: Some(Label::Pneumonia),
+        new_label: Some(if i.is_multiple_of(2) {
+            Label::Normal
+        } else {
+            Label::Pneumonia
+        }),
+        action: Action::Relabel,
+        reason: "benchmark".to_owned(),
+    }
+}
+
+fn record_one_decision(c: &mut Criterion) {
+    let (_dir, store) = store();
+    let mut i = 0u32;
+    c.bench_function("record_one_decision", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            // Studies are revisited, so each record also replays a short history.
+            black_box(store.record(&relabel(i % 500, i / 500)).unwrap())
+        });
+    });
+}
+
+fn current_many_5000(c: &mut Criterion) {
+    let (_dir, store) = store();
+    let batch: Vec<NewDecision> = (0..STUDIES).step_by(2).map(|n| relabel(n, 0)).collect();
+    store.record_all(&batch).unwrap();
+    let hashes: Vec<String> = (0..STUDIES).map(sha).collect();
+    let refs: Vec<&str> = hashes.iter().map(String::as_str).collect();
+    c.bench_function("current_many_5000_studies", |b| {
+        b.iter(|| black_box(store.current_many(&refs).unwrap()));
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50);
+    targets = record_one_decision, current_many_5000
+}
+criterion_main!(benches);

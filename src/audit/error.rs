@@ -1,0 +1,192 @@
+//! What can go wrong with the decision store, in words for a reader or hospital IT.
+
+use std::path::PathBuf;
+
+use rusqlite::ErrorCode;
+
+/// An error of the decision store, its export or its import.
+///
+/// Messages are written for a radiologist or hospital IT person; where a message names a file, the
+/// path comes last.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Another program holds the store's write lock for longer than the busy timeout.
+    #[error(
+        "the decision store is locked by another program (another cxr-triage window or an import?); close it and try again"
+    )]
+    Locked,
+
+    /// The disk (or the user's quota) is full.
+    #[error("the disk is full: the decision store could not be written")]
+    DiskFull,
+
+    /// The file or its folder is read-only for this user.
+    #[error("the decision store cannot be written: the file or its folder is read-only")]
+    ReadOnly,
+
+    /// SQLite found the file damaged.
+    #[error("the decision store file is damaged; restore it from a backup")]
+    Damaged,
+
+    /// The file is not a SQLite database, or one that another program made.
+    #[error("the decision store is not a cxr-triage database: {}", path.display())]
+    NotOurDatabase {
+        /// The file that was opened.
+        path: PathBuf,
+    },
+
+    /// The store was made by a newer cxr-triage than this one.
+    #[error(
+        "the decision store was written by a newer version of cxr-triage (schema {found}; this version knows up to {known}); update cxr-triage: {}",
+        path.display()
+    )]
+    TooNew {
+        /// The schema version found in the file.
+        found: i64,
+        /// The newest schema version this build knows.
+        known: i64,
+        /// The file that was opened.
+        path: PathBuf,
+    },
+
+    /// The store file does not exist (for commands that only read an existing store).
+    #[error("there is no decision store at {}", path.display())]
+    NoStore {
+        /// The path that was looked for.
+        path: PathBuf,
+    },
+
+    /// SQLite could not open the file (missing folder, permissions, a folder in its place).
+    #[error("the decision store could not be opened (check that the folder exists and is writable): {}", path.display())]
+    CannotOpen {
+        /// The file that was opened.
+        path: PathBuf,
+    },
+
+    /// The operating system gives this user no data directory.
+    #[error(
+        "this user account has no data folder for the decision store (is HOME set?); pass --db PATH"
+    )]
+    NoDataDir,
+
+    /// A decision names a study that the store has never seen.
+    #[error("the study is not in the decision store: open its folder in cxr-triage first")]
+    UnknownStudy,
+
+    /// An undo for a study that has no decision left to undo.
+    #[error("there is no decision to undo for this study")]
+    NothingToUndo,
+
+    /// A decision or study record that breaks a rule of the store.
+    #[error("the decision was not recorded: {0}")]
+    InvalidDecision(String),
+
+    /// A study record that breaks a rule of the store.
+    #[error("the study was not stored: {0}")]
+    InvalidStudy(String),
+
+    /// A value in the store that this version cannot read (damage or tampering).
+    #[error("the decision store holds a value this version cannot read: {0}")]
+    UnreadableValue(String),
+
+    /// A file could not be read or written.
+    #[error("{what}: {source}: {}", path.display())]
+    File {
+        /// What was being done, in words.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+        /// The file concerned.
+        path: PathBuf,
+    },
+
+    /// Writing or reading CSV failed.
+    #[error("CSV: {0}")]
+    Csv(String),
+
+    /// Any other database failure.
+    #[error("the decision store reported an error: {0}")]
+    Database(#[source] rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for AuditError {
+    fn from(err: rusqlite::Error) -> Self {
+        match err.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Self::Locked,
+            Some(ErrorCode::DiskFull) => Self::DiskFull,
+            Some(ErrorCode::ReadOnly) => Self::ReadOnly,
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Self::Damaged,
+            _ => match err {
+                rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+                | rusqlite::Error::Utf8Error(..) => Self::UnreadableValue(err.to_string()),
+                _ => Self::Database(err),
+            },
+        }
+    }
+}
+
+impl From<csv::Error> for AuditError {
+    fn from(err: csv::Error) -> Self {
+        match err.kind() {
+            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                Self::DiskFull
+            }
+            _ => Self::Csv(err.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn sqlite_failures_become_plain_words() {
+        assert!(matches!(
+            AuditError::from(sqlite(rusqlite::ffi::SQLITE_BUSY)),
+            AuditError::Locked
+        ));
+        assert!(matches!(
+            AuditError::from(sqlite(rusqlite::ffi::SQLITE_FULL)),
+            AuditError::DiskFull
+        ));
+        assert!(matches!(
+            AuditError::from(sqlite(rusqlite::ffi::SQLITE_READONLY)),
+            AuditError::ReadOnly
+        ));
+        assert!(matches!(
+            AuditError::from(sqlite(rusqlite::ffi::SQLITE_CORRUPT)),
+            AuditError::Damaged
+        ));
+        assert_eq!(
+            AuditError::Locked.to_string(),
+            "the decision store is locked by another program (another cxr-triage window or an import?); close it and try again"
+        );
+        assert_eq!(
+            AuditError::DiskFull.to_string(),
+            "the disk is full: the decision store could not be written"
+        );
+    }
+
+    #[test]
+    fn paths_come_last_in_messages() {
+        let err = AuditError::NotOurDatabase {
+            path: PathBuf::from("/home/a/notes.txt"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "the decision store is not a cxr-triage database: /home/a/notes.txt"
+        );
+        let err = AuditError::NoStore {
+            path: PathBuf::from("/x/decisions.sqlite3"),
+        };
+        assert!(err.to_string().ends_with("/x/decisions.sqlite3"));
+    }
+}

@@ -1,0 +1,262 @@
+//! CSV export of decisions: [`DecisionStore::export_csv`] and [`DecisionStore::export_csv_to_file`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Transaction, TransactionBehavior};
+
+use super::event::{CurrentState, DecisionEvent};
+use super::store::{EVENT_COLUMNS_SQL, event_from_row, latest_states};
+use super::{AuditError, DecisionStore};
+use crate::worklist::Label;
+
+/// The columns of the per-study export (the default and `--all`), in order.
+pub const STUDY_COLUMNS: [&str; 13] = [
+    "path",
+    "sha256",
+    "patient_id",
+    "study_uid",
+    "score",
+    "ai_label",
+    "final_label",
+    "agreed",
+    "reader",
+    "decided_at",
+    "reason",
+    "model_id",
+    "threshold",
+];
+
+/// The columns of the event-log export (`--events`): every column of the log, in order.
+pub const EVENT_COLUMNS: [&str; 17] = [
+    "id",
+    "decided_at",
+    "reader",
+    "app_version",
+    "sha256",
+    "path",
+    "model_id",
+    "weights_sha256",
+    "score",
+    "threshold",
+    "ai_label",
+    "prev_label",
+    "new_label",
+    "action",
+    "reason",
+    "prev_hash",
+    "row_hash",
+];
+
+/// Which rows an export writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExportKind {
+    /// One row per reviewed study (a final label is in force), with its latest decision.
+    #[default]
+    Reviewed,
+    /// One row per known study, reviewed or not.
+    All,
+    /// One row per event of the log, oldest first, with every column ([`EVENT_COLUMNS`]).
+    Events,
+}
+
+/// What to export.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Which rows.
+    pub kind: ExportKind,
+    /// Only studies whose last known path lies under this folder.
+    pub folder: Option<PathBuf>,
+}
+
+/// A study as the per-study export needs it.
+struct StudyRow {
+    sha256: String,
+    path: String,
+    patient_id: Option<String>,
+    study_uid: Option<String>,
+}
+
+impl DecisionStore {
+    /// Writes the export as CSV (RFC 4180, UTF-8, with a header row) to `w`, and returns the
+    /// number of data rows. Rows are sorted by path, then hash (events: by id). All rows come
+    /// from one snapshot of the store.
+    pub fn export_csv(&self, w: impl Write, opts: &ExportOptions) -> Result<usize, AuditError> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)?;
+        let folder = opts.folder.as_deref().map(FolderFilter::new);
+        let under = |path: &str| folder.as_ref().is_none_or(|f| f.contains(path));
+        let mut out = csv::Writer::from_writer(w);
+        let mut n = 0;
+        if opts.kind == ExportKind::Events {
+            out.write_record(EVENT_COLUMNS)?;
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {cols}, s.last_path FROM decisions d LEFT JOIN studies s ON s.sha256 = d.study_sha256 ORDER BY d.id",
+                cols = EVENT_COLUMNS_SQL
+                    .split(", ")
+                    .map(|c| format!("d.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let event = event_from_row(row)?;
+                let last_path: Option<String> = row.get(17)?;
+                if under(last_path.as_deref().unwrap_or_default()) {
+                    out.write_record(event_record(&event))?;
+                    n += 1;
+                }
+            }
+        } else {
+            out.write_record(STUDY_COLUMNS)?;
+            let states = latest_states(&tx, "1")?;
+            let mut stmt = tx.prepare(
+                "SELECT sha256, last_path, patient_id, study_uid FROM studies ORDER BY last_path, sha256",
+            )?;
+            let studies = stmt.query_map([], |r| {
+                Ok(StudyRow {
+                    sha256: r.get(0)?,
+                    path: r.get(1)?,
+                    patient_id: r.get(2)?,
+                    study_uid: r.get(3)?,
+                })
+            })?;
+            for study in studies {
+                let study = study?;
+                let state = states.get(&study.sha256);
+                let reviewed = state.is_some_and(CurrentState::is_reviewed);
+                if (reviewed || opts.kind == ExportKind::All) && under(&study.path) {
+                    out.write_record(study_record(&study, state))?;
+                    n += 1;
+                }
+            }
+        }
+        out.flush().map_err(csv::Error::from)?;
+        Ok(n)
+    }
+
+    /// Writes the export to the file `dest`, atomically: the CSV goes to a temporary file in the
+    /// same folder, is synced to disk, and is then renamed over `dest`. A failed export leaves
+    /// neither half a file nor the temporary file behind.
+    pub fn export_csv_to_file(
+        &self,
+        dest: &Path,
+        opts: &ExportOptions,
+    ) -> Result<usize, AuditError> {
+        let file_error = |what, source| AuditError::File {
+            what,
+            source,
+            path: dest.to_owned(),
+        };
+        let name = dest.file_name().ok_or_else(|| {
+            file_error(
+                "the export needs a file name",
+                std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            )
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.partial", std::process::id()));
+        let tmp = dest.with_file_name(tmp_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| file_error("could not create the export file", e))?;
+        let result = self.write_and_sync(file, opts).and_then(|n| {
+            fs::rename(&tmp, dest)
+                .map_err(|e| file_error("could not put the export file in place", e))?;
+            Ok(n)
+        });
+        if result.is_err() {
+            // The temporary file may already be gone; either way nothing is left behind.
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_and_sync(&self, file: File, opts: &ExportOptions) -> Result<usize, AuditError> {
+        let mut buf = BufWriter::new(file);
+        let n = self.export_csv(&mut buf, opts)?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| AuditError::from(csv::Error::from(e.into_error())))?;
+        file.sync_all()
+            .map_err(|e| AuditError::from(csv::Error::from(e)))?;
+        Ok(n)
+    }
+}
+
+/// Whether a stored path lies under a folder, as given or as the file system resolves it.
+struct FolderFilter {
+    given: PathBuf,
+    resolved: Option<PathBuf>,
+}
+
+impl FolderFilter {
+    fn new(folder: &Path) -> Self {
+        Self {
+            given: folder.to_owned(),
+            resolved: folder.canonicalize().ok(),
+        }
+    }
+
+    fn contains(&self, path: &str) -> bool {
+        let path = Path::new(path);
+        path.starts_with(&self.given) || self.resolved.as_ref().is_some_and(|r| path.starts_with(r))
+    }
+}
+
+fn opt_label(label: Option<Label>) -> String {
+    label.map(Label::as_str).unwrap_or_default().to_owned()
+}
+
+fn opt_f32(v: Option<f32>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn study_record(study: &StudyRow, state: Option<&CurrentState>) -> Vec<String> {
+    let last = state.map(|s| &s.last_event);
+    let ai = state.and_then(|s| s.ai.as_ref());
+    vec![
+        study.path.clone(),
+        study.sha256.clone(),
+        study.patient_id.clone().unwrap_or_default(),
+        study.study_uid.clone().unwrap_or_default(),
+        opt_f32(ai.and_then(|a| a.score)),
+        opt_label(ai.map(|a| a.label)),
+        opt_label(state.and_then(|s| s.final_label)),
+        match state.and_then(|s| s.agreed) {
+            Some(true) => "yes".to_owned(),
+            Some(false) => "no".to_owned(),
+            None => String::new(),
+        },
+        last.map(|e| e.reader.clone()).unwrap_or_default(),
+        last.map(|e| e.decided_at.clone()).unwrap_or_default(),
+        last.map(|e| e.reason.clone()).unwrap_or_default(),
+        ai.and_then(|a| a.model_id.clone()).unwrap_or_default(),
+        opt_f32(ai.and_then(|a| a.threshold)),
+    ]
+}
+
+fn event_record(e: &DecisionEvent) -> Vec<String> {
+    vec![
+        e.id.to_string(),
+        e.decided_at.clone(),
+        e.reader.clone(),
+        e.app_version.clone(),
+        e.study_sha256.clone(),
+        e.study_path.to_string_lossy().into_owned(),
+        e.model_id.clone().unwrap_or_default(),
+        e.weights_sha256.clone().unwrap_or_default(),
+        opt_f32(e.score),
+        opt_f32(e.threshold),
+        opt_label(e.ai_label),
+        opt_label(e.prev_label),
+        opt_label(e.new_label),
+        e.action.as_str().to_owned(),
+        e.reason.clone(),
+        e.prev_hash.clone(),
+        e.row_hash.clone(),
+    ]
+}

@@ -1,0 +1,279 @@
+//! Checking the hash chain: [`DecisionStore::verify`].
+
+use std::fmt;
+
+use rusqlite::{OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use super::chain::{self, EventFields, GENESIS_PREV_HASH};
+use super::schema::{NO_DELETE_TRIGGER, NO_UPDATE_TRIGGER};
+use super::{AuditError, DecisionStore};
+use crate::io::hex;
+
+/// What [`DecisionStore::verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The number of events in the log.
+    pub total_events: u64,
+    /// The number of events checked and found sound, in order, before the first broken link.
+    pub events_checked: u64,
+    /// The hash of the last event when the whole chain is sound (`None` for an empty log or a
+    /// broken chain). Writing it down elsewhere lets a later check prove that the log was not
+    /// rewritten wholesale since.
+    pub head_hash: Option<String>,
+    /// The first broken link, if any.
+    pub first_broken: Option<BrokenLink>,
+    /// Whether the triggers that refuse UPDATE and DELETE on the log are present and unchanged.
+    pub append_only_guard_intact: bool,
+}
+
+impl VerifyReport {
+    /// True when the chain is sound and the append-only guard is in place.
+    pub fn is_intact(&self) -> bool {
+        self.first_broken.is_none() && self.append_only_guard_intact
+    }
+}
+
+/// The first event at which the chain does not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokenLink {
+    /// The id of the event where the chain breaks (for a deleted tail: the first missing id).
+    pub id: i64,
+    /// What is wrong there.
+    pub problem: LinkProblem,
+}
+
+/// What is wrong at a broken link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkProblem {
+    /// The ids jump or go back: events were deleted, renumbered or moved.
+    IdOutOfSequence {
+        /// The id that should have come here.
+        expected: i64,
+    },
+    /// The event does not link to the event before it: events were swapped, inserted or
+    /// rewritten.
+    PrevHashMismatch,
+    /// The event's content no longer matches its hash: it was edited.
+    ContentChanged,
+    /// A column holds a value that the store never writes.
+    Unreadable {
+        /// The column's name.
+        column: &'static str,
+    },
+    /// The last events were deleted: the store had handed out ids up to `issued`.
+    TailDeleted {
+        /// The highest id the store ever handed out.
+        issued: i64,
+    },
+}
+
+impl fmt::Display for LinkProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::IdOutOfSequence { expected } => write!(
+                f,
+                "event {expected} should come here: events were deleted, renumbered or reordered"
+            ),
+            Self::PrevHashMismatch => f.write_str(
+                "it does not link to the event before it: events were swapped, inserted or rewritten",
+            ),
+            Self::ContentChanged => {
+                f.write_str("its content was changed after it was recorded")
+            }
+            Self::Unreadable { column } => {
+                write!(f, "its {column} holds a value cxr-triage never writes")
+            }
+            Self::TailDeleted { issued } => write!(
+                f,
+                "it is missing: the log had events up to {issued}, so the last events were deleted"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for BrokenLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event {}: {}", self.id, self.problem)
+    }
+}
+
+/// The columns [`DecisionStore::verify`] reads, in chain order.
+const COLUMNS: [&str; 17] = [
+    "id",
+    "decided_at",
+    "reader",
+    "app_version",
+    "study_sha256",
+    "study_path",
+    "model_id",
+    "weights_sha256",
+    "score",
+    "threshold",
+    "ai_label",
+    "prev_label",
+    "new_label",
+    "action",
+    "reason",
+    "prev_hash",
+    "row_hash",
+];
+
+/// One event as stored, read without interpretation.
+struct RawEvent {
+    id: i64,
+    decided_at: String,
+    reader: String,
+    app_version: String,
+    study_sha256: String,
+    study_path: String,
+    model_id: Option<String>,
+    weights_sha256: Option<String>,
+    score: Option<f64>,
+    threshold: Option<f64>,
+    ai_label: Option<String>,
+    prev_label: Option<String>,
+    new_label: Option<String>,
+    action: String,
+    reason: String,
+    prev_hash: String,
+    row_hash: String,
+}
+
+impl RawEvent {
+    /// Reads a row of `SELECT {COLUMNS}`; on a value of the wrong type, names its column.
+    fn read(r: &Row<'_>) -> Result<Self, &'static str> {
+        let text = |i: usize| r.get::<_, String>(i).map_err(|_| COLUMNS[i]);
+        let opt_text = |i: usize| r.get::<_, Option<String>>(i).map_err(|_| COLUMNS[i]);
+        let opt_real = |i: usize| r.get::<_, Option<f64>>(i).map_err(|_| COLUMNS[i]);
+        Ok(Self {
+            id: r.get(0).map_err(|_| COLUMNS[0])?,
+            decided_at: text(1)?,
+            reader: text(2)?,
+            app_version: text(3)?,
+            study_sha256: text(4)?,
+            study_path: text(5)?,
+            model_id: opt_text(6)?,
+            weights_sha256: opt_text(7)?,
+            score: opt_real(8)?,
+            threshold: opt_real(9)?,
+            ai_label: opt_text(10)?,
+            prev_label: opt_text(11)?,
+            new_label: opt_text(12)?,
+            action: text(13)?,
+            reason: text(14)?,
+            prev_hash: text(15)?,
+            row_hash: text(16)?,
+        })
+    }
+
+    fn fields(&self) -> EventFields<'_> {
+        EventFields {
+            id: self.id,
+            decided_at: &self.decided_at,
+            reader: &self.reader,
+            app_version: &self.app_version,
+            study_sha256: &self.study_sha256,
+            study_path: &self.study_path,
+            model_id: self.model_id.as_deref(),
+            weights_sha256: self.weights_sha256.as_deref(),
+            score: self.score,
+            threshold: self.threshold,
+            ai_label: self.ai_label.as_deref(),
+            prev_label: self.prev_label.as_deref(),
+            new_label: self.new_label.as_deref(),
+            action: &self.action,
+            reason: &self.reason,
+        }
+    }
+}
+
+impl DecisionStore {
+    /// Checks the whole log: ids run 1, 2, 3, … without gaps, each event links to the previous
+    /// event's hash, each event's hash matches its content, no events were cut off the end, and
+    /// the append-only triggers are in place.
+    ///
+    /// Returns `Ok` with the first broken link when it finds tampering; `Err` only when the store
+    /// cannot be read at all.
+    pub fn verify(&self) -> Result<VerifyReport, AuditError> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)?;
+        let trigger_sql = |name: &str| -> rusqlite::Result<Option<String>> {
+            tx.query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1 AND tbl_name = 'decisions'",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+        };
+        let append_only_guard_intact = trigger_sql("decisions_no_update")?.as_deref()
+            == Some(NO_UPDATE_TRIGGER)
+            && trigger_sql("decisions_no_delete")?.as_deref() == Some(NO_DELETE_TRIGGER);
+        let total: i64 = tx.query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))?;
+
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {} FROM decisions ORDER BY id",
+            COLUMNS.join(", ")
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut prev = GENESIS_PREV_HASH;
+        let mut expected_id = 1i64;
+        let mut first_broken = None;
+        while let Some(row) = rows.next()? {
+            let broken = |problem| BrokenLink {
+                id: row.get(0).unwrap_or(expected_id),
+                problem,
+            };
+            let e = match RawEvent::read(row) {
+                Ok(e) => e,
+                Err(column) => {
+                    first_broken = Some(broken(LinkProblem::Unreadable { column }));
+                    break;
+                }
+            };
+            if e.id != expected_id {
+                first_broken = Some(broken(LinkProblem::IdOutOfSequence {
+                    expected: expected_id,
+                }));
+                break;
+            }
+            if chain::parse_hash_hex(&e.prev_hash) != Some(prev) {
+                first_broken = Some(broken(LinkProblem::PrevHashMismatch));
+                break;
+            }
+            let computed = chain::row_hash(&prev, &e.fields());
+            if chain::parse_hash_hex(&e.row_hash) != Some(computed) {
+                first_broken = Some(broken(LinkProblem::ContentChanged));
+                break;
+            }
+            prev = computed;
+            expected_id += 1;
+        }
+        drop(rows);
+        let events_checked = u64::try_from(expected_id - 1).unwrap_or(0);
+
+        if first_broken.is_none() {
+            let issued: Option<i64> = tx
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'decisions'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(issued) = issued
+                && issued >= expected_id
+            {
+                first_broken = Some(BrokenLink {
+                    id: expected_id,
+                    problem: LinkProblem::TailDeleted { issued },
+                });
+            }
+        }
+        let head_hash = (first_broken.is_none() && events_checked > 0).then(|| hex(&prev));
+        Ok(VerifyReport {
+            total_events: u64::try_from(total).unwrap_or(0),
+            events_checked,
+            head_hash,
+            first_broken,
+            append_only_guard_intact,
+        })
+    }
+}

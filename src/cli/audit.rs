@@ -1,0 +1,81 @@
+//! `cxr-triage audit verify [--db PATH]`, and opening the decision store for the other commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::audit::DecisionStore;
+
+/// Exit status of `audit verify` when it finds tampering, and of `import` when it rejects rows.
+pub(crate) const EXIT_FINDINGS: u8 = 2;
+
+/// Arguments of `audit`.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// What to do with the audit trail.
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+/// The `audit` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the decision store's hash chain and report the first broken link.
+    ///
+    /// Prints OK, the number of events and the hash of the last event (write it down: a later
+    /// check that prints the same hash for the same events proves nothing was rewritten). Exit
+    /// status: 0 when the trail is intact, 2 when it finds tampering (an edited, deleted,
+    /// reordered or inserted event, or a removed append-only guard), 1 when the store cannot be
+    /// read.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `audit verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The decision store (default: decisions.sqlite3 in the user's data folder).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+/// Runs `audit`.
+pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        AuditCommand::Verify(v) => verify(v),
+    }
+}
+
+fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let store = open_existing_store(args.db.as_deref())?;
+    let report = store.verify()?;
+    if report.is_intact() {
+        match &report.head_hash {
+            Some(head) => println!(
+                "OK: {} events, the hash chain is intact; last event's hash {head}",
+                report.total_events
+            ),
+            None => println!("OK: 0 events"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(broken) = &report.first_broken {
+        println!(
+            "TAMPERED: the hash chain is broken at {broken} ({} of {} events check out before it)",
+            report.events_checked, report.total_events
+        );
+    }
+    if !report.append_only_guard_intact {
+        println!(
+            "TAMPERED: the triggers that keep the decision log append-only were removed or changed"
+        );
+    }
+    Ok(ExitCode::from(EXIT_FINDINGS))
+}
+
+/// Opens the store at `db`, or at the default path, which must already exist.
+pub(crate) fn open_existing_store(db: Option<&Path>) -> anyhow::Result<DecisionStore> {
+    let path = match db {
+        Some(p) => p.to_owned(),
+        None => DecisionStore::default_path()?,
+    };
+    Ok(DecisionStore::open_existing(&path)?)
+}

@@ -1,0 +1,71 @@
+//! `cxr-triage export --csv FILE [--db PATH] [--folder DIR] [--all | --events]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use super::audit::open_existing_store;
+use crate::audit::{ExportKind, ExportOptions};
+
+/// Arguments of `export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The CSV file to write (replaced whole; a failed export leaves the old file untouched).
+    #[arg(long, value_name = "FILE")]
+    pub csv: PathBuf,
+    /// The decision store (default: decisions.sqlite3 in the user's data folder).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Only studies last seen under this folder. The CSV may not be written inside it: study
+    /// folders are never written to.
+    #[arg(long, value_name = "DIR")]
+    pub folder: Option<PathBuf>,
+    /// Also list known studies that nobody has reviewed yet.
+    #[arg(long, conflicts_with = "events")]
+    pub all: bool,
+    /// Export the full event log (every event, every column) instead of one row per study.
+    #[arg(long)]
+    pub events: bool,
+}
+
+/// Runs `export`.
+pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    if let Some(folder) = &args.folder {
+        let folder = folder.canonicalize().unwrap_or_else(|_| folder.clone());
+        let dest_dir = args
+            .csv
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| std::path::Path::new("."));
+        let dest_dir = dest_dir
+            .canonicalize()
+            .unwrap_or_else(|_| dest_dir.to_owned());
+        if dest_dir.starts_with(&folder) {
+            bail!(
+                "refusing to write the export inside the study folder (study folders are never written to): {}",
+                args.csv.display()
+            );
+        }
+    }
+    let store = open_existing_store(args.db.as_deref())?;
+    let kind = if args.events {
+        ExportKind::Events
+    } else if args.all {
+        ExportKind::All
+    } else {
+        ExportKind::Reviewed
+    };
+    let opts = ExportOptions {
+        kind,
+        folder: args.folder.clone(),
+    };
+    let rows = store.export_csv_to_file(&args.csv, &opts)?;
+    let what = match kind {
+        ExportKind::Events => "events",
+        ExportKind::All => "studies",
+        ExportKind::Reviewed => "reviewed studies",
+    };
+    println!("exported {rows} {what} to {}", args.csv.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,190 @@
+//! The `audit verify`, `export` and `import` commands, run as the real binary.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed unwrap is a failed test.
+
+mod audit_common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use audit_common::{confirm, override_ai, store_with_studies};
+
+fn run(args: &[&str], data_home: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cxr-triage"))
+        .args(args)
+        // Keep the default store location away from the user's real data folder.
+        .env("XDG_DATA_HOME", data_home)
+        .env("HOME", data_home)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A store with 3 events, its path as text, and the temp dir holding both.
+fn fixture() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_studies(dir.path(), 3);
+    store.record(&confirm(0, 0.9)).unwrap();
+    store.record(&override_ai(1, 0.9)).unwrap();
+    store.record(&confirm(2, 0.1)).unwrap();
+    let db = store.path().to_str().unwrap().to_owned();
+    (dir, db)
+}
+
+#[test]
+fn verify_says_ok_for_an_intact_store_and_names_the_broken_event_otherwise() {
+    let (dir, db) = fixture();
+    let ok = run(&["audit", "verify", "--db", &db], dir.path());
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).starts_with("OK: 3 events"), "{}", stdout(&ok));
+
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    raw.execute_batch(
+        "DROP TRIGGER decisions_no_update; UPDATE decisions SET reader = 'dr-mallory' WHERE id = 2;",
+    )
+    .unwrap();
+    drop(raw);
+    let bad = run(&["audit", "verify", "--db", &db], dir.path());
+    assert_eq!(bad.status.code(), Some(2));
+    let out = stdout(&bad);
+    assert!(out.contains("TAMPERED"), "{out}");
+    assert!(
+        out.contains("event 2: its content was changed after it was recorded"),
+        "{out}"
+    );
+    assert!(out.contains("append-only"), "{out}");
+}
+
+#[test]
+fn commands_refuse_a_store_that_does_not_exist_and_do_not_create_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.sqlite3");
+    let out = run(
+        &["audit", "verify", "--db", missing.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("there is no decision store at"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!missing.exists());
+    // The default location, under the (redirected) user data folder.
+    let out = run(&["audit", "verify"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cxr-triage/decisions.sqlite3"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("cxr-triage").exists());
+}
+
+#[test]
+fn export_writes_the_csv_and_refuses_to_write_into_the_study_folder() {
+    let (dir, db) = fixture();
+    let csv_path = dir.path().join("out.csv");
+    let csv_arg = csv_path.to_str().unwrap();
+    let out = run(&["export", "--csv", csv_arg, "--db", &db], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("exported 3 reviewed studies"));
+    let text = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(text.starts_with(
+        "path,sha256,patient_id,study_uid,score,ai_label,final_label,agreed,reader,decided_at,reason,model_id,threshold\n"
+    ));
+    assert_eq!(text.lines().count(), 4);
+
+    let out = run(
+        &["export", "--csv", csv_arg, "--db", &db, "--events"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        std::fs::read_to_string(&csv_path)
+            .unwrap()
+            .starts_with("id,decided_at,")
+    );
+
+    let out = run(
+        &["export", "--csv", csv_arg, "--db", &db, "--events", "--all"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "--all and --events conflict");
+
+    let study_folder = dir.path().join("studies");
+    std::fs::create_dir(&study_folder).unwrap();
+    let inside = study_folder.join("labels.csv");
+    let out = run(
+        &[
+            "export",
+            "--csv",
+            inside.to_str().unwrap(),
+            "--db",
+            &db,
+            "--folder",
+            study_folder.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("refusing to write the export inside the study folder"));
+    assert!(!inside.exists());
+}
+
+#[test]
+fn import_records_good_rows_and_exits_non_zero_when_it_rejects_any() {
+    let (dir, db) = fixture();
+    let csv_path = dir.path().join("fixes.csv");
+    std::fs::write(
+        &csv_path,
+        format!(
+            "sha256,label,reason\n{},NORMAL,second look\n{},PNEUMONIA,typo\n",
+            audit_common::sha(0),
+            "f".repeat(64)
+        ),
+    )
+    .unwrap();
+    let args = [
+        "import",
+        "--csv",
+        csv_path.to_str().unwrap(),
+        "--reader",
+        "dr-dan",
+        "--db",
+        &db,
+    ];
+    let out = run(&args, dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("line 3: not recorded: unknown study"),
+        "{text}"
+    );
+    assert!(
+        text.contains("recorded 1 relabel events, rejected 1 rows"),
+        "{text}"
+    );
+
+    std::fs::write(
+        &csv_path,
+        format!("sha256,label\n{},0\n", audit_common::sha(1)),
+    )
+    .unwrap();
+    let out = run(&args, dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let store = cxr_triage::audit::DecisionStore::open(Path::new(&db)).unwrap();
+    assert_eq!(store.event_count().unwrap(), 5);
+    assert!(store.verify().unwrap().is_intact());
+
+    let help = run(&["import", "--help"], dir.path());
+    assert!(stdout(&help).contains("2 when any row was rejected"));
+}
