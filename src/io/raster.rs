@@ -43,13 +43,18 @@ pub(crate) fn decode(
 ///
 /// Decoders accept a JPEG cut short and fill the missing part with gray; a half-copied file must
 /// not reach the model that way. Neither marker can occur inside entropy-coded data (0xFF bytes
-/// there are stuffed), and an EXIF thumbnail comes before the main image's scans.
+/// there are stuffed), and an EXIF thumbnail comes before the main image's scans. The search
+/// starts from the end, where the end-of-image marker of a complete file is.
 fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let Some(last_scan) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else {
-        // No scan at all: let the decoder say what is wrong.
-        return true;
-    };
-    bytes[last_scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+    const START_OF_SCAN: [u8; 2] = [0xFF, 0xDA];
+    const END_OF_IMAGE: [u8; 2] = [0xFF, 0xD9];
+    match bytes.windows(2).rposition(|w| w == END_OF_IMAGE) {
+        // Complete unless a scan starts after the last end-of-image (a thumbnail's).
+        Some(end) => !bytes[end..].windows(2).any(|w| w == START_OF_SCAN),
+        // No end at all: truncated if there is a scan; without one, the decoder says what is
+        // wrong.
+        None => !bytes.windows(2).any(|w| w == START_OF_SCAN),
+    }
 }
 
 /// True when the PNG has its end chunk (IEND).
