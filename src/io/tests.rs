@@ -503,6 +503,53 @@ fn dicom_without_its_preamble_is_read() {
     assert_eq!((study.meta.width, study.meta.height), (40, 30));
 }
 
+#[test]
+fn rgb_dicom_becomes_gray_and_ybr_is_refused() {
+    let colour = |photometric: &'static str, planar: u16| {
+        let mut spec = DicomSpec::mono(photometric);
+        spec.width = 2;
+        spec.height = 1;
+        spec.bits_allocated = 8;
+        spec.bits_stored = 8;
+        // Two pixels, (200, 100, 50) and (0, 255, 0), interleaved or planar.
+        spec.stored = if planar == 0 {
+            vec![200, 100, 50, 0, 255, 0]
+        } else {
+            vec![200, 0, 100, 255, 50, 0]
+        };
+        let mut obj = spec.object();
+        obj.put(DataElement::new(
+            tags::SAMPLES_PER_PIXEL,
+            VR::US,
+            PrimitiveValue::from(3u16),
+        ));
+        obj.put(DataElement::new(
+            tags::PLANAR_CONFIGURATION,
+            VR::US,
+            PrimitiveValue::from(planar),
+        ));
+        let mut out = Vec::new();
+        obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+            .unwrap()
+            .write_all(&mut out)
+            .unwrap();
+        load_study_bytes(&out)
+    };
+    let expected = vec![
+        (0.2126f64 * 200.0 + 0.7152 * 100.0 + 0.0722 * 50.0).round() as u16,
+        (0.7152f64 * 255.0).round() as u16,
+    ];
+    for planar in [0, 1] {
+        let study = colour("RGB", planar).unwrap();
+        assert_eq!(study.meta.photometric, Photometric::Rgb);
+        assert_eq!(u16s(&study), expected);
+    }
+    assert!(matches!(
+        colour("YBR_FULL", 0),
+        Err(LoadError::UnsupportedDicom(_))
+    ));
+}
+
 /// A DICOM file holding a JPEG baseline frame made with `image`.
 fn encapsulated_jpeg(jpeg: Vec<u8>, rows: u16, columns: u16) -> Vec<u8> {
     let mut spec = DicomSpec::mono("MONOCHROME2");

@@ -333,7 +333,7 @@ fn decode_image(
 ) -> Result<(GrayImage, Photometric, Option<Window>), LoadError> {
     let layout = PixelLayout::read(obj, limits)?;
     let pixel_data = obj.get(tags::PIXEL_DATA).ok_or(LoadError::NoPixelData)?;
-    let (frame, photometric): (Cow<'_, [u8]>, String) = match pixel_data.value() {
+    let (frame, compressed): (Cow<'_, [u8]>, bool) = match pixel_data.value() {
         Value::Primitive(PrimitiveValue::Empty) => return Err(LoadError::NoPixelData),
         Value::Primitive(primitive) => {
             let bytes = primitive.to_bytes();
@@ -351,26 +351,22 @@ fn decode_image(
                     Cow::Owned(b)
                 }
             };
-            (frame, layout.photometric.clone())
+            (frame, false)
         }
         Value::PixelSequence(sequence) => {
             let Some(first) = sequence.fragments().first() else {
                 return Err(LoadError::NoPixelData);
             };
             check_compressed_size(first, &layout, limits)?;
-            (decode_compressed_frame(obj, &layout)?, String::new())
+            (decode_compressed_frame(obj, &layout)?, true)
         }
         Value::Sequence(_) => return Err(corrupt("the pixel data is a sequence of items")),
     };
-    // Compressed colour frames come out as RGB.
-    let photometric = if photometric.is_empty() {
-        if layout.samples_per_pixel == 3 {
-            "RGB".to_string()
-        } else {
-            layout.photometric.clone()
-        }
+    // The decoders turn compressed colour (YBR) frames into RGB.
+    let photometric = if compressed && layout.samples_per_pixel == 3 {
+        "RGB"
     } else {
-        photometric
+        layout.photometric.as_str()
     };
     if layout.samples_per_pixel == 3 {
         if photometric != "RGB" {
