@@ -109,7 +109,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             validation,
             secs,
         } => {
-            eprintln!("{train} training and {validation} validation images, loaded in {secs:.1} s")
+            eprintln!("{train} training and {validation} validation images, loaded in {secs:.1} s");
         }
         TrainEvent::Resumed { epochs_done } => {
             eprintln!("resuming after epoch {epochs_done}");

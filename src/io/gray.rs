@@ -12,6 +12,11 @@ pub enum Samples {
     F32(Vec<f32>),
 }
 
+/// Rec. 709 luma of an RGB sample, the weights `image` uses to convert colour to gray.
+pub(crate) fn luma(red: f32, green: f32, blue: f32) -> f32 {
+    0.2126 * red + 0.7152 * green + 0.0722 * blue
+}
+
 /// A display window: values below `center - width/2` are black, above `center + width/2` white.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Window {

@@ -38,12 +38,11 @@ pub enum DatasetError {
     },
 }
 
-/// Decodes one labelled image with its default display window.
-// TODO(io): switch to `crate::io::load_study` when the loading layer lands.
+/// Decodes one labelled image, through the same loading layer as every study, with its default
+/// display window.
 pub fn load_image(path: &Path) -> Result<(crate::io::GrayImage, crate::io::Window), String> {
-    let img = image::open(path).map_err(|e| e.to_string())?.to_luma8();
-    let gray = crate::io::GrayImage::from_u8(img.width(), img.height(), img.as_raw());
-    Ok((gray, crate::io::Window::from_range(0.0, 255.0)))
+    let study = crate::io::load_study(path).map_err(|e| e.to_string())?;
+    Ok((study.image, study.meta.default_window))
 }
 
 /// The patient id in a Kermany file name: `person<P>_bacteria_<N>` and `person<P>_virus_<N>` give
