@@ -1,7 +1,23 @@
 //! Studies, scores and decision states, with sorting and filtering. Plain Rust: no egui.
+//!
+//! - [`Label`]: what the model says or what a reader decided.
+//! - [`Worklist`] holds one [`StudyRow`] per file of the opened folder: its score (or why it has
+//!   none), the dataset label it may carry, and the reader's label in force. It derives the AI
+//!   label at the model's threshold and the review state ([`ReviewState`]).
+//! - [`SortSpec`] and [`Filter`] give the order and subset the window shows
+//!   ([`Worklist::view`]), including the label-correction sort by disagreement, |label − score|.
+//! - [`label_from_folder_names`] and [`LabelFile`] find the labels a dataset already carries.
+
+mod labels;
+mod sort;
+mod study;
 
 use std::fmt;
 use std::str::FromStr;
+
+pub use labels::{DatasetLabel, LabelFile, LabelSource, LabelsError, label_from_folder_names};
+pub use sort::{Filter, SortKey, SortSpec, step_in_view};
+pub use study::{Counts, ReviewState, ScoreState, StudyId, StudyRow, Worklist};
 
 /// A study's label: what the model says, or what a reader decided.
 #[derive(

@@ -1,0 +1,491 @@
+//! One row per study of the opened folder, and the worklist that holds them.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::{DatasetLabel, Filter, Label, SortSpec};
+
+/// A study's place in the folder's listing (the order the files were found in). Stable while the
+/// folder is open, whatever the sort order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StudyId(pub usize);
+
+/// Where a study stands with the model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScoreState {
+    /// Not scored yet.
+    Pending,
+    /// The model's pneumonia probability, between 0 and 1.
+    Scored(f32),
+    /// The study could not be read or scored; the reason, in words for the reader.
+    Failed(String),
+}
+
+/// Where a study stands with the reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReviewState {
+    /// No reader label is in force.
+    Unreviewed,
+    /// The reader's label equals the AI label.
+    Confirmed,
+    /// The reader's label differs from the AI label.
+    Overridden,
+    /// The reader set a label and there is no AI label to compare it with.
+    Labelled,
+}
+
+impl ReviewState {
+    /// The state in one word, as the worklist shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreviewed => "unreviewed",
+            Self::Confirmed => "confirmed",
+            Self::Overridden => "overridden",
+            Self::Labelled => "labelled",
+        }
+    }
+
+    /// Whether a reader's label is in force.
+    pub fn is_reviewed(self) -> bool {
+        self != Self::Unreviewed
+    }
+}
+
+impl fmt::Display for ReviewState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One study of the worklist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StudyRow {
+    /// The study's place in the folder's listing.
+    pub id: StudyId,
+    /// Where the file is.
+    pub path: PathBuf,
+    /// The path relative to the opened folder, for display.
+    pub name: String,
+    /// SHA-256 of the file (its identity in the decision store), once it has been read.
+    pub sha256: Option<String>,
+    /// DICOM patient ID, when the file carries one.
+    pub patient_id: Option<String>,
+    /// DICOM study instance UID, when the file carries one.
+    pub study_uid: Option<String>,
+    /// The model's score, or why there is none.
+    pub score: ScoreState,
+    /// The label the dataset already gives the study (label-correction mode).
+    pub dataset_label: Option<DatasetLabel>,
+    /// The reader's label in force, from the decision store (`None`: unreviewed).
+    pub final_label: Option<Label>,
+}
+
+impl StudyRow {
+    /// A study that has not been read yet.
+    pub fn new(id: StudyId, path: PathBuf, name: String) -> Self {
+        Self {
+            id,
+            path,
+            name,
+            sha256: None,
+            patient_id: None,
+            study_uid: None,
+            score: ScoreState::Pending,
+            dataset_label: None,
+            final_label: None,
+        }
+    }
+
+    /// The score, if the study was scored.
+    pub fn score_value(&self) -> Option<f32> {
+        match self.score {
+            ScoreState::Scored(s) => Some(s),
+            ScoreState::Pending | ScoreState::Failed(_) => None,
+        }
+    }
+
+    /// Why the study could not be read or scored, if it could not.
+    pub fn error(&self) -> Option<&str> {
+        match &self.score {
+            ScoreState::Failed(e) => Some(e),
+            ScoreState::Pending | ScoreState::Scored(_) => None,
+        }
+    }
+
+    /// Whether a decision can be recorded: the file was read, so its identity is known.
+    pub fn can_be_decided(&self) -> bool {
+        self.sha256.is_some()
+    }
+
+    /// How far the dataset label is from the score, |label − score|: near 1 when the model
+    /// strongly disagrees with the label, which makes the study a likely label error.
+    pub fn disagreement(&self) -> Option<f32> {
+        let label = self.dataset_label?.label;
+        Some((label.target() - self.score_value()?).abs())
+    }
+}
+
+/// How many studies are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Every study of the folder.
+    pub total: usize,
+    /// Studies with a score.
+    pub scored: usize,
+    /// Studies that could not be read or scored.
+    pub failed: usize,
+    /// Studies still waiting for the model.
+    pub pending: usize,
+    /// Studies with a reader's label in force.
+    pub reviewed: usize,
+    /// Studies whose reader's label differs from the AI label.
+    pub disagreements: usize,
+}
+
+impl Counts {
+    /// The number of studies a filter keeps.
+    pub fn of(&self, filter: Filter) -> usize {
+        match filter {
+            Filter::All => self.total,
+            Filter::Unreviewed => self.total - self.reviewed,
+            Filter::Disagreements => self.disagreements,
+            Filter::Errors => self.failed,
+        }
+    }
+}
+
+/// The studies of one opened folder, with the threshold that turns scores into AI labels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Worklist {
+    rows: Vec<StudyRow>,
+    threshold: Option<f32>,
+}
+
+impl Worklist {
+    /// A worklist of `rows`; each row's id is set to its position. `threshold` is the model's
+    /// (none without a model).
+    pub fn new(mut rows: Vec<StudyRow>, threshold: Option<f32>) -> Self {
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.id = StudyId(i);
+        }
+        Self { rows, threshold }
+    }
+
+    /// Every row, in listing order.
+    pub fn rows(&self) -> &[StudyRow] {
+        &self.rows
+    }
+
+    /// The row of a study.
+    pub fn row(&self, id: StudyId) -> Option<&StudyRow> {
+        self.rows.get(id.0)
+    }
+
+    /// The row of a study, to update it.
+    pub fn row_mut(&mut self, id: StudyId) -> Option<&mut StudyRow> {
+        self.rows.get_mut(id.0)
+    }
+
+    /// The number of studies.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the folder holds no study.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The threshold in force: a score at or above it is called pneumonia.
+    pub fn threshold(&self) -> Option<f32> {
+        self.threshold
+    }
+
+    /// Sets the threshold (when the model is loaded after the folder was listed).
+    pub fn set_threshold(&mut self, threshold: Option<f32>) {
+        self.threshold = threshold;
+    }
+
+    /// The AI label of a row: its score at the threshold, when both exist.
+    pub fn ai_label(&self, row: &StudyRow) -> Option<Label> {
+        Some(Label::from_score(row.score_value()?, self.threshold?))
+    }
+
+    /// Where the row stands with the reader.
+    pub fn review_state(&self, row: &StudyRow) -> ReviewState {
+        match (row.final_label, self.ai_label(row)) {
+            (None, _) => ReviewState::Unreviewed,
+            (Some(_), None) => ReviewState::Labelled,
+            (Some(f), Some(ai)) if f == ai => ReviewState::Confirmed,
+            (Some(_), Some(_)) => ReviewState::Overridden,
+        }
+    }
+
+    /// Sets the reader's label of every row whose file has this SHA-256 (identical copies share
+    /// their decisions). Returns how many rows changed.
+    pub fn set_final_label(&mut self, sha256: &str, label: Option<Label>) -> usize {
+        let mut changed = 0;
+        for row in &mut self.rows {
+            if row.sha256.as_deref() == Some(sha256) && row.final_label != label {
+                row.final_label = label;
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// Whether any study carries a dataset label (the label-correction columns are shown).
+    pub fn has_dataset_labels(&self) -> bool {
+        self.rows.iter().any(|r| r.dataset_label.is_some())
+    }
+
+    /// How many studies are in each state.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts {
+            total: self.rows.len(),
+            ..Counts::default()
+        };
+        for row in &self.rows {
+            match row.score {
+                ScoreState::Pending => c.pending += 1,
+                ScoreState::Scored(_) => c.scored += 1,
+                ScoreState::Failed(_) => c.failed += 1,
+            }
+            match self.review_state(row) {
+                ReviewState::Unreviewed => {}
+                ReviewState::Overridden => {
+                    c.reviewed += 1;
+                    c.disagreements += 1;
+                }
+                ReviewState::Confirmed | ReviewState::Labelled => c.reviewed += 1,
+            }
+        }
+        c
+    }
+
+    /// The studies `filter` keeps, in the order `sort` gives.
+    pub fn view(&self, sort: SortSpec, filter: Filter) -> Vec<StudyId> {
+        let mut ids: Vec<StudyId> = self
+            .rows
+            .iter()
+            .filter(|r| filter.keeps(self, r))
+            .map(|r| r.id)
+            .collect();
+        ids.sort_by(|a, b| sort.compare(self, &self.rows[a.0], &self.rows[b.0]));
+        ids
+    }
+
+    /// Each study's rank by score (1 is the highest score; ties in listing order), `None` for
+    /// studies without a score. Indexed by [`StudyId`].
+    pub fn score_ranks(&self) -> Vec<Option<usize>> {
+        let mut scored: Vec<(StudyId, f32)> = self
+            .rows
+            .iter()
+            .filter_map(|r| Some((r.id, r.score_value()?)))
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut ranks = vec![None; self.rows.len()];
+        for (rank, (id, _)) in scored.into_iter().enumerate() {
+            ranks[id.0] = Some(rank + 1);
+        }
+        ranks
+    }
+
+    /// The other studies of the same patient (same DICOM patient ID), best score first.
+    pub fn same_patient(&self, id: StudyId) -> Vec<StudyId> {
+        let Some(patient) = self.row(id).and_then(|r| r.patient_id.as_deref()) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<StudyId> = self
+            .rows
+            .iter()
+            .filter(|r| r.id != id && r.patient_id.as_deref() == Some(patient))
+            .map(|r| r.id)
+            .collect();
+        ids.sort_by(|a, b| SortSpec::default().compare(self, &self.rows[a.0], &self.rows[b.0]));
+        ids
+    }
+
+    /// The first study after `after` in `view` (wrapping around) that is unreviewed and can be
+    /// decided. With no `after`, the first such study of the view.
+    pub fn next_unreviewed(&self, view: &[StudyId], after: Option<StudyId>) -> Option<StudyId> {
+        let start = after
+            .and_then(|a| view.iter().position(|&id| id == a))
+            .map_or(0, |p| p + 1);
+        let n = view.len();
+        (0..n)
+            .map(|k| view[(start + k) % n])
+            .filter(|&id| Some(id) != after)
+            .find(|&id| {
+                self.row(id)
+                    .is_some_and(|r| r.can_be_decided() && !self.review_state(r).is_reviewed())
+            })
+    }
+
+    /// A warning when the model gives (nearly) the same score to every study: the sign of
+    /// images the model cannot read (wrong kind of image, broken preprocessing). Needs at least
+    /// 20 scored studies.
+    pub fn uniform_scores_warning(&self) -> Option<String> {
+        let scores: Vec<f64> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.score_value().map(f64::from))
+            .collect();
+        if scores.len() < 20 {
+            return None;
+        }
+        let n = scores.len() as f64;
+        let mean = scores.iter().sum::<f64>() / n;
+        let sd = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+        (sd < 0.01).then(|| {
+            format!(
+                "The model gave all {} scored studies nearly the same score ({mean:.3} ± {sd:.3}). \
+                 These images may be of a kind it cannot read (not frontal chest films?): do not \
+                 rely on the ranking.",
+                scores.len()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worklist::LabelSource;
+
+    fn row(name: &str, score: Option<f32>) -> StudyRow {
+        let mut r = StudyRow::new(StudyId(0), PathBuf::from(name), name.to_owned());
+        if let Some(s) = score {
+            r.score = ScoreState::Scored(s);
+            r.sha256 = Some(format!("{name:0>64}"));
+        }
+        r
+    }
+
+    #[test]
+    fn ai_label_and_review_state_follow_the_threshold() {
+        let mut w = Worklist::new(
+            vec![row("a", Some(0.9)), row("b", Some(0.1)), row("c", None)],
+            Some(0.5),
+        );
+        let a = w.row(StudyId(0)).unwrap().clone();
+        assert_eq!(w.ai_label(&a), Some(Label::Pneumonia));
+        assert_eq!(w.review_state(&a), ReviewState::Unreviewed);
+        w.row_mut(StudyId(0)).unwrap().final_label = Some(Label::Pneumonia);
+        w.row_mut(StudyId(1)).unwrap().final_label = Some(Label::Pneumonia);
+        w.row_mut(StudyId(2)).unwrap().final_label = Some(Label::Normal);
+        let states: Vec<ReviewState> = w.rows().iter().map(|r| w.review_state(r)).collect();
+        assert_eq!(
+            states,
+            [
+                ReviewState::Confirmed,
+                ReviewState::Overridden,
+                ReviewState::Labelled
+            ]
+        );
+        let c = w.counts();
+        assert_eq!((c.total, c.scored, c.pending, c.reviewed), (3, 2, 1, 3));
+        assert_eq!(c.disagreements, 1);
+        assert_eq!(c.of(Filter::Unreviewed), 0);
+    }
+
+    #[test]
+    fn identical_files_share_their_label() {
+        let mut a = row("a", Some(0.9));
+        let mut b = row("b", Some(0.9));
+        b.sha256.clone_from(&a.sha256);
+        a.final_label = None;
+        let sha = a.sha256.clone().unwrap();
+        let mut w = Worklist::new(vec![a, b, row("c", Some(0.2))], Some(0.5));
+        assert_eq!(w.set_final_label(&sha, Some(Label::Normal)), 2);
+        assert_eq!(w.set_final_label(&sha, Some(Label::Normal)), 0);
+        assert_eq!(w.row(StudyId(2)).unwrap().final_label, None);
+    }
+
+    #[test]
+    fn ranks_go_by_score_and_skip_unscored_studies() {
+        let w = Worklist::new(
+            vec![
+                row("a", Some(0.2)),
+                row("b", None),
+                row("c", Some(0.8)),
+                row("d", Some(0.2)),
+            ],
+            Some(0.5),
+        );
+        assert_eq!(w.score_ranks(), vec![Some(2), None, Some(1), Some(3)]);
+    }
+
+    #[test]
+    fn next_unreviewed_wraps_and_skips_reviewed_and_unreadable_studies() {
+        let mut w = Worklist::new(
+            vec![
+                row("a", Some(0.9)),
+                row("b", Some(0.8)),
+                row("c", None),
+                row("d", Some(0.1)),
+            ],
+            Some(0.5),
+        );
+        w.row_mut(StudyId(1)).unwrap().final_label = Some(Label::Pneumonia);
+        let view = w.view(SortSpec::default(), Filter::All);
+        assert_eq!(view, [StudyId(0), StudyId(1), StudyId(3), StudyId(2)]);
+        assert_eq!(w.next_unreviewed(&view, Some(StudyId(0))), Some(StudyId(3)));
+        // After the last decidable study, wrap to the first; never the study itself.
+        assert_eq!(w.next_unreviewed(&view, Some(StudyId(3))), Some(StudyId(0)));
+        w.row_mut(StudyId(0)).unwrap().final_label = Some(Label::Pneumonia);
+        assert_eq!(w.next_unreviewed(&view, Some(StudyId(3))), None);
+        assert_eq!(w.next_unreviewed(&view, None), Some(StudyId(3)));
+    }
+
+    #[test]
+    fn disagreement_is_the_distance_between_label_and_score() {
+        let mut r = row("a", Some(0.9));
+        assert_eq!(r.disagreement(), None);
+        r.dataset_label = Some(DatasetLabel {
+            label: Label::Normal,
+            source: LabelSource::FolderName,
+        });
+        assert!((r.disagreement().unwrap() - 0.9).abs() < 1e-6);
+        r.dataset_label = Some(DatasetLabel {
+            label: Label::Pneumonia,
+            source: LabelSource::FolderName,
+        });
+        assert!((r.disagreement().unwrap() - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn uniform_scores_are_flagged_and_spread_scores_are_not() {
+        let same: Vec<StudyRow> = (0..25)
+            .map(|i| row(&format!("s{i}"), Some(0.731)))
+            .collect();
+        assert!(
+            Worklist::new(same, Some(0.5))
+                .uniform_scores_warning()
+                .is_some()
+        );
+        let spread: Vec<StudyRow> = (0..25)
+            .map(|i| row(&format!("s{i}"), Some(i as f32 / 25.0)))
+            .collect();
+        assert!(
+            Worklist::new(spread, Some(0.5))
+                .uniform_scores_warning()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn same_patient_lists_other_studies_of_that_patient_only() {
+        let mut rows = vec![
+            row("a", Some(0.2)),
+            row("b", Some(0.9)),
+            row("c", Some(0.5)),
+        ];
+        rows[0].patient_id = Some("P1".into());
+        rows[1].patient_id = Some("P2".into());
+        rows[2].patient_id = Some("P1".into());
+        let w = Worklist::new(rows, Some(0.5));
+        assert_eq!(w.same_patient(StudyId(0)), [StudyId(2)]);
+        assert!(w.same_patient(StudyId(1)).is_empty());
+    }
+}
