@@ -1,1 +1,875 @@
 //! The review window (eframe). The only module that knows egui.
+//!
+//! # Architecture
+//!
+//! - [`App::logic`] runs first each frame: it drains the background threads' channels, turns
+//!   keyboard shortcuts and dropped folders into [`Command`]s, and applies every queued command
+//!   in one place ([`App::apply_commands`]), the only code that writes the decision store.
+//! - [`App::ui`] only draws, and pushes commands for what the reader asks.
+//! - Background work runs on named threads with bounded channels: `scorer` (loads the model,
+//!   lists the folder, scores in batches with rayon, registers the studies in the decision store
+//!   and reads their decisions back) and `viewer` (full-resolution decoding, display textures,
+//!   Grad-CAM). One-off jobs (folder and file dialogs, CSV export) are
+//!   [`poll_promise::Promise`]s on their own named threads.
+//! - Preferences (recent folders, reader name, sort, filter, link toggle, opacity) persist in
+//!   eframe's storage; decisions never do.
+
+mod command;
+mod dialogs;
+mod frame_stats;
+mod notifications;
+mod prefs;
+mod scorer;
+mod scoring;
+mod shell_ui;
+mod theme;
+mod view;
+mod viewer_ui;
+mod viewer_worker;
+mod worklist_ui;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use command::Command;
+pub use frame_stats::{FrameStats, Histogram};
+
+use crate::audit::DecisionStore;
+use crate::io::Window;
+use crate::model::Classifier;
+use crate::worklist::{Counts, StudyId, Worklist};
+
+use notifications::{Level, Notifications};
+use prefs::Preferences;
+use scorer::{ScorerHandle, ScorerMsg};
+use view::ViewTransform;
+use viewer_worker::{ImageInfo, ImageKey, Textures, ViewerHandle, ViewerMsg, Want};
+
+/// Textures kept for studies not on screen (the LRU evicts beyond this).
+const IMAGE_CACHE_CAPACITY: usize = 6;
+
+/// How the window is started.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// A folder to open at once.
+    pub folder: Option<PathBuf>,
+    /// A CSV of `path,label` rows giving the studies' dataset labels (label-correction mode).
+    pub labels_csv: Option<PathBuf>,
+    /// The reader's name; when absent the window asks at start (default: the OS user).
+    pub reader: Option<String>,
+    /// The decision store; `None` for the default in the user's data folder.
+    pub db_path: Option<PathBuf>,
+    /// The model card (`NAME.json`, with `NAME.safetensors` beside it).
+    pub weights: PathBuf,
+    /// Save a PNG of the window here once the scores are in, then close (for
+    /// `scripts/screenshot.sh`).
+    pub screenshot: Option<PathBuf>,
+    /// Print frame times, time to first rows and peak memory to stderr on exit.
+    pub print_stats: bool,
+    /// Read and save preferences in eframe's storage.
+    pub persist_preferences: bool,
+}
+
+impl AppConfig {
+    /// A window with the model at `weights`, nothing opened, the default store.
+    pub fn new(weights: PathBuf) -> Self {
+        Self {
+            folder: None,
+            labels_csv: None,
+            reader: None,
+            db_path: None,
+            weights,
+            screenshot: None,
+            print_stats: false,
+            persist_preferences: true,
+        }
+    }
+}
+
+/// The model, as far as the window knows.
+enum ModelState {
+    Loading,
+    Ready(Arc<Classifier>),
+    Failed(String),
+}
+
+/// Scoring progress of the open folder.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    done: usize,
+    first_rows_secs: Option<f64>,
+    finished_secs: Option<f64>,
+    cancelled: bool,
+}
+
+/// The open folder.
+struct Session {
+    generation: u64,
+    root: PathBuf,
+    worklist: Worklist,
+    listed: bool,
+    view: Vec<StudyId>,
+    ranks: Vec<Option<usize>>,
+    counts: Counts,
+    view_dirty: bool,
+    selected: Option<StudyId>,
+    compare: Option<StudyId>,
+    cancel: Arc<AtomicBool>,
+    started: Instant,
+    progress: Progress,
+    uniform_warning: Option<String>,
+    undo_stack: Vec<StudyId>,
+}
+
+impl Session {
+    fn key(&self, id: StudyId) -> ImageKey {
+        ImageKey {
+            generation: self.generation,
+            id,
+        }
+    }
+
+    fn is_scoring(&self) -> bool {
+        self.progress.finished_secs.is_none()
+    }
+}
+
+/// A study's display textures as the viewer delivered them.
+enum ImageEntry {
+    Ready {
+        info: Arc<ImageInfo>,
+        window: Option<Window>,
+        textures: Textures,
+    },
+    Failed(String),
+}
+
+/// A study's heat map.
+enum HeatEntry {
+    Ready(egui::TextureHandle),
+    Failed(String),
+}
+
+/// Textures of recently shown studies, least recently used first.
+#[derive(Default)]
+struct ImageCache {
+    images: Vec<(ImageKey, ImageEntry)>,
+    heat: Vec<(ImageKey, HeatEntry)>,
+}
+
+impl ImageCache {
+    fn image(&self, key: ImageKey) -> Option<&ImageEntry> {
+        self.images.iter().find(|(k, _)| *k == key).map(|(_, e)| e)
+    }
+
+    fn heat(&self, key: ImageKey) -> Option<&HeatEntry> {
+        self.heat.iter().find(|(k, _)| *k == key).map(|(_, e)| e)
+    }
+
+    /// Marks a study as just used.
+    fn touch(&mut self, key: ImageKey) {
+        if let Some(pos) = self.images.iter().position(|(k, _)| *k == key) {
+            let entry = self.images.remove(pos);
+            self.images.push(entry);
+        }
+    }
+
+    /// Keeps at most `IMAGE_CACHE_CAPACITY` studies besides those in `keep`; returns the
+    /// studies dropped.
+    fn evict(&mut self, keep: &[ImageKey]) -> Vec<ImageKey> {
+        let mut dropped = Vec::new();
+        while self.images.len() > IMAGE_CACHE_CAPACITY {
+            let Some(pos) = self.images.iter().position(|(k, _)| !keep.contains(k)) else {
+                break;
+            };
+            dropped.push(self.images.remove(pos).0);
+        }
+        while self.heat.len() > IMAGE_CACHE_CAPACITY {
+            let Some(pos) = self.heat.iter().position(|(k, _)| !keep.contains(k)) else {
+                break;
+            };
+            dropped.push(self.heat.remove(pos).0);
+        }
+        dropped
+    }
+
+    fn clear(&mut self) -> Vec<ImageKey> {
+        let mut keys: Vec<ImageKey> = self.images.drain(..).map(|(k, _)| k).collect();
+        keys.extend(self.heat.drain(..).map(|(k, _)| k));
+        keys
+    }
+}
+
+/// Zoom, pan and window of one pane.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct PaneView {
+    transform: ViewTransform,
+    /// `None`: the study's default window.
+    window: Option<Window>,
+    invert: bool,
+}
+
+/// What the right pane shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum RightPane {
+    /// The same study with its Grad-CAM heat map.
+    #[default]
+    Explanation,
+    /// Another study of the worklist.
+    Compare,
+}
+
+/// The state of a screenshot requested with [`AppConfig::screenshot`].
+struct ScreenshotState {
+    out: PathBuf,
+    ready_frames: u32,
+    requested: bool,
+    started: Instant,
+    result: Arc<Mutex<Option<Result<(), String>>>>,
+}
+
+/// The review window.
+pub struct App {
+    config: AppConfig,
+    prefs: Preferences,
+    reader: String,
+    commands: Vec<Command>,
+    model: ModelState,
+    db_path: Result<PathBuf, String>,
+    store: Option<DecisionStore>,
+    store_error: Option<String>,
+    scorer: Option<ScorerHandle>,
+    viewer: Option<ViewerHandle>,
+    generation: u64,
+    session: Option<Session>,
+    cache: ImageCache,
+    left: PaneView,
+    right: PaneView,
+    right_pane: RightPane,
+    reason: String,
+    toasts: Notifications,
+    dialogs: dialogs::Dialogs,
+    stats: FrameStats,
+    frame_started: Option<Instant>,
+    screenshot: Option<ScreenshotState>,
+    last_wants: Option<Vec<Want>>,
+    forgotten: Vec<ImageKey>,
+    scroll_to_selected: bool,
+    focus_reason: bool,
+    pending_actual_size: bool,
+}
+
+impl App {
+    /// Creates the window's state, starts the background threads and, if the configuration
+    /// names one, opens a folder.
+    pub fn new(cc: &eframe::CreationContext<'_>, config: AppConfig) -> Self {
+        let ctx = cc.egui_ctx.clone();
+        theme::apply(&ctx);
+        let prefs: Preferences = if config.persist_preferences {
+            cc.storage
+                .and_then(|s| eframe::get_value(s, prefs::STORAGE_KEY))
+                .unwrap_or_default()
+        } else {
+            Preferences::default()
+        };
+        let mut toasts = Notifications::default();
+        let scorer = ScorerHandle::spawn(ctx.clone(), config.weights.clone())
+            .map_err(|e| toasts.add(Level::Error, format!("cannot start scoring: {e}")))
+            .ok();
+        let viewer = ViewerHandle::spawn(ctx.clone())
+            .map_err(|e| toasts.add(Level::Error, format!("cannot start the viewer: {e}")))
+            .ok();
+        let db_path = match &config.db_path {
+            Some(p) => Ok(p.clone()),
+            None => DecisionStore::default_path().map_err(|e| e.to_string()),
+        };
+        let (store, store_error) = match &db_path {
+            Ok(p) => match DecisionStore::open(p) {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            Err(e) => (None, Some(e.clone())),
+        };
+        let reader = config.reader.clone().unwrap_or_else(|| {
+            if prefs.reader.trim().is_empty() {
+                prefs::os_user()
+            } else {
+                prefs.reader.clone()
+            }
+        });
+        let dialogs = dialogs::Dialogs {
+            reader_prompt: config.reader.is_none(),
+            ..dialogs::Dialogs::default()
+        };
+        let screenshot = config.screenshot.clone().map(|out| ScreenshotState {
+            out,
+            ready_frames: 0,
+            requested: false,
+            started: Instant::now(),
+            result: Arc::new(Mutex::new(None)),
+        });
+        let mut commands = Vec::new();
+        if let Some(folder) = &config.folder {
+            commands.push(Command::OpenFolder(folder.clone()));
+        }
+        Self {
+            config,
+            prefs,
+            reader,
+            commands,
+            model: ModelState::Loading,
+            db_path,
+            store,
+            store_error,
+            scorer,
+            viewer,
+            generation: 0,
+            session: None,
+            cache: ImageCache::default(),
+            left: PaneView::default(),
+            right: PaneView::default(),
+            right_pane: RightPane::Explanation,
+            reason: String::new(),
+            toasts,
+            dialogs,
+            stats: FrameStats::default(),
+            frame_started: None,
+            screenshot,
+            last_wants: None,
+            forgotten: Vec::new(),
+            scroll_to_selected: false,
+            focus_reason: false,
+            pending_actual_size: false,
+        }
+    }
+
+    /// Queues a command; it is applied at the start of the next frame.
+    pub fn push(&mut self, command: Command) {
+        self.commands.push(command);
+    }
+
+    /// The open folder's worklist, once listed.
+    pub fn worklist(&self) -> Option<&Worklist> {
+        self.session
+            .as_ref()
+            .filter(|s| s.listed)
+            .map(|s| &s.worklist)
+    }
+
+    /// The studies in the order the worklist shows them (sorted and filtered).
+    pub fn view_order(&self) -> &[StudyId] {
+        self.session.as_ref().map_or(&[], |s| &s.view)
+    }
+
+    /// The selected study.
+    pub fn selected(&self) -> Option<StudyId> {
+        self.session.as_ref().and_then(|s| s.selected)
+    }
+
+    /// Whether the open folder is still being listed or scored.
+    pub fn is_scoring(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::is_scoring)
+    }
+
+    /// Whether the model is loaded.
+    pub fn model_ready(&self) -> bool {
+        matches!(self.model, ModelState::Ready(_))
+    }
+
+    /// The reader's name as decisions record it.
+    pub fn reader(&self) -> &str {
+        &self.reader
+    }
+
+    /// The decision store's file.
+    pub fn store_path(&self) -> Option<&Path> {
+        self.db_path.as_deref().ok()
+    }
+
+    /// The notices on screen, oldest first.
+    pub fn notices(&self) -> Vec<String> {
+        self.toasts
+            .toasts()
+            .iter()
+            .map(|t| t.text.clone())
+            .collect()
+    }
+
+    /// Frame times recorded so far.
+    pub fn frame_stats(&self) -> &FrameStats {
+        &self.stats
+    }
+
+    /// Seconds from opening the folder to its first rows, and to its last score.
+    pub fn timings_secs(&self) -> (Option<f64>, Option<f64>) {
+        self.session.as_ref().map_or((None, None), |s| {
+            (s.progress.first_rows_secs, s.progress.finished_secs)
+        })
+    }
+
+    fn classifier(&self) -> Option<&Arc<Classifier>> {
+        match &self.model {
+            ModelState::Ready(c) => Some(c),
+            ModelState::Loading | ModelState::Failed(_) => None,
+        }
+    }
+
+    /// Drains the scorer's messages into the session.
+    fn drain_scorer(&mut self) {
+        let Some(scorer) = &self.scorer else { return };
+        let messages: Vec<ScorerMsg> = scorer.messages.try_iter().collect();
+        for msg in messages {
+            self.on_scorer_msg(msg);
+        }
+    }
+
+    fn on_scorer_msg(&mut self, msg: ScorerMsg) {
+        match msg {
+            ScorerMsg::Model(Ok(classifier)) => {
+                let threshold = classifier.card().threshold;
+                self.model = ModelState::Ready(classifier);
+                if let Some(s) = &mut self.session {
+                    s.worklist.set_threshold(Some(threshold));
+                    s.view_dirty = true;
+                }
+            }
+            ScorerMsg::Model(Err(e)) => {
+                self.toasts
+                    .add(Level::Error, format!("the model could not be loaded: {e}"));
+                self.model = ModelState::Failed(e);
+            }
+            ScorerMsg::Listed {
+                generation,
+                rows,
+                elapsed_secs,
+            } => {
+                let threshold = self.classifier().map(|c| c.card().threshold);
+                if let Some(s) = self.session_of(generation) {
+                    s.worklist = Worklist::new(rows, threshold);
+                    s.listed = true;
+                    s.view_dirty = true;
+                    s.progress.first_rows_secs = Some(s.started.elapsed().as_secs_f64());
+                    tracing::info!(
+                        target: "cxr_triage::app",
+                        "listed {} studies in {:.0} ms",
+                        s.worklist.len(),
+                        elapsed_secs * 1000.0
+                    );
+                }
+            }
+            ScorerMsg::ListFailed { generation, error } => {
+                if self.session_of(generation).is_some() {
+                    self.session = None;
+                    self.toasts.add(Level::Error, error);
+                }
+            }
+            ScorerMsg::Warning {
+                generation,
+                message,
+            } => {
+                if self.session_of(generation).is_some() {
+                    self.toasts.add(Level::Warning, message);
+                }
+            }
+            ScorerMsg::Batch {
+                generation,
+                studies,
+            } => {
+                if let Some(s) = self.session_of(generation) {
+                    for study in studies {
+                        let Some(row) = s.worklist.row_mut(study.id) else {
+                            continue;
+                        };
+                        if let Some(meta) = study.meta {
+                            let dicom = meta.dicom;
+                            row.patient_id = dicom.as_ref().and_then(|d| d.patient_id.clone());
+                            row.study_uid =
+                                dicom.as_ref().and_then(|d| d.study_instance_uid.clone());
+                            row.sha256 = Some(meta.sha256);
+                        }
+                        row.score = match study.outcome {
+                            Ok(score) => crate::worklist::ScoreState::Scored(score),
+                            Err(e) => crate::worklist::ScoreState::Failed(e),
+                        };
+                        row.final_label = study.final_label;
+                        s.progress.done += 1;
+                    }
+                    s.view_dirty = true;
+                }
+            }
+            ScorerMsg::Finished {
+                generation,
+                elapsed_secs,
+                cancelled,
+            } => {
+                if let Some(s) = self.session_of(generation) {
+                    s.progress.finished_secs = Some(s.started.elapsed().as_secs_f64());
+                    s.progress.cancelled = cancelled;
+                    s.uniform_warning = s.worklist.uniform_scores_warning();
+                    tracing::info!(
+                        target: "cxr_triage::app",
+                        "scored {} studies in {elapsed_secs:.1} s",
+                        s.progress.done
+                    );
+                    if s.selected.is_none() {
+                        s.view_dirty = true;
+                        self.commands.push(Command::SelectFirst);
+                    }
+                }
+            }
+        }
+    }
+
+    fn session_of(&mut self, generation: u64) -> Option<&mut Session> {
+        self.session.as_mut().filter(|s| s.generation == generation)
+    }
+
+    /// Drains the viewer's deliveries into the texture cache.
+    fn drain_viewer(&mut self) {
+        let Some(viewer) = &self.viewer else { return };
+        let messages: Vec<ViewerMsg> = viewer.messages.try_iter().collect();
+        for msg in messages {
+            match msg {
+                ViewerMsg::Image {
+                    key,
+                    info,
+                    window,
+                    textures,
+                } => {
+                    self.cache.images.retain(|(k, _)| *k != key);
+                    self.cache.images.push((
+                        key,
+                        ImageEntry::Ready {
+                            info,
+                            window,
+                            textures,
+                        },
+                    ));
+                }
+                ViewerMsg::ImageFailed { key, error } => {
+                    self.cache.images.retain(|(k, _)| *k != key);
+                    self.cache.images.push((key, ImageEntry::Failed(error)));
+                }
+                ViewerMsg::Heat { key, texture } => {
+                    self.cache.heat.retain(|(k, _)| *k != key);
+                    self.cache.heat.push((key, HeatEntry::Ready(texture)));
+                }
+                ViewerMsg::HeatFailed { key, error } => {
+                    self.cache.heat.retain(|(k, _)| *k != key);
+                    self.cache.heat.push((key, HeatEntry::Failed(error)));
+                }
+            }
+        }
+    }
+
+    /// Recomputes the worklist's order and counts after a change.
+    fn refresh_view(&mut self) {
+        let Some(s) = &mut self.session else { return };
+        if !s.view_dirty {
+            return;
+        }
+        s.view = s.worklist.view(self.prefs.sort, self.prefs.filter);
+        s.ranks = s.worklist.score_ranks();
+        s.counts = s.worklist.counts();
+        s.view_dirty = false;
+    }
+
+    /// What the panes need from the viewer thread, most important first.
+    fn wants(&self) -> Vec<Want> {
+        let Some(s) = &self.session else {
+            return Vec::new();
+        };
+        let Some(selected) = s.selected else {
+            return Vec::new();
+        };
+        let image = |id: StudyId, pane: &PaneView| {
+            s.worklist.row(id).map(|row| Want::Image {
+                key: s.key(id),
+                path: row.path.clone(),
+                window: pane.window,
+                invert: pane.invert,
+            })
+        };
+        let mut wants: Vec<Want> = image(selected, &self.left).into_iter().collect();
+        match self.right_pane {
+            RightPane::Explanation => {
+                if self.classifier().is_some()
+                    && let Some(row) = s.worklist.row(selected)
+                    && row.score_value().is_some()
+                {
+                    wants.push(Want::Heat {
+                        key: s.key(selected),
+                        path: row.path.clone(),
+                    });
+                }
+            }
+            RightPane::Compare => {
+                if let Some(other) = s.compare {
+                    wants.extend(image(other, &self.right_view()));
+                }
+            }
+        }
+        // Prefetch the next study of the list, so that J shows it at once.
+        if let Some(next) =
+            crate::worklist::step_in_view(&s.view, Some(selected), 1).filter(|&n| n != selected)
+        {
+            wants.extend(image(next, &PaneView::default()));
+        }
+        wants
+    }
+
+    /// The right pane's view: the left one's when linked.
+    fn right_view(&self) -> PaneView {
+        if !self.prefs.link_views {
+            return self.right;
+        }
+        let mut view = self.left;
+        if self.right_pane == RightPane::Compare
+            && let (Some(s), Some(window)) = (&self.session, self.left.window)
+            && let (Some(sel), Some(other)) = (s.selected, s.compare)
+            && let (
+                Some(ImageEntry::Ready { info: from, .. }),
+                Some(ImageEntry::Ready { info: to, .. }),
+            ) = (self.cache.image(s.key(sel)), self.cache.image(s.key(other)))
+        {
+            view.window = Some(view::carry_window(
+                window,
+                from.default_window,
+                to.default_window,
+            ));
+        } else if self.right_pane == RightPane::Compare {
+            view.window = None;
+        }
+        view
+    }
+
+    /// Sends the viewer what the panes need, when that changed.
+    fn request_images(&mut self, ctx: &egui::Context) {
+        let wants = self.wants();
+        let keep: Vec<ImageKey> = wants
+            .iter()
+            .map(|w| match w {
+                Want::Image { key, .. } | Want::Heat { key, .. } => *key,
+            })
+            .collect();
+        for key in &keep {
+            self.cache.touch(*key);
+        }
+        let dropped = self.cache.evict(&keep);
+        self.forgotten.extend(dropped);
+        if self.last_wants.as_ref() == Some(&wants) && self.forgotten.is_empty() {
+            return;
+        }
+        let Some(viewer) = &self.viewer else { return };
+        let request = viewer_worker::ViewerRequest {
+            wants: wants.clone(),
+            forgotten: self.forgotten.clone(),
+            classifier: self.classifier().cloned(),
+            max_texture_side: ctx.input(|i| i.max_texture_side),
+        };
+        if viewer.request(request) {
+            self.last_wants = Some(wants);
+            self.forgotten.clear();
+        } else {
+            ctx.request_repaint();
+        }
+    }
+
+    /// Takes the screenshot once everything is on screen, then closes the window.
+    fn screenshot_logic(&mut self, ctx: &egui::Context) {
+        let ready = self.screenshot_ready();
+        let Some(shot) = &mut self.screenshot else {
+            return;
+        };
+        let result = shot.result.lock().map(|mut r| r.take()).unwrap_or(None);
+        if let Some(result) = result {
+            match result {
+                Ok(()) => eprintln!("screenshot saved: {}", shot.out.display()),
+                Err(e) => eprintln!("error: the screenshot could not be saved: {e}"),
+            }
+            self.print_stats();
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            return;
+        }
+        if shot.requested {
+            return;
+        }
+        if shot.started.elapsed().as_secs() > 600 {
+            eprintln!("error: the studies were not all scored within 10 minutes; no screenshot");
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            return;
+        }
+        shot.ready_frames = if ready { shot.ready_frames + 1 } else { 0 };
+        // A few settled frames, so that layout and fonts have converged.
+        if shot.ready_frames >= 5 {
+            shot.requested = true;
+            let out = shot.out.clone();
+            let result = Arc::clone(&shot.result);
+            let waker = ctx.clone();
+            ctx.request_screenshot(move |image| {
+                let saved = save_png(&out, &image);
+                if let Ok(mut slot) = result.lock() {
+                    *slot = Some(saved);
+                }
+                waker.request_repaint();
+            });
+        }
+        ctx.request_repaint();
+    }
+
+    /// Whether the folder is scored and the selected study and its heat map are on screen.
+    fn screenshot_ready(&self) -> bool {
+        if matches!(self.model, ModelState::Loading) {
+            return false;
+        }
+        let Some(s) = &self.session else {
+            return self.config.folder.is_none();
+        };
+        if s.is_scoring() {
+            return false;
+        }
+        let Some(sel) = s.selected else {
+            return s.worklist.is_empty() || s.view.is_empty();
+        };
+        let key = s.key(sel);
+        let image_done = self.cache.image(key).is_some();
+        let heat_needed = self.right_pane == RightPane::Explanation
+            && self.classifier().is_some()
+            && s.worklist
+                .row(sel)
+                .is_some_and(|r| r.score_value().is_some());
+        image_done && (!heat_needed || self.cache.heat(key).is_some())
+    }
+
+    /// Prints frame times, timings and peak memory to stderr.
+    fn print_stats(&self) {
+        let (first_rows, finished) = self.timings_secs();
+        let studies = self.worklist().map_or(0, Worklist::len);
+        eprintln!("studies: {studies}");
+        if let Some(t) = first_rows {
+            eprintln!("first rows after: {:.0} ms", t * 1000.0);
+        }
+        if let Some(t) = finished {
+            eprintln!("all scored after: {t:.1} s");
+        }
+        eprintln!("frame times while scoring: {}", self.stats.while_scoring());
+        eprintln!("frame times otherwise: {}", self.stats.idle());
+        if let Some(kib) = peak_rss_kib() {
+            eprintln!("peak memory (VmHWM): {:.0} MiB", kib as f64 / 1024.0);
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(s) = &self.session {
+            s.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl eframe::App for App {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.frame_started = Some(Instant::now());
+        self.drain_scorer();
+        self.drain_viewer();
+        self.poll_dialogs();
+        self.dropped_files(ctx);
+        self.shortcuts(ctx);
+        self.apply_commands();
+        self.refresh_view();
+        self.request_images(ctx);
+        self.screenshot_logic(ctx);
+        if self.is_scoring() {
+            // The progress bar moves; the scorer also wakes the window after every batch.
+            ctx.request_repaint_after_secs(0.25);
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.draw(ui);
+        if let Some(started) = self.frame_started.take() {
+            // The previous frame's full CPU time (layout, tessellation, painting) when the
+            // integration reports it; our own logic and drawing otherwise (tests).
+            let ms = frame.info().cpu_usage.map_or_else(
+                || started.elapsed().as_secs_f64() * 1000.0,
+                |s| f64::from(s) * 1000.0,
+            );
+            self.stats.record(ms, self.is_scoring());
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        if self.config.persist_preferences {
+            self.prefs.reader.clone_from(&self.reader);
+            eframe::set_value(storage, prefs::STORAGE_KEY, &self.prefs);
+        }
+    }
+
+    fn raw_input_hook(&mut self, _ctx: &egui::Context, raw_input: &mut egui::RawInput) {
+        if self.screenshot.is_some() {
+            // A screenshot shows the window at rest: no hover effects where the pointer happens
+            // to be on the virtual screen.
+            raw_input.events.retain(|e| {
+                !matches!(e, egui::Event::PointerMoved(_) | egui::Event::MouseMoved(_))
+            });
+        }
+    }
+
+    fn on_exit(&mut self) {
+        if self.config.print_stats && self.screenshot.is_none() {
+            self.print_stats();
+        }
+    }
+}
+
+/// Writes the window's pixels as a PNG.
+fn save_png(path: &Path, image: &egui::ColorImage) -> Result<(), String> {
+    let [w, h] = image.size;
+    let rgba: Vec<u8> = image
+        .pixels
+        .iter()
+        .flat_map(egui::Color32::to_srgba_unmultiplied)
+        .collect();
+    let (Ok(w), Ok(h)) = (u32::try_from(w), u32::try_from(h)) else {
+        return Err("the window is too large".to_owned());
+    };
+    image::save_buffer(path, &rgba, w, h, image::ExtendedColorType::Rgba8)
+        .map_err(|e| e.to_string())
+}
+
+/// The process's peak resident memory, in KiB (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Opens the window and runs it until it is closed.
+pub fn run(config: AppConfig) -> eframe::Result {
+    let persistence_path = if config.persist_preferences {
+        None
+    } else {
+        // Keep test and screenshot runs out of the reader's preferences.
+        Some(std::env::temp_dir().join(format!("cxr-triage-{}.ron", std::process::id())))
+    };
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("cxr-triage")
+            .with_app_id("cxr-triage")
+            .with_inner_size([1440.0, 900.0])
+            .with_min_inner_size([960.0, 600.0])
+            .with_drag_and_drop(true),
+        persistence_path,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "cxr-triage",
+        options,
+        Box::new(|cc| Ok(Box::new(App::new(cc, config)))),
+    )
+}

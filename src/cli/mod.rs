@@ -8,16 +8,25 @@ mod audit;
 mod eval;
 mod export;
 mod import;
+mod open;
 mod scan;
 mod train;
 
+pub use open::{OpenArgs, SCREENSHOT_ENV, STATS_ENV};
+
 /// Offline chest X-ray pneumonia triage.
+///
+/// Without a subcommand, opens the review window (on DIR, if given).
 #[derive(Debug, Parser)]
 #[command(name = "cxr-triage", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// What to do.
+    /// What to do (default: open the review window).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// The window's arguments.
+    #[command(flatten)]
+    pub open: OpenArgs,
 }
 
 /// The subcommands.
@@ -42,12 +51,13 @@ pub fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Scan(args) => scan::run(&args),
-        Command::Train(args) => train::run(&args),
-        Command::Eval(args) => eval::run(&args),
-        Command::Audit(args) => audit::run(&args),
-        Command::Export(args) => export::run(&args),
-        Command::Import(args) => import::run(&args),
+        None => open::run(cli.open),
+        Some(Command::Scan(args)) => scan::run(&args),
+        Some(Command::Train(args)) => train::run(&args),
+        Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Audit(args)) => audit::run(&args),
+        Some(Command::Export(args)) => export::run(&args),
+        Some(Command::Import(args)) => import::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,717 @@
+//! Commands: everything the reader asks for goes through [`Command`] and
+//! [`App::apply_commands`], the only code that records decisions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use egui::{Key, Modifiers};
+
+use super::notifications::Level;
+use super::scorer::ScoreJob;
+use super::view::{ViewTransform, WindowPreset};
+use super::{App, ImageEntry, PaneView, Progress, RightPane, Session};
+use crate::audit::{Action, AuditError, DecisionEvent, DecisionStore, ExportKind, NewDecision};
+use crate::audit::{ExportOptions, StudyRecord};
+use crate::worklist::{DatasetLabel, Filter, Label, SortSpec, StudyId, Worklist, step_in_view};
+
+/// Something the reader asked for. The window queues commands as they come (clicks, keys,
+/// dialogs) and applies them all at the start of the next frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Open a folder of studies (and stop scoring the one open before).
+    OpenFolder(PathBuf),
+    /// Ask for a folder with the system's dialog.
+    ChooseFolder,
+    /// Select a study.
+    Select(StudyId),
+    /// Move the selection by this many rows of the worklist (J/K, arrows).
+    Step(isize),
+    /// Select the first row of the worklist.
+    SelectFirst,
+    /// Select the last row of the worklist.
+    SelectLast,
+    /// Select the next unreviewed study.
+    NextUnreviewed,
+    /// The reader agrees with the AI label of the selected study.
+    Confirm,
+    /// The reader sets the selected study's label.
+    SetLabel(Label),
+    /// Take back the last decision of this session (or, if there is none, the selected study's).
+    Undo,
+    /// Ask where to write a CSV export.
+    ChooseExportFile(ExportKind),
+    /// Write a CSV export of the decision store, for the open folder.
+    ExportCsv {
+        /// The file to write.
+        dest: PathBuf,
+        /// Which rows.
+        kind: ExportKind,
+    },
+    /// Sort the worklist.
+    SetSort(SortSpec),
+    /// Filter the worklist.
+    SetFilter(Filter),
+    /// Show a study beside the selected one (`None`: show the heat map).
+    Compare(Option<StudyId>),
+    /// Show a display-window preset in the left pane (and the right one when linked).
+    WindowPreset(usize),
+    /// Swap black and white.
+    ToggleInvert,
+    /// Fit the study to its pane.
+    Fit,
+    /// One image pixel per screen pixel.
+    ActualSize,
+    /// Link or unlink zoom, pan and window of the two panes.
+    ToggleLink,
+}
+
+/// What the reader decided.
+#[derive(Clone, Copy, Debug)]
+enum Wanted {
+    ConfirmAi,
+    Label(Label),
+}
+
+impl App {
+    /// Applies every queued command, in order. This is the only place that records decisions.
+    pub(super) fn apply_commands(&mut self) {
+        let commands = std::mem::take(&mut self.commands);
+        for command in commands {
+            self.apply(command);
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::OpenFolder(path) => self.open_folder(&path),
+            Command::ChooseFolder => self
+                .dialogs
+                .choose_folder(self.prefs.recent_folders.first()),
+            Command::Select(id) => self.select(id),
+            Command::Step(delta) => {
+                if let Some(s) = &self.session
+                    && let Some(id) = step_in_view(&s.view, s.selected, delta)
+                {
+                    self.select(id);
+                    self.scroll_to_selected = true;
+                }
+            }
+            Command::SelectFirst => {
+                if let Some(id) = self.session.as_ref().and_then(|s| s.view.first().copied()) {
+                    self.select(id);
+                    self.scroll_to_selected = true;
+                }
+            }
+            Command::SelectLast => {
+                if let Some(id) = self.session.as_ref().and_then(|s| s.view.last().copied()) {
+                    self.select(id);
+                    self.scroll_to_selected = true;
+                }
+            }
+            Command::NextUnreviewed => {
+                let next = self
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.worklist.next_unreviewed(&s.view, s.selected));
+                match next {
+                    Some(id) => {
+                        self.select(id);
+                        self.scroll_to_selected = true;
+                    }
+                    None => self
+                        .toasts
+                        .add(Level::Info, "Every study in this list has been reviewed."),
+                }
+            }
+            Command::Confirm => self.decide(Wanted::ConfirmAi),
+            Command::SetLabel(label) => self.decide(Wanted::Label(label)),
+            Command::Undo => self.undo(),
+            Command::ChooseExportFile(kind) => {
+                let suggested = self.default_export_path(kind);
+                self.dialogs.choose_export_file(kind, suggested);
+            }
+            Command::ExportCsv { dest, kind } => self.export(&dest, kind),
+            Command::SetSort(sort) => {
+                self.prefs.sort = sort;
+                self.mark_view_dirty();
+                self.scroll_to_selected = true;
+            }
+            Command::SetFilter(filter) => {
+                self.prefs.filter = filter;
+                self.mark_view_dirty();
+                self.scroll_to_selected = true;
+            }
+            Command::Compare(other) => match other {
+                Some(id) => {
+                    if let Some(s) = &mut self.session {
+                        s.compare = Some(id);
+                    }
+                    self.right_pane = RightPane::Compare;
+                    self.right = PaneView::default();
+                }
+                None => self.right_pane = RightPane::Explanation,
+            },
+            Command::WindowPreset(n) => {
+                let Some(preset) = WindowPreset::ALL.get(n) else {
+                    return;
+                };
+                if let Some(info) = self.selected_info() {
+                    self.left.window = preset.window(&info);
+                }
+                if !self.prefs.link_views
+                    && let Some(info) = self.compare_info()
+                {
+                    self.right.window = preset.window(&info);
+                }
+            }
+            Command::ToggleInvert => {
+                self.left.invert = !self.left.invert;
+                self.right.invert = !self.right.invert;
+            }
+            Command::Fit => {
+                self.left.transform = ViewTransform::FIT;
+                self.right.transform = ViewTransform::FIT;
+            }
+            Command::ActualSize => self.pending_actual_size = true,
+            Command::ToggleLink => self.prefs.link_views = !self.prefs.link_views,
+        }
+    }
+
+    fn mark_view_dirty(&mut self) {
+        if let Some(s) = &mut self.session {
+            s.view_dirty = true;
+        }
+    }
+
+    pub(super) fn selected_info(&self) -> Option<Arc<super::ImageInfo>> {
+        let s = self.session.as_ref()?;
+        match self.cache.image(s.key(s.selected?))? {
+            ImageEntry::Ready { info, .. } => Some(Arc::clone(info)),
+            ImageEntry::Failed(_) => None,
+        }
+    }
+
+    fn compare_info(&self) -> Option<Arc<super::ImageInfo>> {
+        let s = self.session.as_ref()?;
+        match self.cache.image(s.key(s.compare?))? {
+            ImageEntry::Ready { info, .. } => Some(Arc::clone(info)),
+            ImageEntry::Failed(_) => None,
+        }
+    }
+
+    /// Opens a folder: stops the previous job and starts listing and scoring this one.
+    fn open_folder(&mut self, path: &Path) {
+        let root = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        if !root.is_dir() {
+            self.toasts.add(
+                Level::Error,
+                format!("not a folder that can be opened: {}", root.display()),
+            );
+            return;
+        }
+        if let Some(old) = self.session.take() {
+            old.cancel.store(true, Ordering::Relaxed);
+        }
+        self.forgotten.extend(self.cache.clear());
+        self.generation += 1;
+        self.prefs.remember_folder(&root);
+        self.left = PaneView::default();
+        self.right = PaneView::default();
+        self.right_pane = RightPane::Explanation;
+        self.reason.clear();
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.session = Some(Session {
+            generation: self.generation,
+            root: root.clone(),
+            worklist: Worklist::default(),
+            listed: false,
+            view: Vec::new(),
+            ranks: Vec::new(),
+            counts: crate::worklist::Counts::default(),
+            view_dirty: true,
+            selected: None,
+            compare: None,
+            cancel: Arc::clone(&cancel),
+            started: Instant::now(),
+            progress: Progress::default(),
+            uniform_warning: None,
+            undo_stack: Vec::new(),
+        });
+        let job = ScoreJob {
+            generation: self.generation,
+            root,
+            labels_csv: self.config.labels_csv.clone(),
+            db_path: self.db_path.clone().ok(),
+            cancel,
+        };
+        let submitted = match &self.scorer {
+            Some(scorer) => scorer.submit(job),
+            None => Err("the scorer could not be started".to_owned()),
+        };
+        if let Err(e) = submitted {
+            self.toasts
+                .add(Level::Error, format!("the folder cannot be scored: {e}"));
+            self.session = None;
+        }
+    }
+
+    /// Selects a study and resets the panes to fit and the default window.
+    fn select(&mut self, id: StudyId) {
+        let Some(s) = &mut self.session else { return };
+        if s.worklist.row(id).is_none() || s.selected == Some(id) {
+            return;
+        }
+        s.selected = Some(id);
+        if self.right_pane == RightPane::Compare {
+            let same_patient = s.worklist.same_patient(id);
+            if let Some(&first) = same_patient.first() {
+                s.compare = Some(first);
+            } else if s.compare == Some(id) {
+                s.compare = None;
+            }
+        }
+        self.left = PaneView {
+            invert: self.left.invert,
+            ..PaneView::default()
+        };
+        self.right = PaneView {
+            invert: self.right.invert,
+            ..PaneView::default()
+        };
+    }
+
+    /// Records the reader's label for the selected study, then moves to the next unreviewed one.
+    fn decide(&mut self, wanted: Wanted) {
+        let Some(s) = &self.session else {
+            self.toasts.add(Level::Info, "Open a folder first.");
+            return;
+        };
+        let Some(id) = s.selected else {
+            self.toasts.add(Level::Info, "Select a study first.");
+            return;
+        };
+        let Some(row) = s.worklist.row(id) else {
+            return;
+        };
+        let Some(sha) = row.sha256.clone() else {
+            let why = if row.error().is_some() {
+                "This study could not be read, so no decision can be recorded for it."
+            } else {
+                "This study has not been read yet: wait a moment for its score."
+            };
+            self.toasts.add(Level::Warning, why);
+            return;
+        };
+        let ai = s.worklist.ai_label(row);
+        let new_label = match (wanted, ai) {
+            (Wanted::Label(l), _) => l,
+            (Wanted::ConfirmAi, Some(ai)) => ai,
+            (Wanted::ConfirmAi, None) => {
+                self.toasts.add(
+                    Level::Warning,
+                    "There is no AI label to confirm for this study: set its label with N or P.",
+                );
+                return;
+            }
+        };
+        if row.final_label == Some(new_label) {
+            self.toasts.add(
+                Level::Info,
+                format!("{} is already {new_label}: nothing recorded.", row.name),
+            );
+            return;
+        }
+        let action = match ai {
+            Some(ai) if ai == new_label => Action::Confirm,
+            Some(_) => Action::Override,
+            None => Action::Relabel,
+        };
+        let decision = NewDecision {
+            reason: compose_reason(&self.reason, row.dataset_label),
+            action,
+            new_label: Some(new_label),
+            ..self.ai_context(&s.worklist, id, &sha)
+        };
+        let old_view = s.view.clone();
+        match self.record(&decision) {
+            Ok(event) => {
+                let Some(s) = &mut self.session else { return };
+                s.worklist.set_final_label(&sha, event.new_label);
+                s.undo_stack.push(id);
+                s.view_dirty = true;
+                self.reason.clear();
+                let next = s.worklist.next_unreviewed(&old_view, Some(id));
+                match next {
+                    Some(next) => {
+                        self.select(next);
+                        self.scroll_to_selected = true;
+                    }
+                    None => self.toasts.add(
+                        Level::Success,
+                        "Every study in this list has been reviewed.",
+                    ),
+                }
+            }
+            Err(e) => self.toasts.add(Level::Error, e),
+        }
+    }
+
+    /// The decision's fields that describe the study and the AI call shown (an undo or a
+    /// decision fills in the rest).
+    fn ai_context(&self, worklist: &Worklist, id: StudyId, sha: &str) -> NewDecision {
+        let row = worklist.row(id);
+        let ai = row.and_then(|r| worklist.ai_label(r));
+        let card = self.classifier().map(|c| c.card()).filter(|_| ai.is_some());
+        NewDecision {
+            reader: self.reader.trim().to_owned(),
+            study_sha256: sha.to_owned(),
+            study_path: row.map(|r| r.path.clone()).unwrap_or_default(),
+            model_id: card.map(|c| c.model_id.clone()),
+            weights_sha256: card.map(|c| c.weights_sha256.to_lowercase()),
+            score: ai.and(row.and_then(crate::worklist::StudyRow::score_value)),
+            threshold: ai.and(worklist.threshold()),
+            ai_label: ai,
+            new_label: None,
+            action: Action::Undo,
+            reason: String::new(),
+        }
+    }
+
+    /// Takes back the last decision of this session, or the selected study's last decision.
+    fn undo(&mut self) {
+        let Some(s) = &self.session else { return };
+        let from_stack = s.undo_stack.last().copied();
+        let Some(id) = from_stack.or(s.selected) else {
+            self.toasts.add(Level::Info, "Nothing to undo.");
+            return;
+        };
+        let Some(row) = s.worklist.row(id) else {
+            return;
+        };
+        let Some(sha) = row.sha256.clone() else {
+            self.toasts
+                .add(Level::Info, "Nothing to undo for this study.");
+            return;
+        };
+        let name = row.name.clone();
+        let decision = NewDecision {
+            reason: self.reason.trim().to_owned(),
+            ..self.ai_context(&s.worklist, id, &sha)
+        };
+        match self.record(&decision) {
+            Ok(event) => {
+                let Some(s) = &mut self.session else { return };
+                s.worklist.set_final_label(&sha, event.new_label);
+                if from_stack.is_some() {
+                    s.undo_stack.pop();
+                }
+                s.view_dirty = true;
+                self.reason.clear();
+                self.select(id);
+                self.scroll_to_selected = true;
+                let now = event
+                    .new_label
+                    .map_or_else(|| "unreviewed".to_owned(), |l| l.to_string());
+                self.toasts
+                    .add(Level::Info, format!("Undone: {name} is {now} again."));
+            }
+            Err(e) => self.toasts.add(Level::Info, e),
+        }
+    }
+
+    /// Records a decision in the store, reopening the store if it was not available, and
+    /// registering the study if the store does not know it yet.
+    fn record(&mut self, decision: &NewDecision) -> Result<DecisionEvent, String> {
+        if decision.reader.is_empty() {
+            self.dialogs.reader_prompt = true;
+            return Err("Enter your name as the reader first.".to_owned());
+        }
+        if self.store.is_none() {
+            let path = self
+                .db_path
+                .clone()
+                .map_err(|e| format!("decisions cannot be saved: {e}"))?;
+            let store = DecisionStore::open(&path)
+                .map_err(|e| format!("decisions cannot be saved: {e}"))?;
+            self.store = Some(store);
+            self.store_error = None;
+        }
+        let Some(store) = &self.store else {
+            return Err("decisions cannot be saved: no decision store".to_owned());
+        };
+        match store.record(decision) {
+            Err(AuditError::UnknownStudy) => {
+                // The scorer registers studies as it reads them; if its store failed, register
+                // this one here.
+                store
+                    .upsert_study(&StudyRecord {
+                        sha256: decision.study_sha256.clone(),
+                        path: decision.study_path.clone(),
+                        patient_id: None,
+                        study_uid: None,
+                        metadata_json: "{}".to_owned(),
+                    })
+                    .and_then(|()| store.record(decision))
+                    .map_err(|e| decision_error(&e))
+            }
+            other => other.map_err(|e| decision_error(&e)),
+        }
+    }
+
+    /// Where an export goes unless the reader says otherwise: the home folder (never the
+    /// studies' folder).
+    fn default_export_path(&self, kind: ExportKind) -> PathBuf {
+        let dir = directories::UserDirs::new()
+            .map(|u| u.home_dir().to_owned())
+            .unwrap_or_else(std::env::temp_dir);
+        let folder = self
+            .session
+            .as_ref()
+            .and_then(|s| s.root.file_name())
+            .map_or_else(|| "all".to_owned(), |n| n.to_string_lossy().into_owned());
+        let what = match kind {
+            ExportKind::Reviewed => "reviewed",
+            ExportKind::All => "all",
+            ExportKind::Events => "events",
+        };
+        let day = chrono::Utc::now().format("%Y-%m-%d");
+        dir.join(format!("cxr-triage-{folder}-{what}-{day}.csv"))
+    }
+
+    /// Starts a CSV export on its own thread.
+    fn export(&mut self, dest: &Path, kind: ExportKind) {
+        if self.dialogs.export_job.is_some() {
+            self.toasts.add(
+                Level::Info,
+                "An export is already running; wait for it to finish.",
+            );
+            return;
+        }
+        let db = match &self.db_path {
+            Ok(p) => p.clone(),
+            Err(e) => {
+                self.toasts
+                    .add(Level::Error, format!("nothing to export: {e}"));
+                return;
+            }
+        };
+        let folder = self.session.as_ref().map(|s| s.root.clone());
+        if let Some(root) = &folder
+            && is_inside(dest, root)
+        {
+            self.toasts.add(
+                Level::Error,
+                format!(
+                    "The export cannot be written inside the studies' folder (it is never written to); choose another place: {}",
+                    dest.display()
+                ),
+            );
+            return;
+        }
+        let ctx_dest = dest.to_owned();
+        self.dialogs.export_job = Some(poll_promise::Promise::spawn_thread("export", move || {
+            let store = DecisionStore::open(&db).map_err(|e| e.to_string())?;
+            let rows = store
+                .export_csv_to_file(&ctx_dest, &ExportOptions { kind, folder })
+                .map_err(|e| e.to_string())?;
+            Ok((rows, ctx_dest, kind))
+        }));
+    }
+
+    /// Turns keyboard shortcuts into commands. Single keys act only while no text field has the
+    /// keyboard and no dialog is open.
+    pub(super) fn shortcuts(&mut self, ctx: &egui::Context) {
+        let typing = ctx.egui_wants_keyboard_input();
+        if typing {
+            return;
+        }
+        let help_key = |i: &mut egui::InputState| {
+            i.consume_key(Modifiers::NONE, Key::F1)
+                || i.consume_key(Modifiers::NONE, Key::Questionmark)
+        };
+        if self.dialogs.any_modal_open() {
+            if self.dialogs.help
+                && ctx.input_mut(|i| help_key(i) || i.consume_key(Modifiers::NONE, Key::Escape))
+            {
+                self.dialogs.help = false;
+            }
+            return;
+        }
+        let mut commands = Vec::new();
+        let mut toggle_help = false;
+        let mut focus_reason = false;
+        ctx.input_mut(|i| {
+            toggle_help = help_key(i);
+            let command_key =
+                |i: &mut egui::InputState, key| i.consume_key(Modifiers::COMMAND, key);
+            if command_key(i, Key::Z) {
+                commands.push(Command::Undo);
+            }
+            if command_key(i, Key::O) {
+                commands.push(Command::ChooseFolder);
+            }
+            if command_key(i, Key::E) {
+                commands.push(Command::ChooseExportFile(ExportKind::Reviewed));
+            }
+            let mut key = |k| i.consume_key(Modifiers::NONE, k);
+            if key(Key::C) || key(Key::Enter) {
+                commands.push(Command::Confirm);
+            }
+            if key(Key::N) {
+                commands.push(Command::SetLabel(Label::Normal));
+            }
+            if key(Key::P) {
+                commands.push(Command::SetLabel(Label::Pneumonia));
+            }
+            if key(Key::J) || key(Key::ArrowDown) {
+                commands.push(Command::Step(1));
+            }
+            if key(Key::K) || key(Key::ArrowUp) {
+                commands.push(Command::Step(-1));
+            }
+            if key(Key::PageDown) {
+                commands.push(Command::Step(20));
+            }
+            if key(Key::PageUp) {
+                commands.push(Command::Step(-20));
+            }
+            if key(Key::Home) {
+                commands.push(Command::SelectFirst);
+            }
+            if key(Key::End) {
+                commands.push(Command::SelectLast);
+            }
+            if key(Key::U) {
+                commands.push(Command::NextUnreviewed);
+            }
+            if key(Key::R) {
+                focus_reason = true;
+            }
+            for (n, k) in [Key::Num1, Key::Num2, Key::Num3, Key::Num4]
+                .into_iter()
+                .enumerate()
+            {
+                if key(k) {
+                    commands.push(Command::WindowPreset(n));
+                }
+            }
+            if key(Key::I) {
+                commands.push(Command::ToggleInvert);
+            }
+            if key(Key::F) {
+                commands.push(Command::Fit);
+            }
+            if key(Key::O) {
+                commands.push(Command::ActualSize);
+            }
+            if key(Key::L) {
+                commands.push(Command::ToggleLink);
+            }
+            if key(Key::H) {
+                commands.push(Command::Compare(None));
+            }
+        });
+        if toggle_help {
+            self.dialogs.help = !self.dialogs.help;
+        }
+        if focus_reason {
+            self.focus_reason = true;
+        }
+        if !commands.is_empty() {
+            ctx.request_repaint();
+        }
+        self.commands.extend(commands);
+    }
+
+    /// Opens a folder dropped on the window (or the folder of a dropped file).
+    pub(super) fn dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_owned())
+                .collect()
+        });
+        if let Some(path) = dropped.first() {
+            let folder = if path.is_dir() {
+                path.clone()
+            } else {
+                path.parent().map_or_else(|| path.clone(), Path::to_owned)
+            };
+            self.commands.push(Command::OpenFolder(folder));
+        }
+    }
+}
+
+/// Whether `dest` lies inside `folder` (after resolving links where possible).
+fn is_inside(dest: &Path, folder: &Path) -> bool {
+    let dest_dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let resolve = |p: &Path| {
+        p.canonicalize()
+            .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_owned()))
+    };
+    resolve(dest_dir).starts_with(resolve(folder))
+}
+
+/// The reason recorded with a decision: the reader's words, and in label-correction mode the
+/// label the dataset gave (the value being corrected).
+fn compose_reason(typed: &str, dataset: Option<DatasetLabel>) -> String {
+    let typed = typed.trim();
+    match dataset {
+        None => typed.to_owned(),
+        Some(d) => {
+            let note = format!("[dataset label: {}, from {}]", d.label, d.source.as_str());
+            if typed.is_empty() {
+                note
+            } else {
+                format!("{typed} {note}")
+            }
+        }
+    }
+}
+
+/// A store error in words for a toast.
+fn decision_error(e: &AuditError) -> String {
+    match e {
+        AuditError::NothingToUndo => "Nothing to undo for this study.".to_owned(),
+        other => format!("The decision was not saved: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worklist::LabelSource;
+
+    #[test]
+    fn reasons_carry_the_dataset_label_being_corrected() {
+        assert_eq!(compose_reason("  typo ", None), "typo");
+        let d = Some(DatasetLabel {
+            label: Label::Normal,
+            source: LabelSource::FolderName,
+        });
+        assert_eq!(
+            compose_reason("", d),
+            "[dataset label: NORMAL, from folder name]"
+        );
+        assert_eq!(
+            compose_reason("consolidation RLL", d),
+            "consolidation RLL [dataset label: NORMAL, from folder name]"
+        );
+    }
+
+    #[test]
+    fn exports_inside_the_studies_folder_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let studies = dir.path().join("studies");
+        std::fs::create_dir_all(studies.join("sub")).unwrap();
+        assert!(is_inside(&studies.join("x.csv"), &studies));
+        assert!(is_inside(&studies.join("sub/x.csv"), &studies));
+        assert!(!is_inside(&dir.path().join("x.csv"), &studies));
+    }
+}

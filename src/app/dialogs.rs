@@ -1,0 +1,463 @@
+//! Dialogs: the system's folder and file choosers (off the UI thread), their path-field
+//! fallbacks, the reader's name, the shortcut overlay, model information and diagnostics.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+
+use egui::{Id, Key, Modal, RichText};
+use poll_promise::Promise;
+
+use super::notifications::Level;
+use super::{App, Command, theme};
+use crate::audit::ExportKind;
+
+/// Shown when the system's dialog returned no folder.
+const NO_FOLDER_DIALOG: &str = "No folder was chosen. If no dialog appeared, this desktop has no \
+file-chooser service (xdg-desktop-portal, or zenity): type or paste the folder's path instead.";
+
+/// Shown when the system's dialog returned no file.
+const NO_SAVE_DIALOG: &str = "No file was chosen. If no dialog appeared, this desktop has no \
+file-chooser service (xdg-desktop-portal, or zenity): type the path of the CSV file to write.";
+
+/// Every keyboard shortcut, as the help overlay and the README list them.
+pub(crate) const SHORTCUTS: [(&str, &str); 21] = [
+    ("C or Enter", "Confirm the AI label"),
+    ("N", "Set NORMAL"),
+    ("P", "Set PNEUMONIA"),
+    ("Ctrl+Z", "Undo the last decision"),
+    ("R", "Type a reason (Enter to finish)"),
+    ("J or ↓", "Next study"),
+    ("K or ↑", "Previous study"),
+    ("Page Down / Page Up", "20 studies down / up"),
+    ("Home / End", "First / last study"),
+    ("U", "Next unreviewed study"),
+    (
+        "1 2 3 4",
+        "Window: default, full range, auto, high contrast",
+    ),
+    ("I", "Invert black and white"),
+    (
+        "Right-drag",
+        "Window/level: across for width, up/down for level",
+    ),
+    ("Wheel / drag", "Zoom at the pointer / pan"),
+    ("F / O", "Fit / one image pixel per screen pixel (1:1)"),
+    ("L", "Link or unlink zoom, pan and window of the panes"),
+    ("H", "Show the heat map in the right pane"),
+    ("Ctrl+O", "Open a folder"),
+    ("Ctrl+E", "Export reviewed cases (CSV)"),
+    ("F1 or ?", "Show or hide this help"),
+    ("Esc", "Close a dialog; leave the reason field"),
+];
+
+/// A path typed by hand, when the system's dialog is not available.
+#[derive(Debug, Default)]
+pub(super) struct PathDialog {
+    pub text: String,
+    pub message: Option<String>,
+}
+
+/// The outcome of an export: rows written, where, and what.
+type ExportOutcome = Result<(usize, PathBuf, ExportKind), String>;
+
+/// Which dialogs are open, and the one-off jobs behind them.
+#[derive(Default)]
+pub(super) struct Dialogs {
+    /// The shortcut overlay.
+    pub help: bool,
+    /// The model information window.
+    pub model_info: bool,
+    /// The diagnostics window (frame times, memory).
+    pub diagnostics: bool,
+    /// The reader-name prompt.
+    pub reader_prompt: bool,
+    /// The path field for opening a folder.
+    pub open_folder: Option<PathDialog>,
+    /// The path field for an export.
+    pub export_path: Option<(ExportKind, PathDialog)>,
+    /// The system's folder dialog, running.
+    pub folder_picker: Option<Promise<Option<PathBuf>>>,
+    /// The system's save dialog, running, with the path suggested.
+    pub save_picker: Option<(ExportKind, PathBuf, Promise<Option<PathBuf>>)>,
+    /// An export, running.
+    pub export_job: Option<Promise<ExportOutcome>>,
+}
+
+impl Dialogs {
+    /// Whether a dialog that takes the keyboard is open.
+    pub fn any_modal_open(&self) -> bool {
+        self.help || self.reader_prompt || self.open_folder.is_some() || self.export_path.is_some()
+    }
+
+    /// Starts the system's folder dialog on its own thread.
+    pub fn choose_folder(&mut self, start: Option<&PathBuf>) {
+        if self.folder_picker.is_some() {
+            return;
+        }
+        let start = start.cloned();
+        self.folder_picker = Some(Promise::spawn_thread("folder-dialog", move || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut dialog = rfd::FileDialog::new().set_title("Open a folder of chest X-rays");
+                if let Some(dir) = start.as_deref().and_then(std::path::Path::parent) {
+                    dialog = dialog.set_directory(dir);
+                }
+                dialog.pick_folder()
+            }))
+            .unwrap_or(None)
+        }));
+    }
+
+    /// Starts the system's save dialog on its own thread.
+    pub fn choose_export_file(&mut self, kind: ExportKind, suggested: PathBuf) {
+        if self.save_picker.is_some() {
+            return;
+        }
+        let start = suggested.clone();
+        let promise = Promise::spawn_thread("save-dialog", move || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut dialog = rfd::FileDialog::new()
+                    .set_title("Export decisions as CSV")
+                    .add_filter("CSV", &["csv"]);
+                if let Some(dir) = start.parent() {
+                    dialog = dialog.set_directory(dir);
+                }
+                if let Some(name) = start.file_name() {
+                    dialog = dialog.set_file_name(name.to_string_lossy());
+                }
+                dialog.save_file()
+            }))
+            .unwrap_or(None)
+        });
+        self.save_picker = Some((kind, suggested, promise));
+    }
+}
+
+impl App {
+    /// Collects the outcome of dialogs and exports that finished.
+    pub(super) fn poll_dialogs(&mut self) {
+        if let Some(picker) = self.dialogs.folder_picker.take() {
+            match picker.try_take() {
+                Ok(Some(folder)) => self.commands.push(Command::OpenFolder(folder)),
+                Ok(None) => {
+                    let text = self
+                        .prefs
+                        .recent_folders
+                        .first()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    self.dialogs.open_folder = Some(PathDialog {
+                        text,
+                        message: Some(NO_FOLDER_DIALOG.to_owned()),
+                    });
+                }
+                Err(picker) => self.dialogs.folder_picker = Some(picker),
+            }
+        }
+        if let Some((kind, suggested, picker)) = self.dialogs.save_picker.take() {
+            match picker.try_take() {
+                Ok(Some(dest)) => self.commands.push(Command::ExportCsv { dest, kind }),
+                Ok(None) => {
+                    self.dialogs.export_path = Some((
+                        kind,
+                        PathDialog {
+                            text: suggested.display().to_string(),
+                            message: Some(NO_SAVE_DIALOG.to_owned()),
+                        },
+                    ));
+                }
+                Err(picker) => self.dialogs.save_picker = Some((kind, suggested, picker)),
+            }
+        }
+        if let Some(job) = self.dialogs.export_job.take() {
+            match job.try_take() {
+                Ok(Ok((rows, dest, kind))) => {
+                    let what = match kind {
+                        ExportKind::Reviewed => "reviewed studies",
+                        ExportKind::All => "studies",
+                        ExportKind::Events => "decision events",
+                    };
+                    self.toasts.add(
+                        Level::Success,
+                        format!("Exported {rows} {what} to {}", dest.display()),
+                    );
+                }
+                Ok(Err(e)) => self
+                    .toasts
+                    .add(Level::Error, format!("The export failed: {e}")),
+                Err(job) => self.dialogs.export_job = Some(job),
+            }
+        }
+    }
+
+    /// Draws the open dialogs.
+    pub(super) fn dialogs_ui(&mut self, ctx: &egui::Context) {
+        if self.dialogs.reader_prompt {
+            self.reader_prompt_ui(ctx);
+        }
+        if self.dialogs.open_folder.is_some() {
+            self.open_folder_ui(ctx);
+        }
+        if self.dialogs.export_path.is_some() {
+            self.export_path_ui(ctx);
+        }
+        if self.dialogs.help {
+            let response = Modal::new(Id::unique("help")).show(ctx, |ui| {
+                ui.set_width(520.0);
+                ui.heading("Keyboard shortcuts");
+                ui.add_space(6.0);
+                egui::Grid::new("shortcuts")
+                    .num_columns(2)
+                    .spacing([24.0, 6.0])
+                    .striped(true)
+                    .show(ui, |ui| {
+                        for (keys, what) in SHORTCUTS {
+                            ui.label(RichText::new(keys).monospace().color(theme::ACCENT));
+                            ui.label(what);
+                            ui.end_row();
+                        }
+                    });
+                ui.add_space(8.0);
+                ui.label(
+                    RichText::new(
+                        "After each decision the next unreviewed study is selected. Every \
+                         decision is appended to the audit trail with your name, the score and \
+                         the model.",
+                    )
+                    .color(theme::TEXT_DIM),
+                );
+                ui.add_space(4.0);
+                if ui.button("Close").clicked() {
+                    ui.close();
+                }
+            });
+            if response.should_close() {
+                self.dialogs.help = false;
+            }
+        }
+        if self.dialogs.model_info {
+            let mut open = true;
+            egui::Window::new("Model information")
+                .open(&mut open)
+                .default_width(520.0)
+                .show(ctx, |ui| self.model_info_ui(ui));
+            self.dialogs.model_info = open;
+        }
+        if self.dialogs.diagnostics {
+            let mut open = true;
+            egui::Window::new("Diagnostics")
+                .open(&mut open)
+                .default_width(520.0)
+                .show(ctx, |ui| self.diagnostics_ui(ui));
+            self.dialogs.diagnostics = open;
+        }
+    }
+
+    fn reader_prompt_ui(&mut self, ctx: &egui::Context) {
+        let mut done = false;
+        Modal::new(Id::unique("reader-prompt")).show(ctx, |ui| {
+            ui.set_width(420.0);
+            ui.heading("Who is reading?");
+            ui.label(
+                RichText::new("Every decision is recorded in the audit trail under this name.")
+                    .color(theme::TEXT_DIM),
+            );
+            ui.add_space(6.0);
+            let label = ui.label("Reader name");
+            let field = ui.add(
+                egui::TextEdit::singleline(&mut self.reader)
+                    .hint_text("Reader name")
+                    .desired_width(f32::INFINITY),
+            );
+            let field = field.labelled_by(label.id);
+            if !field.has_focus() && !field.lost_focus() {
+                field.request_focus();
+            }
+            let entered = field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+            ui.add_space(6.0);
+            let ok = ui.add_enabled(
+                !self.reader.trim().is_empty(),
+                egui::Button::new("Start reading"),
+            );
+            if (ok.clicked() || entered) && !self.reader.trim().is_empty() {
+                done = true;
+            }
+        });
+        if done {
+            self.reader = self.reader.trim().to_owned();
+            self.dialogs.reader_prompt = false;
+        }
+    }
+
+    fn open_folder_ui(&mut self, ctx: &egui::Context) {
+        let Some(dialog) = &mut self.dialogs.open_folder else {
+            return;
+        };
+        let mut open = None;
+        let mut cancel = false;
+        let response = Modal::new(Id::unique("open-folder")).show(ctx, |ui| {
+            ui.set_width(560.0);
+            ui.heading("Open a folder");
+            if let Some(message) = &dialog.message {
+                ui.label(RichText::new(message).color(theme::WARNING));
+            }
+            ui.add_space(6.0);
+            let label = ui.label("Folder path");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut dialog.text)
+                        .hint_text("/path/to/studies")
+                        .desired_width(f32::INFINITY),
+                )
+                .labelled_by(label.id);
+            let entered = field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+            ui.horizontal(|ui| {
+                if ui.button("Open").clicked() || entered {
+                    open = Some(PathBuf::from(dialog.text.trim()));
+                }
+                if ui.button("Cancel").clicked() {
+                    cancel = true;
+                }
+            });
+        });
+        if let Some(path) = open.filter(|p| !p.as_os_str().is_empty()) {
+            self.commands.push(Command::OpenFolder(path));
+            self.dialogs.open_folder = None;
+        } else if cancel || response.should_close() {
+            self.dialogs.open_folder = None;
+        }
+    }
+
+    fn export_path_ui(&mut self, ctx: &egui::Context) {
+        let Some((kind, dialog)) = &mut self.dialogs.export_path else {
+            return;
+        };
+        let kind = *kind;
+        let mut export = None;
+        let mut cancel = false;
+        let response = Modal::new(Id::unique("export-path")).show(ctx, |ui| {
+            ui.set_width(560.0);
+            ui.heading("Export decisions as CSV");
+            if let Some(message) = &dialog.message {
+                ui.label(RichText::new(message).color(theme::WARNING));
+            }
+            ui.add_space(6.0);
+            let label = ui.label("CSV file");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut dialog.text)
+                        .hint_text("/path/to/export.csv")
+                        .desired_width(f32::INFINITY),
+                )
+                .labelled_by(label.id);
+            let entered = field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+            ui.horizontal(|ui| {
+                if ui.button("Export").clicked() || entered {
+                    export = Some(PathBuf::from(dialog.text.trim()));
+                }
+                if ui.button("Cancel").clicked() {
+                    cancel = true;
+                }
+            });
+        });
+        if let Some(dest) = export.filter(|p| !p.as_os_str().is_empty()) {
+            self.commands.push(Command::ExportCsv { dest, kind });
+            self.dialogs.export_path = None;
+        } else if cancel || response.should_close() {
+            self.dialogs.export_path = None;
+        }
+    }
+
+    fn model_info_ui(&self, ui: &mut egui::Ui) {
+        match &self.model {
+            super::ModelState::Loading => {
+                ui.label("The model is loading…");
+            }
+            super::ModelState::Failed(e) => {
+                ui.label(
+                    RichText::new(format!("The model could not be loaded: {e}"))
+                        .color(theme::ERROR),
+                );
+            }
+            super::ModelState::Ready(classifier) => {
+                let card = classifier.card();
+                egui::Grid::new("model-card")
+                    .num_columns(2)
+                    .spacing([16.0, 4.0])
+                    .show(ui, |ui| {
+                        let mut row = |k: &str, v: String| {
+                            ui.label(RichText::new(k).color(theme::TEXT_DIM));
+                            ui.label(v);
+                            ui.end_row();
+                        };
+                        row("Model", card.model_id.clone());
+                        row("Architecture", card.arch_id.clone());
+                        row("Trained by", format!("cxr-triage {}", card.app_version));
+                        row("Created", card.created_at.clone());
+                        row(
+                            "Input",
+                            format!("{0}x{0} pixels, grayscale", card.normalisation.input_size),
+                        );
+                        row("Threshold", format!("{:.3}", card.threshold));
+                        row("Threshold rule", card.threshold_rule.clone());
+                        row(
+                            "Training data",
+                            format!(
+                                "{} ({} training and {} validation images)",
+                                card.training.data,
+                                card.training.train_images,
+                                card.training.validation_images
+                            ),
+                        );
+                        row("Validation", metrics_line(&card.validation));
+                        row(
+                            "Test set",
+                            card.test
+                                .as_ref()
+                                .map_or_else(|| "not measured yet".to_owned(), metrics_line),
+                        );
+                        row("Weights SHA-256", card.weights_sha256.clone());
+                    });
+                ui.add_space(8.0);
+                ui.label(RichText::new("Intended use and limits").strong());
+                ui.label(&card.intended_use);
+            }
+        }
+    }
+
+    fn diagnostics_ui(&self, ui: &mut egui::Ui) {
+        let (first_rows, finished) = self.timings_secs();
+        let studies = self.worklist().map_or(0, crate::worklist::Worklist::len);
+        ui.label(format!("Studies in the open folder: {studies}"));
+        if let Some(t) = first_rows {
+            ui.label(format!("First rows after {:.0} ms", t * 1000.0));
+        }
+        if let Some(t) = finished {
+            ui.label(format!("All scored after {t:.1} s"));
+        }
+        ui.add_space(4.0);
+        ui.label(RichText::new("Frame times while scoring").strong());
+        ui.label(self.stats.while_scoring().to_string());
+        ui.label(RichText::new("Frame times otherwise").strong());
+        ui.label(self.stats.idle().to_string());
+        if let Some(kib) = super::peak_rss_kib() {
+            ui.label(format!("Peak memory: {:.0} MiB", kib as f64 / 1024.0));
+        }
+        if let Some(path) = self.store_path() {
+            ui.label(format!("Decision store: {}", path.display()));
+        }
+    }
+}
+
+/// Sensitivity, specificity and AUC of an evaluation, in one line.
+pub(super) fn metrics_line(e: &crate::model::card::EvalSummary) -> String {
+    format!(
+        "{} images: sensitivity {:.1}%, specificity {:.1}% at {:.3}; AUC {:.3} ({:.3}–{:.3})",
+        e.images,
+        e.sensitivity * 100.0,
+        e.specificity * 100.0,
+        e.threshold,
+        e.auc.estimate,
+        e.auc.low,
+        e.auc.high
+    )
+}

@@ -1,0 +1,85 @@
+//! Preferences kept between sessions in eframe's storage. Never decisions: those live in the
+//! decision store.
+
+use std::path::{Path, PathBuf};
+
+use crate::worklist::{Filter, SortSpec};
+
+/// How many recent folders the File menu offers.
+const RECENT_FOLDERS: usize = 8;
+
+/// The key in eframe's storage.
+pub(crate) const STORAGE_KEY: &str = "cxr-triage-preferences";
+
+/// What the window remembers.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct Preferences {
+    /// Folders opened recently, newest first.
+    pub recent_folders: Vec<PathBuf>,
+    /// The reader's name as last typed.
+    pub reader: String,
+    /// The worklist's sort order.
+    pub sort: SortSpec,
+    /// The worklist's filter.
+    pub filter: Filter,
+    /// Whether zoom, pan and window are linked between the panes.
+    pub link_views: bool,
+    /// Opacity of the heat map over the study, 0 to 1.
+    pub heat_opacity: f32,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Self {
+            recent_folders: Vec::new(),
+            reader: String::new(),
+            sort: SortSpec::default(),
+            filter: Filter::All,
+            link_views: true,
+            heat_opacity: 0.45,
+        }
+    }
+}
+
+impl Preferences {
+    /// Puts `folder` first in the recent folders.
+    pub fn remember_folder(&mut self, folder: &Path) {
+        self.recent_folders.retain(|f| f != folder);
+        self.recent_folders.insert(0, folder.to_owned());
+        self.recent_folders.truncate(RECENT_FOLDERS);
+    }
+}
+
+/// The operating system's name for the current user, the default reader name.
+pub(crate) fn os_user() -> String {
+    ["USER", "USERNAME", "LOGNAME"]
+        .into_iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_folders_are_unique_newest_first_and_bounded() {
+        let mut p = Preferences::default();
+        for i in 0..10 {
+            p.remember_folder(Path::new(&format!("/f{i}")));
+        }
+        p.remember_folder(Path::new("/f5"));
+        assert_eq!(p.recent_folders.len(), RECENT_FOLDERS);
+        assert_eq!(p.recent_folders[0], Path::new("/f5"));
+        assert_eq!(p.recent_folders[1], Path::new("/f9"));
+    }
+
+    #[test]
+    fn missing_fields_take_their_defaults() {
+        let p: Preferences = serde_json::from_str(r#"{"reader":"dr a"}"#).unwrap();
+        assert_eq!(p.reader, "dr a");
+        assert!(p.link_views);
+        assert_eq!(p.sort, SortSpec::default());
+    }
+}

@@ -1,0 +1,420 @@
+//! The "scorer" thread: loads the model once, then for each opened folder lists the studies,
+//! scores them in batches, registers them in the decision store and reads their decisions back.
+//!
+//! It talks to the window through bounded channels and calls `request_repaint` after every
+//! message. A job stops between batches when its cancel flag is set (another folder was opened).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Instant;
+
+use crate::audit::{DecisionStore, StudyRecord};
+use crate::io::{self, StudyMeta};
+use crate::model::Classifier;
+use crate::worklist::{
+    DatasetLabel, Label, LabelFile, LabelSource, ScoreState, StudyId, StudyRow,
+    label_from_folder_names,
+};
+
+use super::scoring::{self, Scored};
+
+/// Studies per batch: small enough that rows update several times a second.
+const BATCH_SIZE: usize = 16;
+
+/// What the scorer is asked to do: one opened folder.
+#[derive(Debug)]
+pub(crate) struct ScoreJob {
+    /// Tells this job's messages apart from those of a folder opened earlier.
+    pub generation: u64,
+    /// The folder.
+    pub root: PathBuf,
+    /// The `--labels` CSV file, if any.
+    pub labels_csv: Option<PathBuf>,
+    /// The decision store to register the studies in (none when there is no usable path).
+    pub db_path: Option<PathBuf>,
+    /// Set when another folder is opened.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// A study's score and its reader's label in force.
+#[derive(Debug)]
+pub(crate) struct ScoredStudy {
+    /// The study.
+    pub id: StudyId,
+    /// What was read of it.
+    pub meta: Option<StudyMeta>,
+    /// Its score, or why there is none.
+    pub outcome: Result<f32, String>,
+    /// The reader's label in force in the decision store.
+    pub final_label: Option<Label>,
+}
+
+/// What the scorer reports.
+#[derive(Debug)]
+pub(crate) enum ScorerMsg {
+    /// The model is loaded, or why it is not.
+    Model(Result<Arc<Classifier>, String>),
+    /// The folder's studies, before any is read.
+    Listed {
+        /// The job.
+        generation: u64,
+        /// One row per file, in listing order, plus one per entry that could not be looked at.
+        rows: Vec<StudyRow>,
+        /// Seconds from the start of the job.
+        elapsed_secs: f64,
+    },
+    /// The folder itself cannot be read.
+    ListFailed {
+        /// The job.
+        generation: u64,
+        /// Why, in words.
+        error: String,
+    },
+    /// Something the reader should know that does not stop the job.
+    Warning {
+        /// The job.
+        generation: u64,
+        /// What, in words.
+        message: String,
+    },
+    /// Scores of a batch of studies.
+    Batch {
+        /// The job.
+        generation: u64,
+        /// The studies.
+        studies: Vec<ScoredStudy>,
+    },
+    /// The job is over.
+    Finished {
+        /// The job.
+        generation: u64,
+        /// Seconds from the start of the job.
+        elapsed_secs: f64,
+        /// Whether it stopped early because another folder was opened.
+        cancelled: bool,
+    },
+}
+
+/// The window's end of the scorer.
+pub(crate) struct ScorerHandle {
+    jobs: SyncSender<ScoreJob>,
+    /// Messages from the scorer.
+    pub messages: Receiver<ScorerMsg>,
+}
+
+impl ScorerHandle {
+    /// Starts the scorer thread, which first loads the model at `weights`.
+    pub fn spawn(ctx: egui::Context, weights: PathBuf) -> std::io::Result<Self> {
+        let (job_tx, job_rx) = sync_channel::<ScoreJob>(4);
+        let (msg_tx, msg_rx) = sync_channel::<ScorerMsg>(64);
+        std::thread::Builder::new()
+            .name("scorer".to_owned())
+            .spawn(move || run(&ctx, &weights, &job_rx, &msg_tx))?;
+        Ok(Self {
+            jobs: job_tx,
+            messages: msg_rx,
+        })
+    }
+
+    /// Queues a job. Fails only when the thread is gone or already holds four jobs.
+    pub fn submit(&self, job: ScoreJob) -> Result<(), String> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => "the scorer is busy; try again in a moment".to_owned(),
+            TrySendError::Disconnected(_) => "the scorer has stopped".to_owned(),
+        })
+    }
+}
+
+/// Sends a message and wakes the window; `false` when the window is gone.
+fn send(ctx: &egui::Context, tx: &SyncSender<ScorerMsg>, msg: ScorerMsg) -> bool {
+    let ok = tx.send(msg).is_ok();
+    ctx.request_repaint();
+    ok
+}
+
+fn run(ctx: &egui::Context, weights: &Path, jobs: &Receiver<ScoreJob>, tx: &SyncSender<ScorerMsg>) {
+    let model = Classifier::load(weights)
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
+    if !send(ctx, tx, ScorerMsg::Model(model.clone())) {
+        return;
+    }
+    while let Ok(job) = jobs.recv() {
+        if job.cancel.load(Ordering::Relaxed) {
+            continue;
+        }
+        if !run_job(ctx, &job, model.as_ref().ok().map(Arc::as_ref), tx) {
+            return;
+        }
+    }
+}
+
+/// Runs one job; `false` when the window is gone.
+fn run_job(
+    ctx: &egui::Context,
+    job: &ScoreJob,
+    model: Option<&Classifier>,
+    tx: &SyncSender<ScorerMsg>,
+) -> bool {
+    let started = Instant::now();
+    let generation = job.generation;
+    let discovery = match io::discover(&job.root) {
+        Ok(d) => d,
+        Err(e) => {
+            return send(
+                ctx,
+                tx,
+                ScorerMsg::ListFailed {
+                    generation,
+                    error: format!("the folder cannot be opened: {e}"),
+                },
+            );
+        }
+    };
+    let label_file = match job.labels_csv.as_deref().map(LabelFile::read) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            let message = format!("{e}; labels come from folder names only");
+            if !send(
+                ctx,
+                tx,
+                ScorerMsg::Warning {
+                    generation,
+                    message,
+                },
+            ) {
+                return false;
+            }
+            None
+        }
+    };
+
+    let mut rows: Vec<StudyRow> = discovery
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut row = StudyRow::new(
+                StudyId(i),
+                f.path.clone(),
+                f.rel_path.to_string_lossy().into_owned(),
+            );
+            let from_csv = label_file
+                .as_ref()
+                .and_then(|l| l.label_for(&f.path, &f.rel_path))
+                .map(|label| DatasetLabel {
+                    label,
+                    source: LabelSource::CsvFile,
+                });
+            let from_folder = label_from_folder_names(&f.rel_path).map(|label| DatasetLabel {
+                label,
+                source: LabelSource::FolderName,
+            });
+            row.dataset_label = from_csv.or(from_folder);
+            row
+        })
+        .collect();
+    let n_files = rows.len();
+    for (rel, problem) in &discovery.problems {
+        let mut row = StudyRow::new(
+            StudyId(rows.len()),
+            job.root.join(rel),
+            rel.to_string_lossy().into_owned(),
+        );
+        row.score = ScoreState::Failed(problem.to_string());
+        rows.push(row);
+    }
+    if let Some(labels) = &label_file {
+        let matched = rows
+            .iter()
+            .filter(|r| r.dataset_label.map(|l| l.source) == Some(LabelSource::CsvFile))
+            .count();
+        if matched < labels.len() {
+            let message = format!(
+                "{} of the {} rows of the label file name no study in this folder",
+                labels.len() - matched,
+                labels.len()
+            );
+            if !send(
+                ctx,
+                tx,
+                ScorerMsg::Warning {
+                    generation,
+                    message,
+                },
+            ) {
+                return false;
+            }
+        }
+    }
+    let paths: Vec<PathBuf> = discovery.files.into_iter().map(|f| f.path).collect();
+    let listed = ScorerMsg::Listed {
+        generation,
+        rows,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    };
+    if !send(ctx, tx, listed) {
+        return false;
+    }
+    debug_assert_eq!(paths.len(), n_files);
+
+    let store = match job.db_path.as_deref().map(DecisionStore::open) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            let message = format!("decisions cannot be saved or restored: {e}");
+            if !send(
+                ctx,
+                tx,
+                ScorerMsg::Warning {
+                    generation,
+                    message,
+                },
+            ) {
+                return false;
+            }
+            None
+        }
+    };
+    let mut store_failed = false;
+    let mut window_gone = false;
+    let mut on_batch = |batch: Vec<Scored>| {
+        if window_gone {
+            return;
+        }
+        let mut warning = None;
+        let labels = match &store {
+            Some(store) if !store_failed => match register(store, &paths, &batch) {
+                Ok(labels) => labels,
+                Err(e) => {
+                    store_failed = true;
+                    warning = Some(format!(
+                        "the decision store cannot be used: {e}; earlier decisions are not shown"
+                    ));
+                    Vec::new()
+                }
+            },
+            _ => Vec::new(),
+        };
+        if let Some(message) = warning
+            && !send(
+                ctx,
+                tx,
+                ScorerMsg::Warning {
+                    generation,
+                    message,
+                },
+            )
+        {
+            window_gone = true;
+            job.cancel.store(true, Ordering::Relaxed);
+            return;
+        }
+        let studies = batch
+            .into_iter()
+            .map(|s| {
+                let final_label = labels
+                    .iter()
+                    .find(|(i, _)| *i == s.index)
+                    .and_then(|(_, l)| *l);
+                ScoredStudy {
+                    id: StudyId(s.index),
+                    meta: s.meta,
+                    outcome: s.outcome,
+                    final_label,
+                }
+            })
+            .collect();
+        if !send(
+            ctx,
+            tx,
+            ScorerMsg::Batch {
+                generation,
+                studies,
+            },
+        ) {
+            window_gone = true;
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+    };
+    match model {
+        Some(model) => {
+            scoring::score_paths(model, &paths, BATCH_SIZE, &job.cancel, &mut on_batch);
+        }
+        None => scoring::read_paths(
+            &paths,
+            BATCH_SIZE,
+            "not scored: the model could not be loaded",
+            &job.cancel,
+            &mut on_batch,
+        ),
+    }
+    if window_gone {
+        return false;
+    }
+    send(
+        ctx,
+        tx,
+        ScorerMsg::Finished {
+            generation,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            cancelled: job.cancel.load(Ordering::Relaxed),
+        },
+    )
+}
+
+/// Registers the batch's readable studies in the store (so that decisions can be recorded for
+/// them) and returns the reader's label in force for each, by index.
+fn register(
+    store: &DecisionStore,
+    paths: &[PathBuf],
+    batch: &[Scored],
+) -> Result<Vec<(usize, Option<Label>)>, crate::audit::AuditError> {
+    let records: Vec<StudyRecord> = batch
+        .iter()
+        .filter_map(|s| {
+            let meta = s.meta.as_ref()?;
+            let path = paths.get(s.index)?;
+            Some(study_record(path, meta))
+        })
+        .collect();
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    store.upsert_studies(&records)?;
+    let shas: Vec<&str> = records.iter().map(|r| r.sha256.as_str()).collect();
+    let states = store.current_many(&shas)?;
+    Ok(batch
+        .iter()
+        .filter_map(|s| {
+            let sha = &s.meta.as_ref()?.sha256;
+            Some((s.index, states.get(sha).and_then(|c| c.final_label)))
+        })
+        .collect())
+}
+
+/// The store's record of a study: identity, where it is, and what its loader found.
+fn study_record(path: &Path, meta: &StudyMeta) -> StudyRecord {
+    let dicom = meta.dicom.as_ref();
+    let metadata = serde_json::json!({
+        "format": meta.format.to_string(),
+        "width": meta.width,
+        "height": meta.height,
+        "bits_stored": meta.bits_stored,
+        "photometric": meta.photometric.to_string(),
+        "file_size_bytes": meta.file_size_bytes,
+        "modality": dicom.and_then(|d| d.modality.clone()),
+        "view_position": dicom.and_then(|d| d.view_position.clone()),
+        "body_part_examined": dicom.and_then(|d| d.body_part_examined.clone()),
+    });
+    StudyRecord {
+        sha256: meta.sha256.clone(),
+        path: path.to_owned(),
+        patient_id: dicom.and_then(|d| d.patient_id.clone()),
+        study_uid: dicom.and_then(|d| d.study_instance_uid.clone()),
+        metadata_json: metadata.to_string(),
+    }
+}

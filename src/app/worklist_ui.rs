@@ -1,0 +1,470 @@
+//! The worklist: counters, filters, progress and the sortable table of studies.
+
+use egui::{Align, Color32, Layout, RichText, Sense, Stroke, Vec2};
+use egui_extras::{Column, TableBuilder};
+
+use super::{App, Command, theme};
+use crate::worklist::{Filter, ReviewState, SortKey, SortSpec, StudyRow, Worklist};
+
+/// Height of a table row, in points.
+const ROW_HEIGHT: f32 = 22.0;
+
+/// A column of the worklist table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Col {
+    Rank,
+    Score,
+    Ai,
+    DatasetLabel,
+    Disagreement,
+    Review,
+    Name,
+    Patient,
+    StudyUid,
+    Error,
+}
+
+impl Col {
+    fn title(self) -> &'static str {
+        match self {
+            Self::Rank => "#",
+            Self::Score => "Score",
+            Self::Ai => "AI",
+            Self::DatasetLabel => "Label",
+            Self::Disagreement => "Δ",
+            Self::Review => "Reader",
+            Self::Name => "Study",
+            Self::Patient => "Patient",
+            Self::StudyUid => "Study UID",
+            Self::Error => "Error",
+        }
+    }
+
+    fn sort_key(self) -> SortKey {
+        match self {
+            Self::Rank | Self::Score => SortKey::Score,
+            Self::Ai => SortKey::AiLabel,
+            Self::DatasetLabel => SortKey::DatasetLabel,
+            Self::Disagreement => SortKey::Disagreement,
+            Self::Review => SortKey::Review,
+            Self::Name => SortKey::Name,
+            Self::Patient => SortKey::Patient,
+            Self::StudyUid => SortKey::StudyUid,
+            Self::Error => SortKey::Error,
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Self::Rank => "Rank by score: 1 is the most likely pneumonia",
+            Self::Score => "The model's pneumonia score, 0 to 1; the tick marks the threshold",
+            Self::Ai => "The AI label: PNEUMONIA at or above the threshold",
+            Self::DatasetLabel => {
+                "The label the dataset gives (folder name NORMAL/PNEUMONIA, or --labels file)"
+            }
+            Self::Disagreement => {
+                "|dataset label − score|: how far the label is from the score; likely label \
+                 errors first"
+            }
+            Self::Review => "The reader's decision: unreviewed, confirmed or overridden",
+            Self::Name => "The file, relative to the opened folder",
+            Self::Patient => "DICOM patient ID",
+            Self::StudyUid => "DICOM study instance UID",
+            Self::Error => "Why the study could not be read or scored",
+        }
+    }
+
+    fn column(self) -> Column {
+        match self {
+            Self::Rank => Column::exact(28.0),
+            Self::Score => Column::exact(90.0),
+            Self::Ai | Self::DatasetLabel => Column::exact(74.0),
+            Self::Disagreement => Column::exact(38.0),
+            Self::Review => Column::initial(84.0).at_least(60.0).clip(true),
+            Self::Name => Column::initial(170.0).at_least(80.0).clip(true),
+            Self::Patient => Column::initial(90.0).at_least(50.0).clip(true),
+            Self::StudyUid => Column::initial(120.0).at_least(50.0).clip(true),
+            Self::Error => Column::initial(260.0).at_least(80.0).clip(true),
+        }
+    }
+}
+
+impl App {
+    /// Draws the worklist panel.
+    pub(super) fn worklist_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(s) = &self.session else {
+            self.welcome_ui(ui);
+            return;
+        };
+        let folder = s.root.file_name().map_or_else(
+            || s.root.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        ui.horizontal(|ui| {
+            ui.label(RichText::new(folder).heading().strong())
+                .on_hover_text(s.root.display().to_string());
+            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                ui.label(
+                    RichText::new(format!(
+                        "{} reviewed of {}",
+                        s.counts.reviewed, s.counts.total
+                    ))
+                    .strong(),
+                );
+            });
+        });
+        if !s.listed {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Listing the folder…");
+            });
+            return;
+        }
+        if s.is_scoring() {
+            let total = s.counts.total.max(1);
+            let done = s.progress.done;
+            let secs = s.started.elapsed().as_secs_f64().max(0.001);
+            let rate = done as f64 / secs;
+            let left = if rate > 0.0 {
+                format!(
+                    " · about {} left",
+                    duration_words((total - done.min(total)) as f64 / rate)
+                )
+            } else {
+                String::new()
+            };
+            ui.add(
+                egui::ProgressBar::new(done as f32 / total as f32)
+                    .desired_height(16.0)
+                    .text(format!("Scoring {done} of {total} · {rate:.0}/s{left}")),
+            );
+        } else if let Some(t) = s.progress.finished_secs {
+            let what = if s.progress.cancelled {
+                "stopped"
+            } else {
+                "scored"
+            };
+            ui.label(
+                RichText::new(format!(
+                    "{} studies {what} in {} · {} could not be read or scored",
+                    s.counts.scored,
+                    duration_words(t),
+                    s.counts.failed
+                ))
+                .color(theme::TEXT_DIM),
+            );
+        }
+        ui.add_space(2.0);
+        let counts = s.counts;
+        let has_labels = s.worklist.has_dataset_labels();
+        ui.horizontal_wrapped(|ui| {
+            for filter in Filter::ALL {
+                let on = self.prefs.filter == filter;
+                let text = format!("{} {}", filter.as_str(), counts.of(filter));
+                if ui
+                    .selectable_label(on, text)
+                    .on_hover_text(filter_hint(filter))
+                    .clicked()
+                    && !on
+                {
+                    self.commands.push(Command::SetFilter(filter));
+                }
+            }
+            if has_labels {
+                ui.separator();
+                let on = self.prefs.sort.key == SortKey::Disagreement && self.prefs.sort.descending;
+                if ui
+                    .selectable_label(on, "Likely label errors first")
+                    .on_hover_text(
+                        "Label correction: sort by |dataset label − score|, largest first",
+                    )
+                    .clicked()
+                {
+                    let sort = if on {
+                        SortSpec::default()
+                    } else {
+                        SortSpec {
+                            key: SortKey::Disagreement,
+                            descending: true,
+                        }
+                    };
+                    self.commands.push(Command::SetSort(sort));
+                }
+            }
+        });
+        ui.add_space(4.0);
+        self.table_ui(ui);
+    }
+
+    fn welcome_ui(&mut self, ui: &mut egui::Ui) {
+        ui.add_space(24.0);
+        ui.vertical_centered(|ui| {
+            ui.label(RichText::new("No folder open").heading());
+            ui.add_space(8.0);
+            if ui
+                .add(egui::Button::new("Open folder…").min_size(Vec2::new(160.0, 28.0)))
+                .clicked()
+            {
+                self.commands.push(Command::ChooseFolder);
+            }
+            ui.label(
+                RichText::new("or drop a folder of chest X-rays (JPEG, PNG, DICOM) on this window")
+                    .color(theme::TEXT_DIM),
+            );
+        });
+        if !self.prefs.recent_folders.is_empty() {
+            ui.add_space(16.0);
+            ui.label(RichText::new("Recent folders").strong());
+            for folder in self.prefs.recent_folders.clone() {
+                if ui.link(folder.display().to_string()).clicked() {
+                    self.commands.push(Command::OpenFolder(folder));
+                }
+            }
+        }
+    }
+
+    fn table_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(s) = &self.session else { return };
+        let w = &s.worklist;
+        let mut cols = vec![Col::Rank, Col::Name, Col::Score, Col::Ai];
+        if w.has_dataset_labels() {
+            cols.extend([Col::DatasetLabel, Col::Disagreement]);
+        }
+        cols.push(Col::Review);
+        if w.rows().iter().any(|r| r.patient_id.is_some()) {
+            cols.push(Col::Patient);
+        }
+        if w.rows().iter().any(|r| r.study_uid.is_some()) {
+            cols.push(Col::StudyUid);
+        }
+        if s.counts.failed > 0 {
+            cols.push(Col::Error);
+        }
+
+        let sort = self.prefs.sort;
+        let mut clicked_sort = None;
+        let mut clicked_row = None;
+        let selected = s.selected;
+        let scroll_to = self
+            .scroll_to_selected
+            .then(|| selected.and_then(|id| s.view.iter().position(|&v| v == id)))
+            .flatten();
+        egui::ScrollArea::horizontal()
+            .id_salt("worklist-hscroll")
+            .show(ui, |ui| {
+                let mut table = TableBuilder::new(ui)
+                    .id_salt(("worklist", s.generation))
+                    .striped(true)
+                    .resizable(true)
+                    .sense(Sense::click())
+                    .cell_layout(Layout::left_to_right(Align::Center));
+                for col in &cols {
+                    table = table.column(col.column());
+                }
+                if let Some(row) = scroll_to {
+                    table = table.scroll_to_row(row, None);
+                }
+                table
+                    .header(24.0, |mut header| {
+                        for &col in &cols {
+                            header.col(|ui| {
+                                let sorted = sort.key == col.sort_key() && col != Col::Rank;
+                                let arrow = match (sorted, sort.descending) {
+                                    (false, _) => "",
+                                    (true, true) => " ▼",
+                                    (true, false) => " ▲",
+                                };
+                                let text =
+                                    RichText::new(format!("{}{arrow}", col.title())).strong();
+                                if ui
+                                    .add(egui::Button::new(text).frame(false))
+                                    .on_hover_text(format!("{}. Click to sort.", col.hint()))
+                                    .clicked()
+                                {
+                                    clicked_sort = Some(sort.clicked(col.sort_key()));
+                                }
+                            });
+                        }
+                    })
+                    .body(|body| {
+                        body.rows(ROW_HEIGHT, s.view.len(), |mut table_row| {
+                            let id = s.view[table_row.index()];
+                            let Some(row) = w.row(id) else { return };
+                            table_row.set_selected(selected == Some(id));
+                            for &col in &cols {
+                                table_row.col(|ui| {
+                                    cell_ui(ui, col, w, row, s.ranks.get(id.0).copied().flatten());
+                                });
+                            }
+                            if table_row.response().clicked() {
+                                clicked_row = Some(id);
+                            }
+                        });
+                    });
+            });
+        self.scroll_to_selected = false;
+        if let Some(sort) = clicked_sort {
+            self.commands.push(Command::SetSort(sort));
+        }
+        if let Some(id) = clicked_row {
+            self.commands.push(Command::Select(id));
+        }
+    }
+}
+
+fn cell_ui(ui: &mut egui::Ui, col: Col, w: &Worklist, row: &StudyRow, rank: Option<usize>) {
+    let dim = theme::TEXT_DIM;
+    match col {
+        Col::Rank => {
+            ui.label(
+                RichText::new(rank.map_or_else(|| "–".to_owned(), |r| r.to_string())).color(dim),
+            );
+        }
+        Col::Score => match row.score_value() {
+            Some(score) => score_cell_ui(ui, score, w.threshold()),
+            None if row.error().is_some() => {
+                ui.label(RichText::new("—").color(theme::ERROR));
+            }
+            None => {
+                ui.label(RichText::new("…").color(dim));
+            }
+        },
+        Col::Ai => match w.ai_label(row) {
+            Some(l) => {
+                ui.label(
+                    RichText::new(l.as_str())
+                        .color(theme::label_colour(l))
+                        .strong(),
+                );
+            }
+            None => {
+                ui.label(RichText::new("–").color(dim));
+            }
+        },
+        Col::DatasetLabel => match row.dataset_label {
+            Some(d) => {
+                ui.label(
+                    RichText::new(d.label.as_str())
+                        .color(theme::label_colour(d.label))
+                        .size(12.0),
+                )
+                .on_hover_text(format!("From the {}", d.source.as_str()));
+            }
+            None => {
+                ui.label(RichText::new("–").color(dim));
+            }
+        },
+        Col::Disagreement => match row.disagreement() {
+            Some(d) => {
+                let colour = if d >= 0.5 { theme::WARNING } else { dim };
+                ui.label(RichText::new(format!("{d:.2}")).monospace().color(colour));
+            }
+            None => {
+                ui.label(RichText::new("–").color(dim));
+            }
+        },
+        Col::Review => review_cell_ui(ui, w, row),
+        Col::Name => {
+            ui.label(&row.name)
+                .on_hover_text(row.path.display().to_string());
+        }
+        Col::Patient => {
+            ui.label(row.patient_id.as_deref().unwrap_or("–"));
+        }
+        Col::StudyUid => {
+            let uid = row.study_uid.as_deref().unwrap_or("–");
+            ui.label(RichText::new(uid).color(dim)).on_hover_text(uid);
+        }
+        Col::Error => {
+            if let Some(e) = row.error() {
+                ui.label(RichText::new(e).color(theme::ERROR))
+                    .on_hover_text(e);
+            }
+        }
+    }
+}
+
+/// The score as a number and a bar with the threshold marked.
+fn score_cell_ui(ui: &mut egui::Ui, score: f32, threshold: Option<f32>) {
+    ui.label(RichText::new(format!("{score:.3}")).monospace());
+    let (rect, _) = ui.allocate_exact_size(Vec2::new(38.0, 8.0), Sense::hover());
+    let painter = ui.painter();
+    painter.rect_filled(rect, 2.0, Color32::from_rgb(0x30, 0x34, 0x3b));
+    let colour = match threshold {
+        Some(t) if score >= t => theme::PNEUMONIA,
+        Some(_) => theme::NORMAL,
+        None => theme::TEXT_DIM,
+    };
+    let mut fill = rect;
+    fill.set_width(rect.width() * score.clamp(0.0, 1.0));
+    painter.rect_filled(fill, 2.0, colour);
+    if let Some(t) = threshold {
+        let x = rect.left() + rect.width() * t.clamp(0.0, 1.0);
+        painter.line_segment(
+            [
+                egui::pos2(x, rect.top() - 2.0),
+                egui::pos2(x, rect.bottom() + 2.0),
+            ],
+            Stroke::new(1.0, theme::TEXT),
+        );
+    }
+}
+
+fn review_cell_ui(ui: &mut egui::Ui, w: &Worklist, row: &StudyRow) {
+    let state = w.review_state(row);
+    let final_label = row.final_label;
+    match (state, final_label) {
+        (ReviewState::Unreviewed, _) | (_, None) => {
+            ui.label(RichText::new("unreviewed").color(theme::TEXT_DIM));
+        }
+        (ReviewState::Confirmed, Some(l)) => {
+            ui.label(RichText::new("confirmed").color(theme::label_colour(l)))
+                .on_hover_text(format!("The reader agreed with the AI: {l}"));
+        }
+        (ReviewState::Overridden, Some(l)) => {
+            ui.label(
+                RichText::new("overridden")
+                    .color(theme::label_colour(l))
+                    .strong(),
+            )
+            .on_hover_text(format!("The reader changed the AI label to {l}"));
+        }
+        (ReviewState::Labelled, Some(l)) => {
+            ui.label(RichText::new("labelled").color(theme::label_colour(l)))
+                .on_hover_text(format!("The reader set {l}; there is no AI label"));
+        }
+    }
+}
+
+fn filter_hint(filter: Filter) -> &'static str {
+    match filter {
+        Filter::All => "Every study of the folder",
+        Filter::Unreviewed => "Studies without a reader's decision",
+        Filter::Disagreements => "Studies whose reader's label differs from the AI label",
+        Filter::Errors => "Studies that could not be read or scored",
+    }
+}
+
+/// A duration in words: "42 s", "3 min 5 s".
+fn duration_words(secs: f64) -> String {
+    let secs = secs.max(0.0).round() as u64;
+    if secs < 60 {
+        format!("{secs} s")
+    } else if secs < 3600 {
+        format!("{} min {} s", secs / 60, secs % 60)
+    } else {
+        format!("{} h {} min", secs / 3600, (secs % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_words(4.4), "4 s");
+        assert_eq!(duration_words(185.0), "3 min 5 s");
+        assert_eq!(duration_words(7300.0), "2 h 1 min");
+    }
+}

@@ -1,0 +1,85 @@
+//! `cxr-triage [DIR]`: the review window, the default command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::app::{self, AppConfig};
+
+/// Arguments of the window (given without a subcommand).
+#[derive(Debug, Default, clap::Args)]
+pub struct OpenArgs {
+    /// A folder of studies to open at once (JPEG, PNG, DICOM; searched recursively).
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// A CSV file of `path,label` rows: the studies' dataset labels, for label correction.
+    /// Folders named NORMAL or PNEUMONIA give labels too.
+    #[arg(long, value_name = "FILE.csv")]
+    pub labels: Option<PathBuf>,
+    /// The reader's name for the audit trail (default: asked at start, the OS user suggested).
+    #[arg(long, value_name = "NAME")]
+    pub reader: Option<String>,
+    /// The decision store (default: decisions.sqlite3 in the user's data folder).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// The model card to score with (default: the shipped model).
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+}
+
+/// The environment variable that makes the window save a screenshot once the scores are in,
+/// then close (see `scripts/screenshot.sh`).
+pub const SCREENSHOT_ENV: &str = "CXR_TRIAGE_SCREENSHOT";
+
+/// The environment variable that makes the window print frame times, time to first rows and
+/// peak memory on exit.
+pub const STATS_ENV: &str = "CXR_TRIAGE_STATS";
+
+/// Opens the window.
+pub fn run(args: OpenArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!("not a folder: {}", dir.display());
+    }
+    if let Some(labels) = &args.labels
+        && !labels.is_file()
+    {
+        anyhow::bail!("the label file does not exist: {}", labels.display());
+    }
+    let screenshot = std::env::var_os(SCREENSHOT_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let config = AppConfig {
+        folder: args.dir,
+        labels_csv: args.labels,
+        reader: args.reader.filter(|r| !r.trim().is_empty()),
+        db_path: args.db,
+        weights: args.weights.unwrap_or_else(default_model),
+        print_stats: std::env::var_os(STATS_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
+        persist_preferences: screenshot.is_none(),
+        screenshot,
+    };
+    app::run(config).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the window: {e} (is a graphical session available? see the README's \
+             prerequisites)"
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The shipped model: `weights/cxrnet.json` from the working folder, else beside the
+/// executable's build tree, else in this source tree.
+pub(crate) fn default_model() -> PathBuf {
+    let relative = PathBuf::from(crate::model::DEFAULT_MODEL);
+    if relative.is_file() {
+        return relative;
+    }
+    let beside_exe = std::env::current_exe().ok().and_then(|exe| {
+        exe.ancestors()
+            .skip(1)
+            .map(|dir| dir.join(crate::model::DEFAULT_MODEL))
+            .find(|p| p.is_file())
+    });
+    beside_exe.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative))
+}
