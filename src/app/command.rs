@@ -84,6 +84,8 @@ impl App {
     }
 
     fn apply(&mut self, command: Command) {
+        // Commands act on the list as it is drawn now, not as it was a frame ago.
+        self.refresh_view();
         match command {
             Command::OpenFolder(path) => self.open_folder(&path),
             Command::ChooseFolder => self

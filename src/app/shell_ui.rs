@@ -177,9 +177,11 @@ impl App {
                 ui.separator();
                 let unseen = not_seen_sentence(&card.intended_use);
                 let link = ui.add(
-                    egui::Label::new(RichText::new(format!("⚠ {unseen}")).color(theme::WARNING))
-                        .truncate()
-                        .sense(egui::Sense::click()),
+                    egui::Label::new(
+                        RichText::new(format!("Model limits: {unseen}")).color(theme::WARNING),
+                    )
+                    .truncate()
+                    .sense(egui::Sense::click()),
                 );
                 if link
                     .on_hover_text("What the model has and has not seen: click for details")

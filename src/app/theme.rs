@@ -84,6 +84,8 @@ pub(crate) fn apply(ctx: &egui::Context) {
         ]
         .into();
         style.spacing.item_spacing = egui::vec2(8.0, 5.0);
+        // Clicks on a worklist row's text select the row, not the text.
+        style.interaction.selectable_labels = false;
         style.spacing.button_padding = egui::vec2(8.0, 3.0);
     });
 }

@@ -70,7 +70,7 @@ impl App {
         let Some(id) = selected else {
             ui.centered_and_justified(|ui| {
                 let text = if self.session.is_some() {
-                    "Select a study in the worklist: J/K or ↑/↓ to move, F1 for every shortcut"
+                    "Select a study in the worklist: J/K or the arrow keys to move, F1 for every shortcut"
                 } else {
                     "Open a folder (Ctrl+O) or drop one on the window"
                 };
@@ -180,7 +180,7 @@ impl App {
                     (format!("confirmed {l}"), theme::label_colour(l))
                 }
                 (ReviewState::Overridden, Some(l)) => {
-                    (format!("overridden → {l}"), theme::label_colour(l))
+                    (format!("overridden: {l}"), theme::label_colour(l))
                 }
                 (ReviewState::Labelled, Some(l)) => {
                     (format!("labelled {l}"), theme::label_colour(l))

@@ -81,7 +81,7 @@ impl Col {
             Self::Ai | Self::DatasetLabel => Column::exact(74.0),
             Self::Disagreement => Column::exact(38.0),
             Self::Review => Column::initial(84.0).at_least(60.0).clip(true),
-            Self::Name => Column::initial(170.0).at_least(80.0).clip(true),
+            Self::Name => Column::initial(160.0).at_least(80.0).clip(true),
             Self::Patient => Column::initial(90.0).at_least(50.0).clip(true),
             Self::StudyUid => Column::initial(120.0).at_least(50.0).clip(true),
             Self::Error => Column::initial(260.0).at_least(80.0).clip(true),
@@ -271,11 +271,15 @@ impl App {
                                 let sorted = sort.key == col.sort_key() && col != Col::Rank;
                                 let arrow = match (sorted, sort.descending) {
                                     (false, _) => "",
-                                    (true, true) => " ▼",
-                                    (true, false) => " ▲",
+                                    (true, true) => "▼",
+                                    (true, false) => "▲",
                                 };
-                                let text =
-                                    RichText::new(format!("{}{arrow}", col.title())).strong();
+                                // The arrows are in the monospace font (the proportional
+                                // one has no geometric shapes).
+                                let text = (
+                                    RichText::new(col.title()).strong(),
+                                    RichText::new(arrow).monospace().color(theme::ACCENT),
+                                );
                                 if ui
                                     .add(egui::Button::new(text).frame(false))
                                     .on_hover_text(format!("{}. Click to sort.", col.hint()))
@@ -334,7 +338,7 @@ fn cell_ui(ui: &mut egui::Ui, col: Col, w: &Worklist, row: &StudyRow, rank: Opti
                 ui.label(
                     RichText::new(l.as_str())
                         .color(theme::label_colour(l))
-                        .strong(),
+                        .size(12.0),
                 );
             }
             None => {

@@ -1,0 +1,339 @@
+//! The review window, driven as a reader would: open a folder of generated studies, wait for the
+//! scores, decide from the keyboard and the mouse, and check the decision store.
+
+#![allow(clippy::unwrap_used)]
+
+mod app_common;
+
+use app_common::{config, folder, harness, labelled_folder, settle, step_until, wait_for_scores};
+use cxr_triage::audit::{Action, DecisionStore};
+use cxr_triage::worklist::{Label, LabelSource, StudyId, StudyRow};
+use egui::accesskit::Role;
+use egui::{Key, Modifiers};
+use egui_kittest::kittest::Queryable as _;
+
+fn row(app: &cxr_triage::app::App, id: StudyId) -> StudyRow {
+    app.worklist().unwrap().row(id).unwrap().clone()
+}
+
+fn other(label: Label) -> Label {
+    match label {
+        Label::Normal => Label::Pneumonia,
+        Label::Pneumonia => Label::Normal,
+    }
+}
+
+fn label_key(label: Label) -> Key {
+    match label {
+        Label::Normal => Key::N,
+        Label::Pneumonia => Key::P,
+    }
+}
+
+#[test]
+fn confirm_override_and_undo_are_recorded_in_the_store() {
+    let fx = folder(6);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+
+    let app = h.state();
+    let w = app.worklist().unwrap();
+    assert_eq!(w.len(), 7, "six studies and one file that is not an image");
+    let view = app.view_order().to_vec();
+    // Highest score first, the unreadable file after every scored study.
+    let scores: Vec<f32> = view
+        .iter()
+        .filter_map(|&id| row(app, id).score_value())
+        .collect();
+    assert_eq!(scores.len(), 6);
+    assert!(scores.windows(2).all(|p| p[0] >= p[1]), "{scores:?}");
+    h.check_accessibility();
+    let app = h.state();
+    let junk = row(app, *view.last().unwrap());
+    assert_eq!(junk.name, "notes.txt");
+    assert!(junk.error().unwrap().contains("not an image"), "{junk:?}");
+
+    // Select the second row, then the top row, with the mouse.
+    let (top, second) = (view[0], view[1]);
+    let second_name = row(h.state(), second).name;
+    h.get_by_label(&second_name).click();
+    settle(&mut h);
+    assert_eq!(h.state().selected(), Some(second));
+    let top_row = row(h.state(), top);
+    h.get_by_label(&top_row.name).click();
+    settle(&mut h);
+    assert_eq!(h.state().selected(), Some(top));
+
+    // C confirms the AI label and moves on to the next unreviewed study.
+    let threshold = h.state().worklist().unwrap().threshold().unwrap();
+    let ai = Label::from_score(top_row.score_value().unwrap(), threshold);
+    h.key_press(Key::C);
+    settle(&mut h);
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let top_sha = top_row.sha256.clone().unwrap();
+    let state = store
+        .current(&top_sha)
+        .unwrap()
+        .expect("a decision for the top study");
+    assert_eq!(state.final_label, Some(ai));
+    assert_eq!(state.last_event.action, Action::Confirm);
+    assert_eq!(state.last_event.reader, "Test Reader");
+    assert_eq!(state.last_event.score, top_row.score_value());
+    assert_eq!(state.last_event.threshold, Some(threshold));
+    assert_eq!(state.last_event.model_id.as_deref(), Some("cxrnet"));
+    assert_eq!(state.last_event.study_path, top_row.path);
+    assert_eq!(row(h.state(), top).final_label, Some(ai));
+    assert_eq!(h.state().selected(), Some(second));
+
+    // Override the second study, with a reason typed after R.
+    let second_row = row(h.state(), second);
+    let second_ai = Label::from_score(second_row.score_value().unwrap(), threshold);
+    h.key_press(Key::R);
+    settle(&mut h);
+    h.get_by_label("Reason")
+        .type_text("consolidation left base");
+    settle(&mut h);
+    h.key_press(Key::Enter);
+    settle(&mut h);
+    h.key_press(label_key(other(second_ai)));
+    settle(&mut h);
+    let second_sha = second_row.sha256.clone().unwrap();
+    let state = store.current(&second_sha).unwrap().unwrap();
+    assert_eq!(state.final_label, Some(other(second_ai)));
+    assert_eq!(state.last_event.action, Action::Override);
+    assert_eq!(state.last_event.reason, "consolidation left base");
+    assert_eq!(state.agreed, Some(false));
+
+    // Ctrl+Z takes back the override, then the confirm: each an undo event, newest first.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    settle(&mut h);
+    let state = store.current(&second_sha).unwrap().unwrap();
+    assert_eq!(state.last_event.action, Action::Undo);
+    assert_eq!(state.final_label, None);
+    assert_eq!(h.state().selected(), Some(second));
+    assert_eq!(row(h.state(), second).final_label, None);
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    settle(&mut h);
+    let state = store.current(&top_sha).unwrap().unwrap();
+    assert_eq!(state.last_event.action, Action::Undo);
+    assert_eq!(state.final_label, None);
+    assert_eq!(h.state().selected(), Some(top));
+
+    // Nothing else was recorded, and the trail verifies.
+    assert_eq!(store.event_count().unwrap(), 4);
+    assert!(store.verify().unwrap().is_intact());
+}
+
+#[test]
+fn keyboard_moves_through_the_list_and_unreadable_studies_cannot_be_decided() {
+    let fx = folder(5);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    let view = h.state().view_order().to_vec();
+    // When scoring ends with nothing selected, the top of the list is selected.
+    assert_eq!(h.state().selected(), Some(view[0]));
+
+    for (key, expected) in [
+        (Key::J, 1),
+        (Key::J, 2),
+        (Key::K, 1),
+        (Key::ArrowDown, 2),
+        (Key::ArrowUp, 1),
+        (Key::End, view.len() - 1),
+        (Key::J, view.len() - 1),
+        (Key::Home, 0),
+        (Key::K, 0),
+    ] {
+        h.key_press(key);
+        settle(&mut h);
+        assert_eq!(h.state().selected(), Some(view[expected]), "after {key:?}");
+    }
+
+    // The unreadable file is last; no decision can be recorded for it.
+    h.key_press(Key::End);
+    settle(&mut h);
+    h.key_press(Key::P);
+    settle(&mut h);
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.contains("could not be read")),
+        "{:?}",
+        h.state().notices()
+    );
+    let store = DecisionStore::open(&fx.db).unwrap();
+    assert_eq!(store.event_count().unwrap(), 0);
+
+    // U jumps to the next unreviewed study that can be decided (wrapping to the top).
+    h.key_press(Key::U);
+    settle(&mut h);
+    assert_eq!(h.state().selected(), Some(view[0]));
+
+    // F1 shows the shortcuts; Escape hides them, and keys act on the list again.
+    h.key_press(Key::F1);
+    settle(&mut h);
+    assert!(h.query_by_label("Keyboard shortcuts").is_some());
+    h.key_press(Key::J);
+    settle(&mut h);
+    assert_eq!(
+        h.state().selected(),
+        Some(view[0]),
+        "keys are held while help is open"
+    );
+    h.key_press(Key::Escape);
+    settle(&mut h);
+    assert!(h.query_by_label("Keyboard shortcuts").is_none());
+    h.key_press(Key::J);
+    settle(&mut h);
+    assert_eq!(h.state().selected(), Some(view[1]));
+}
+
+#[test]
+fn label_correction_sorts_likely_label_errors_first_and_records_the_correction() {
+    let fx = labelled_folder(3);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+
+    let w = h.state().worklist().unwrap().clone();
+    assert!(w.rows().iter().all(|r| {
+        r.dataset_label
+            .is_some_and(|d| d.source == LabelSource::FolderName)
+    }));
+    let normal = w
+        .rows()
+        .iter()
+        .find(|r| r.name.starts_with("NORMAL"))
+        .unwrap();
+    assert_eq!(normal.dataset_label.unwrap().label, Label::Normal);
+
+    h.get_by_label("Likely label errors first").click();
+    settle(&mut h);
+    let view = h.state().view_order().to_vec();
+    let gaps: Vec<f32> = view
+        .iter()
+        .map(|&id| {
+            let r = w.row(id).unwrap();
+            (r.dataset_label.unwrap().label.target() - r.score_value().unwrap()).abs()
+        })
+        .collect();
+    assert_eq!(view.len(), 6);
+    assert!(gaps.windows(2).all(|p| p[0] >= p[1]), "{gaps:?}");
+
+    // Correct the label of the study most at odds with its label.
+    h.key_press(Key::Home);
+    settle(&mut h);
+    let first = w.row(view[0]).unwrap().clone();
+    assert_eq!(h.state().selected(), Some(first.id));
+    let corrected = other(first.dataset_label.unwrap().label);
+    h.key_press(label_key(corrected));
+    settle(&mut h);
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let state = store
+        .current(first.sha256.as_deref().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.final_label, Some(corrected));
+    let ai = Label::from_score(first.score_value().unwrap(), w.threshold().unwrap());
+    let expected_action = if ai == corrected {
+        Action::Confirm
+    } else {
+        Action::Override
+    };
+    assert_eq!(state.last_event.action, expected_action);
+    assert_eq!(
+        state.last_event.reason,
+        format!(
+            "[dataset label: {}, from folder name]",
+            first.dataset_label.unwrap().label
+        )
+    );
+
+    // Clicking the Δ column header again sorts the other way.
+    h.get_by_label("Δ ▼").click();
+    settle(&mut h);
+    let sort_back = h.state().view_order().to_vec();
+    assert_eq!(sort_back.first(), view.last());
+}
+
+#[test]
+fn a_labels_csv_gives_dataset_labels_and_reopening_restores_decisions() {
+    let fx = folder(3);
+    let csv = fx.dir.path().join("labels.csv");
+    std::fs::write(
+        &csv,
+        "path,label\nstudies/study-00.png,PNEUMONIA\nstudies/study-01.jpg,normal\n",
+    )
+    .unwrap();
+    let mut cfg = config(&fx);
+    cfg.labels_csv = Some(csv);
+    let mut h = harness(cfg.clone());
+    wait_for_scores(&mut h);
+    let w = h.state().worklist().unwrap().clone();
+    let by_name = |name: &str| w.rows().iter().find(|r| r.name == name).unwrap().clone();
+    let labelled = by_name("study-00.png");
+    assert_eq!(labelled.dataset_label.unwrap().label, Label::Pneumonia);
+    assert_eq!(labelled.dataset_label.unwrap().source, LabelSource::CsvFile);
+    assert_eq!(
+        by_name("study-01.jpg").dataset_label.unwrap().label,
+        Label::Normal
+    );
+    assert!(by_name("ward/study-02.png").dataset_label.is_none());
+
+    // Decide one study with the button, then reopen the folder in a new window.
+    h.get_by_label(&labelled.name).click();
+    settle(&mut h);
+    h.get_by_role_and_label(Role::Button, "NORMAL N").click();
+    settle(&mut h);
+    assert_eq!(row(h.state(), labelled.id).final_label, Some(Label::Normal));
+    drop(h);
+    let mut h = harness(cfg);
+    wait_for_scores(&mut h);
+    assert_eq!(row(h.state(), labelled.id).final_label, Some(Label::Normal));
+    let counts = h.state().worklist().unwrap().counts();
+    assert_eq!(counts.reviewed, 1);
+}
+
+#[test]
+fn a_missing_folder_and_a_missing_model_are_reported_not_fatal() {
+    let fx = folder(2);
+    let mut cfg = config(&fx);
+    cfg.folder = Some(fx.dir.path().join("no-such-folder"));
+    let mut h = harness(cfg);
+    step_until(&mut h, "the notice", |app| !app.notices().is_empty());
+    assert!(
+        h.state().notices()[0].contains("not a folder"),
+        "{:?}",
+        h.state().notices()
+    );
+    assert!(h.state().worklist().is_none());
+
+    // Without weights the studies are still listed, read and decidable by label.
+    let mut cfg = config(&fx);
+    cfg.weights = fx.dir.path().join("missing.json");
+    let mut h = harness(cfg);
+    step_until(&mut h, "the folder", |app| {
+        app.worklist().is_some() && !app.is_scoring()
+    });
+    assert!(!h.state().model_ready());
+    let w = h.state().worklist().unwrap();
+    assert!(w.rows().iter().all(|r| r.score_value().is_none()));
+    let readable = w
+        .rows()
+        .iter()
+        .find(|r| r.sha256.is_some())
+        .unwrap()
+        .clone();
+    h.get_by_label(&readable.name).click();
+    settle(&mut h);
+    h.key_press(Key::P);
+    settle(&mut h);
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let state = store
+        .current(readable.sha256.as_deref().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.last_event.action, Action::Relabel);
+    assert_eq!(state.last_event.ai_label, None);
+    assert_eq!(state.final_label, Some(Label::Pneumonia));
+}
