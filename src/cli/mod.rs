@@ -6,9 +6,11 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod eval;
+mod explain;
 mod export;
 mod import;
 mod scan;
+mod score;
 mod train;
 
 /// Offline chest X-ray pneumonia triage.
@@ -27,6 +29,10 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// Measure a model on labelled folders (NORMAL/, PNEUMONIA/): metrics, report.json, plots.
     Eval(eval::EvalArgs),
+    /// Score every study in a folder and list them, likely pneumonia first.
+    Score(score::ScoreArgs),
+    /// Write the Grad-CAM heat map of one study over it, as a PNG.
+    Explain(explain::ExplainArgs),
     /// Train the CNN on labelled folders and write its weights and model card.
     Train(train::TrainArgs),
     /// Check the audit trail of decisions (`audit verify`).
@@ -45,6 +51,8 @@ pub fn main() -> ExitCode {
         Command::Scan(args) => scan::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Score(args) => score::run(&args),
+        Command::Explain(args) => explain::run(&args),
         Command::Audit(args) => audit::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Import(args) => import::run(&args),
