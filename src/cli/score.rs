@@ -16,7 +16,7 @@ use crate::worklist::Label;
 pub struct ScoreArgs {
     /// The folder to score, recursively.
     pub dir: PathBuf,
-    /// Also write the ranking to this CSV file (path, sha256, score, label, model_id, error).
+    /// Also write the ranking to this CSV file (`path`, `sha256`, `score`, `label`, `model_id`, `error`).
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Print only the N highest scores.

@@ -21,6 +21,9 @@ pub struct Scored {
     pub outcome: Result<f32, String>,
 }
 
+/// A study read and turned into the network's input, or why it could not be.
+type Prepared = (Option<StudyMeta>, Result<Vec<f32>, String>);
+
 /// Scores `paths` in batches of `batch_size`, calling `on_batch` after each batch, in order.
 /// Stops early (between batches) when `cancel` is set.
 pub fn score_paths(
@@ -36,7 +39,7 @@ pub fn score_paths(
             return;
         }
         let base = chunk_index * batch_size.max(1);
-        let prepared: Vec<(Option<StudyMeta>, Result<Vec<f32>, String>)> = chunk
+        let prepared: Vec<Prepared> = chunk
             .par_iter()
             .map(|path| match io::load_study_for_model(path, min_side) {
                 Ok(study) => {
