@@ -10,25 +10,10 @@ use cxr_triage::io::{
 use dicom_dictionary_std::tags;
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 
-/// `../shared/data/<sub>`, or `None` (after saying why) when it is absent outside CI.
+mod common;
+
 fn shared(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(sub);
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "CI is set but the shared test data is missing: {}",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "skipped: the shared test data is not on this machine ({})",
-        dir.display()
-    );
-    None
+    common::shared_data(sub)
 }
 
 struct DicomCase {

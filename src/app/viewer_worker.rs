@@ -396,8 +396,9 @@ impl Worker {
             .iter()
             .flat_map(|&v| {
                 let [r, g, b] = turbo(v);
-                // The same weighting as `gradcam::overlay_rgb`: cold regions stay clear.
-                let alpha = (v.clamp(0.0, 1.0).sqrt() * 255.0).round() as u8;
+                // The same weighting as `gradcam::overlay_rgb` (before its opacity): clear below
+                // a tenth of the maximum, fully coloured from 0.6 up.
+                let alpha = (((v - 0.1) / 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
                 [r, g, b, alpha]
             })
             .collect();

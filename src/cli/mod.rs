@@ -6,10 +6,12 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod eval;
+mod explain;
 mod export;
 mod import;
 mod open;
 mod scan;
+mod score;
 mod train;
 
 pub use open::{OpenArgs, SCREENSHOT_ENV, STATS_ENV};
@@ -36,6 +38,10 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// Measure a model on labelled folders (NORMAL/, PNEUMONIA/): metrics, report.json, plots.
     Eval(eval::EvalArgs),
+    /// Score every study in a folder and list them, likely pneumonia first.
+    Score(score::ScoreArgs),
+    /// Write the Grad-CAM heat map of one study over it, as a PNG.
+    Explain(explain::ExplainArgs),
     /// Train the CNN on labelled folders and write its weights and model card.
     Train(train::TrainArgs),
     /// Check the audit trail of decisions (`audit verify`).
@@ -55,6 +61,8 @@ pub fn main() -> ExitCode {
         Some(Command::Scan(args)) => scan::run(&args),
         Some(Command::Train(args)) => train::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Score(args)) => score::run(&args),
+        Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Audit(args)) => audit::run(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Import(args)) => import::run(&args),

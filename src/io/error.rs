@@ -29,6 +29,9 @@ pub enum LoadError {
     /// A symbolic link whose target does not exist.
     #[error("broken symbolic link: its target does not exist")]
     BrokenLink,
+    /// A folder was given where a study (a file) was expected.
+    #[error("this is a folder, not a study file: open it as a folder instead")]
+    IsAFolder,
     /// A named pipe, socket or device file: never read, as reading could block.
     #[error("not a regular file (named pipe, socket or device); skipped")]
     NotRegularFile,

@@ -291,6 +291,9 @@ pub fn load_study_bytes_with(bytes: &[u8], options: &LoadOptions) -> Result<Stud
 fn read_file(path: &Path, limits: &Limits) -> Result<Vec<u8>, LoadError> {
     // Checked before opening: opening a named pipe would block.
     let metadata = std::fs::metadata(path).map_err(|e| LoadError::from_io(&e))?;
+    if metadata.is_dir() {
+        return Err(LoadError::IsAFolder);
+    }
     if !metadata.is_file() {
         return Err(LoadError::NotRegularFile);
     }

@@ -811,7 +811,7 @@ fn unreadable_files_are_errors_on_that_study() {
         Err(LoadError::NotFound)
     );
     // A folder is not a study.
-    assert_eq!(load_study(dir.path()), Err(LoadError::NotRegularFile));
+    assert_eq!(load_study(dir.path()), Err(LoadError::IsAFolder));
     // The permission path, as the OS reports it.
     let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
     assert_eq!(LoadError::from_io(&denied), LoadError::PermissionDenied);

@@ -138,7 +138,7 @@ pub fn turbo(t: f32) -> [u8; 3] {
 }
 
 /// The study through `window`, with `heat` (any resolution) blended over it in the turbo colour
-/// map at `opacity` (0 to 1), weighted by the heat itself so cold regions stay grey. RGB, row-major,
+/// map at `opacity` (0 to 1), weighted by the heat itself so that cold regions stay grey. RGB, row-major,
 /// at the study's resolution.
 pub fn overlay_rgb(image: &GrayImage, window: Window, heat: &HeatMap, opacity: f32) -> Vec<u8> {
     let (w, h) = (image.width as usize, image.height as usize);
@@ -151,7 +151,8 @@ pub fn overlay_rgb(image: &GrayImage, window: Window, heat: &HeatMap, opacity: f
     let mut rgb = Vec::with_capacity(w * h * 3);
     for (&g, &v) in gray.iter().zip(&heat.values) {
         let colour = turbo(v);
-        let alpha = opacity.clamp(0.0, 1.0) * v.clamp(0.0, 1.0).sqrt();
+        // Fully transparent below a tenth of the maximum, fully coloured from 0.6 up.
+        let alpha = opacity.clamp(0.0, 1.0) * ((v - 0.1) / 0.5).clamp(0.0, 1.0);
         for c in colour {
             let mixed = f32::from(g) * (1.0 - alpha) + f32::from(c) * alpha;
             rgb.push(mixed.round().clamp(0.0, 255.0) as u8);
@@ -166,8 +167,9 @@ mod tests {
 
     #[test]
     fn turbo_runs_from_blue_to_red() {
-        let cold = turbo(0.0);
-        let hot = turbo(1.0);
+        // Reference values of Google's turbo map (0.15: blue, 0.5: green, 0.9: red).
+        let cold = turbo(0.15);
+        let hot = turbo(0.9);
         assert!(cold[2] > cold[0], "{cold:?}");
         assert!(hot[0] > hot[2], "{hot:?}");
         let mid = turbo(0.5);
@@ -185,7 +187,8 @@ mod tests {
         assert_eq!(big.values.len(), 64);
         assert!(big.values[0] > 0.9);
         assert!(big.values[63] < 0.1);
-        assert!(big.values[0] > big.values[9] && big.values[9] > big.values[63]);
+        // Pixels (0, 0) and (1, 1) fall before the first source centre; (2, 2) is interpolated.
+        assert!(big.values[0] > big.values[18] && big.values[18] > big.values[63]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod optim;
 pub mod preprocess;
 pub mod report;
+pub mod scoring;
 pub mod train;
 
 pub use classifier::{Classifier, ModelError};

@@ -4,9 +4,13 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use rayon::prelude::*;
 
 use crate::model::card::EvalSummary;
+use crate::model::classifier::{Classifier, ModelError};
+use crate::model::dataset::{self, DatasetError};
 use crate::model::metrics::{self, CalibrationBin, RocPoint};
+use crate::worklist::Label;
 
 /// Everything `eval` measures, as written to `report.json`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -110,6 +114,73 @@ impl EvalReport {
             s.ece,
         )
     }
+}
+
+/// Evaluating a folder failed as a whole (single unreadable images are listed in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The folder is not a labelled folder.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Scores every image of `dir/NORMAL` and `dir/PNEUMONIA` with `classifier` (decoding in
+/// parallel, inference in batches) and builds the report. `on_progress` gets the number of
+/// images done after each batch.
+pub fn evaluate_folder(
+    classifier: &Classifier,
+    dir: &Path,
+    on_progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport, EvalError> {
+    let samples = dataset::list_labelled(dir)?;
+    let rel = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+    let mut cases = Vec::with_capacity(samples.len());
+    let mut failed = Vec::new();
+    let mut done = 0;
+    for chunk in samples.chunks(64) {
+        let prepared: Vec<Result<Vec<f32>, String>> = chunk
+            .par_iter()
+            .map(|s| {
+                let (image, window) = dataset::load_image(&s.path)?;
+                classifier
+                    .prepare(&image, window)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let mut inputs = Vec::with_capacity(chunk.len());
+        let mut scored = Vec::with_capacity(chunk.len());
+        for (s, p) in chunk.iter().zip(prepared) {
+            match p {
+                Ok(x) => {
+                    inputs.push(x);
+                    scored.push(s);
+                }
+                Err(e) => failed.push((rel(&s.path), e)),
+            }
+        }
+        let scores = classifier.score_prepared(&inputs)?;
+        for (s, score) in scored.into_iter().zip(scores) {
+            cases.push(EvalCase {
+                path: rel(&s.path),
+                pneumonia: s.label == Label::Pneumonia,
+                score,
+            });
+        }
+        done += chunk.len();
+        on_progress(done, samples.len());
+    }
+    let card = classifier.card();
+    Ok(EvalReport::new(
+        &card.model_id,
+        &card.weights_sha256,
+        &dir.display().to_string(),
+        card.threshold,
+        cases,
+        failed,
+    ))
 }
 
 /// Drawing a plot failed.

@@ -1,0 +1,56 @@
+//! `cxr-triage explain STUDY --out FILE.png`: the Grad-CAM heat map over the study.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::io;
+use crate::model::gradcam;
+use crate::worklist::Label;
+
+/// Arguments of `explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The study (JPEG, PNG or DICOM).
+    pub study: PathBuf,
+    /// Where to write the PNG (the study's resolution, heat map blended over it).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Opacity of the heat map, 0 to 1.
+    #[arg(long, default_value_t = 0.5)]
+    pub opacity: f32,
+    /// The model card (weights beside it) [default: the shipped model].
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+/// Runs `explain`.
+pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let classifier = super::load_classifier(args.weights.as_deref())?;
+    let study = io::load_study(&args.study)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.study.display()))?;
+    let window = study.meta.default_window;
+    let explanation = classifier.explain(&study.image, window)?;
+    let rgb = gradcam::overlay_rgb(&study.image, window, &explanation.heat, args.opacity);
+    let image = image::RgbImage::from_raw(study.image.width, study.image.height, rgb)
+        .context("the heat map does not match the study's size")?;
+    image
+        .save(&args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let threshold = classifier.card().threshold;
+    println!(
+        "score {:.4} ({} at threshold {threshold:.4}, model {})",
+        explanation.score,
+        Label::from_score(explanation.score, threshold),
+        classifier.card().model_id
+    );
+    println!(
+        "wrote {} ({}x{}): Grad-CAM, the regions that raised the score. An explanation, not a \
+         localisation of disease.",
+        args.out.display(),
+        study.image.width,
+        study.image.height
+    );
+    Ok(ExitCode::SUCCESS)
+}

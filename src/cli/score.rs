@@ -1,0 +1,141 @@
+//! `cxr-triage score DIR`: ranks every study in a folder by pneumonia score.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::io;
+use crate::model::scoring::{self, Scored};
+use crate::worklist::Label;
+
+/// Arguments of `score`.
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    /// The folder to score, recursively.
+    pub dir: PathBuf,
+    /// Also write the ranking to this CSV file (`path`, `sha256`, `score`, `label`, `model_id`, `error`).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Print only the N highest scores.
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// The model card (weights beside it) [default: the shipped model].
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Studies per inference batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+/// Runs `score`.
+pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
+    let classifier = super::load_classifier(args.weights.as_deref())?;
+    let discovery = io::discover(&args.dir)
+        .map_err(|e| anyhow::anyhow!("cannot read the folder {}: {e}", args.dir.display()))?;
+    let paths: Vec<PathBuf> = discovery.files.iter().map(|f| f.path.clone()).collect();
+    let bar = ProgressBar::new(paths.len() as u64).with_style(ProgressStyle::with_template(
+        "scoring [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
+    )?);
+    let mut results: Vec<Scored> = Vec::with_capacity(paths.len());
+    scoring::score_paths(
+        &classifier,
+        &paths,
+        args.batch_size,
+        &AtomicBool::new(false),
+        &mut |batch| {
+            bar.inc(batch.len() as u64);
+            results.extend(batch);
+        },
+    );
+    bar.finish_and_clear();
+
+    let card = classifier.card();
+    let threshold = card.threshold;
+    let rel = |i: usize| discovery.files[i].rel_path.display().to_string();
+    let mut ranked: Vec<(usize, f32)> = results
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().ok().map(|&s| (r.index, s)))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let failed: Vec<(usize, &str)> = results
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().err().map(|e| (r.index, e.as_str())))
+        .collect();
+
+    println!(
+        "model {} (threshold {threshold:.4}: a score at or above it is called PNEUMONIA)",
+        card.model_id
+    );
+    println!("{:>5}  {:>6}  {:<9}  path", "rank", "score", "AI label");
+    for (rank, &(i, score)) in ranked
+        .iter()
+        .take(args.top.unwrap_or(usize::MAX))
+        .enumerate()
+    {
+        let label = Label::from_score(score, threshold);
+        println!(
+            "{:>5}  {score:>6.4}  {:<9}  {}",
+            rank + 1,
+            label.as_str(),
+            rel(i)
+        );
+    }
+    if !failed.is_empty() {
+        println!("\ncould not be scored:");
+        for (i, err) in &failed {
+            println!("  {}: {err}", rel(*i));
+        }
+    }
+    for (path, problem) in &discovery.problems {
+        println!("  {}: {problem}", path.display());
+    }
+    let flagged = ranked
+        .iter()
+        .filter(|&&(_, s)| Label::from_score(s, threshold) == Label::Pneumonia)
+        .count();
+    println!(
+        "\n{} studies scored, {flagged} flagged PNEUMONIA, {} could not be scored",
+        ranked.len(),
+        failed.len()
+    );
+
+    if let Some(csv_path) = &args.csv {
+        let mut w = csv::Writer::from_path(csv_path)
+            .with_context(|| format!("cannot write {}", csv_path.display()))?;
+        w.write_record(["path", "sha256", "score", "label", "model_id", "error"])?;
+        let sha = |i: usize| {
+            results
+                .iter()
+                .find(|r| r.index == i)
+                .and_then(|r| r.meta.as_ref())
+                .map_or_else(String::new, |m| m.sha256.clone())
+        };
+        for &(i, score) in &ranked {
+            w.write_record([
+                rel(i),
+                sha(i),
+                format!("{score:.6}"),
+                Label::from_score(score, threshold).as_str().to_owned(),
+                card.model_id.clone(),
+                String::new(),
+            ])?;
+        }
+        for &(i, err) in &failed {
+            w.write_record([
+                rel(i),
+                sha(i),
+                String::new(),
+                String::new(),
+                card.model_id.clone(),
+                err.to_owned(),
+            ])?;
+        }
+        w.flush()
+            .with_context(|| format!("cannot write {}", csv_path.display()))?;
+        println!("wrote {}", csv_path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
