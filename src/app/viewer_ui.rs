@@ -200,6 +200,15 @@ impl App {
                 ));
             }
         });
+        if let Some(warning) = &row.scope_warning {
+            ui.label(
+                RichText::new(format!("{warning}: treat its score with caution."))
+                    .color(theme::WARNING),
+            );
+        }
+        if let Some(error) = row.error() {
+            ui.label(RichText::new(error).color(theme::ERROR));
+        }
     }
 
     fn viewer_toolbar_ui(&mut self, ui: &mut egui::Ui, id: StudyId) {
@@ -758,7 +767,10 @@ fn colour_bar_ui(painter: &egui::Painter, rect: Rect) {
     let steps = 48;
     for i in 0..steps {
         let t0 = i as f32 / steps as f32;
-        let [r, g, b] = turbo(t0 + 0.5 / steps as f32);
+        let t = t0 + 0.5 / steps as f32;
+        // Faded as on the image: clear below 0.1, full colour from 0.6.
+        let alpha = ((t - 0.1) / 0.5).clamp(0.0, 1.0);
+        let [r, g, b] = turbo(t).map(|c| (f32::from(c) * alpha + 96.0 * (1.0 - alpha)) as u8);
         let x0 = bar.left() + bar.width() * t0;
         let x1 = bar.left() + bar.width() * (i + 1) as f32 / steps as f32;
         painter.rect_filled(

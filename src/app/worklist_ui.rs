@@ -77,7 +77,7 @@ impl Col {
     fn column(self) -> Column {
         match self {
             Self::Rank => Column::exact(28.0),
-            Self::Score => Column::exact(90.0),
+            Self::Score => Column::exact(100.0),
             Self::Ai | Self::DatasetLabel => Column::exact(74.0),
             Self::Disagreement => Column::exact(38.0),
             Self::Review => Column::initial(84.0).at_least(60.0).clip(true),
@@ -231,14 +231,14 @@ impl App {
             cols.extend([Col::DatasetLabel, Col::Disagreement]);
         }
         cols.push(Col::Review);
+        if s.counts.failed > 0 {
+            cols.push(Col::Error);
+        }
         if w.rows().iter().any(|r| r.patient_id.is_some()) {
             cols.push(Col::Patient);
         }
         if w.rows().iter().any(|r| r.study_uid.is_some()) {
             cols.push(Col::StudyUid);
-        }
-        if s.counts.failed > 0 {
-            cols.push(Col::Error);
         }
 
         let sort = self.prefs.sort;
@@ -325,9 +325,15 @@ fn cell_ui(ui: &mut egui::Ui, col: Col, w: &Worklist, row: &StudyRow, rank: Opti
             );
         }
         Col::Score => match row.score_value() {
-            Some(score) => score_cell_ui(ui, score, w.threshold()),
+            Some(score) => {
+                score_cell_ui(ui, score, w.threshold());
+                if let Some(warning) = &row.scope_warning {
+                    scope_marker_ui(ui, warning);
+                }
+            }
             None if row.error().is_some() => {
-                ui.label(RichText::new("—").color(theme::ERROR));
+                ui.label(RichText::new("failed").color(theme::ERROR))
+                    .on_hover_text(row.error().unwrap_or_default());
             }
             None => {
                 ui.label(RichText::new("…").color(dim));
@@ -412,6 +418,21 @@ fn score_cell_ui(ui: &mut egui::Ui, score: f32, threshold: Option<f32>) {
             Stroke::new(1.0, theme::TEXT),
         );
     }
+}
+
+/// A small warning triangle: the study is outside what the model has seen.
+fn scope_marker_ui(ui: &mut egui::Ui, warning: &str) {
+    let (rect, response) = ui.allocate_exact_size(Vec2::new(10.0, 10.0), Sense::hover());
+    ui.painter().add(egui::Shape::convex_polygon(
+        vec![
+            egui::pos2(rect.center().x, rect.top()),
+            egui::pos2(rect.right(), rect.bottom()),
+            egui::pos2(rect.left(), rect.bottom()),
+        ],
+        theme::WARNING,
+        Stroke::NONE,
+    ));
+    response.on_hover_text(warning);
 }
 
 fn review_cell_ui(ui: &mut egui::Ui, w: &Worklist, row: &StudyRow) {

@@ -78,6 +78,8 @@ pub struct StudyRow {
     pub dataset_label: Option<DatasetLabel>,
     /// The reader's label in force, from the decision store (`None`: unreviewed).
     pub final_label: Option<Label>,
+    /// Why the study is outside what the model has seen, when its attributes say so.
+    pub scope_warning: Option<String>,
 }
 
 impl StudyRow {
@@ -93,6 +95,7 @@ impl StudyRow {
             score: ScoreState::Pending,
             dataset_label: None,
             final_label: None,
+            scope_warning: None,
         }
     }
 
@@ -123,6 +126,29 @@ impl StudyRow {
         let label = self.dataset_label?.label;
         Some((label.target() - self.score_value()?).abs())
     }
+}
+
+/// Why a study is outside what the model has seen (frontal chest films), from its DICOM Body
+/// Part Examined and View Position; `None` when nothing says so (absent attributes say nothing).
+pub fn scope_warning(body_part: Option<&str>, view_position: Option<&str>) -> Option<String> {
+    let mut reasons = Vec::new();
+    if let Some(part) = body_part.map(str::trim).filter(|p| !p.is_empty()) {
+        let upper = part.to_uppercase();
+        if !["CHEST", "THORAX", "LUNG"]
+            .iter()
+            .any(|c| upper.contains(c))
+        {
+            reasons.push(format!("body part {part}"));
+        }
+    }
+    if let Some(view) = view_position.map(str::trim).filter(|v| !v.is_empty()) {
+        let upper = view.to_uppercase();
+        if ["LL", "RL", "LAT", "LATERAL", "LLD", "RLD"].contains(&upper.as_str()) {
+            reasons.push(format!("lateral view ({view})"));
+        }
+    }
+    (!reasons.is_empty())
+        .then(|| format!("Outside what the model has seen: {}", reasons.join(", ")))
 }
 
 /// How many studies are in each state.
@@ -471,6 +497,21 @@ mod tests {
             Worklist::new(spread, Some(0.5))
                 .uniform_scores_warning()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn non_chest_and_lateral_films_are_flagged() {
+        assert_eq!(scope_warning(Some("CHEST"), Some("PA")), None);
+        assert_eq!(scope_warning(None, None), None);
+        assert_eq!(scope_warning(Some(" thorax "), Some("AP")), None);
+        assert_eq!(
+            scope_warning(Some("EXTREMITY"), None).as_deref(),
+            Some("Outside what the model has seen: body part EXTREMITY")
+        );
+        assert_eq!(
+            scope_warning(Some("CHEST"), Some("LL")).as_deref(),
+            Some("Outside what the model has seen: lateral view (LL)")
         );
     }
 
