@@ -202,19 +202,33 @@ impl App {
         }
         if self.dialogs.help {
             let response = Modal::new(Id::unique("help")).show(ctx, |ui| {
-                ui.set_width(520.0);
                 ui.heading("Keyboard shortcuts");
                 ui.add_space(6.0);
-                egui::Grid::new("shortcuts")
-                    .num_columns(2)
-                    .spacing([24.0, 6.0])
-                    .striped(true)
+                let max_height = (ctx.content_rect().height() - 160.0).max(120.0);
+                egui::ScrollArea::vertical()
+                    .max_height(max_height)
                     .show(ui, |ui| {
-                        for (keys, what) in SHORTCUTS {
-                            ui.label(RichText::new(keys).monospace().color(theme::ACCENT));
-                            ui.label(what);
-                            ui.end_row();
-                        }
+                        // Two columns of shortcuts: decisions and moving on the left, viewing
+                        // and files on the right.
+                        let half = SHORTCUTS.len().div_ceil(2);
+                        egui::Grid::new("shortcuts")
+                            .num_columns(4)
+                            .spacing([18.0, 6.0])
+                            .striped(true)
+                            .show(ui, |ui| {
+                                for i in 0..half {
+                                    for (keys, what) in [SHORTCUTS.get(i), SHORTCUTS.get(i + half)]
+                                        .into_iter()
+                                        .flatten()
+                                    {
+                                        ui.label(
+                                            RichText::new(*keys).monospace().color(theme::ACCENT),
+                                        );
+                                        ui.label(*what);
+                                    }
+                                    ui.end_row();
+                                }
+                            });
                     });
                 ui.add_space(8.0);
                 ui.label(

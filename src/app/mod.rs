@@ -397,6 +397,12 @@ impl App {
             .collect()
     }
 
+    /// Whether everything is on screen: the folder scored, and the selected study and its heat
+    /// map (or their errors) shown.
+    pub fn is_settled(&self) -> bool {
+        self.screenshot_ready()
+    }
+
     /// Frame times recorded so far.
     pub fn frame_stats(&self) -> &FrameStats {
         &self.stats

@@ -24,7 +24,7 @@ impl App {
             .show(ui, |ui| self.status_bar_ui(ui));
         egui::Panel::left("worklist")
             .resizable(true)
-            .default_size(600.0)
+            .default_size((ui.ctx().content_rect().width() * 0.42).clamp(420.0, 640.0))
             .size_range(360.0..=1100.0)
             .frame(
                 egui::Frame::new()

@@ -349,7 +349,7 @@ impl App {
         } else {
             "Wait for the study to be read"
         };
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             let confirm_text = match ai {
                 Some(l) => format!("Confirm {l}"),
                 None => "Confirm AI label".to_owned(),
@@ -403,7 +403,7 @@ impl App {
                 .add(
                     egui::TextEdit::singleline(&mut self.reason)
                         .hint_text("optional: R to type, Enter to finish")
-                        .desired_width(ui.available_width().max(120.0)),
+                        .desired_width(ui.available_width().max(220.0)),
                 )
                 .labelled_by(label.id);
             if std::mem::take(&mut self.focus_reason) {
@@ -556,12 +556,29 @@ fn ready_info(entry: Option<&ImageEntry>) -> Option<std::sync::Arc<ImageInfo>> {
 
 /// A label and value in a small box, as in a scanner's overlay.
 fn chip_ui(ui: &mut egui::Ui, caption: &str, value: &str, colour: Color32) -> egui::Response {
+    // Chips never wrap inside: one that does not fit starts a new row.
+    let painter = ui.painter();
+    let width = painter
+        .layout_no_wrap(value.to_owned(), FontId::proportional(15.0), colour)
+        .size()
+        .x
+        .max(
+            painter
+                .layout_no_wrap(caption.to_owned(), FontId::proportional(9.5), colour)
+                .size()
+                .x,
+        )
+        + 20.0;
+    if ui.available_size_before_wrap().x < width {
+        ui.end_row();
+    }
     egui::Frame::new()
         .fill(theme::PANEL)
         .stroke(Stroke::new(1.0, theme::BORDER))
         .corner_radius(3.0)
         .inner_margin(egui::Margin::symmetric(8, 3))
         .show(ui, |ui| {
+            ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
             ui.vertical(|ui| {
                 ui.label(RichText::new(caption).size(9.5).color(theme::TEXT_DIM));
                 ui.label(RichText::new(value).size(15.0).strong().color(colour));

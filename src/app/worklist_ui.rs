@@ -207,9 +207,14 @@ impl App {
             {
                 self.commands.push(Command::ChooseFolder);
             }
-            ui.label(
-                RichText::new("or drop a folder of chest X-rays (JPEG, PNG, DICOM) on this window")
+            ui.add(
+                egui::Label::new(
+                    RichText::new(
+                        "or drop a folder of chest X-rays (JPEG, PNG, DICOM) on this window",
+                    )
                     .color(theme::TEXT_DIM),
+                )
+                .wrap(),
             );
         });
         if !self.prefs.recent_folders.is_empty() {
