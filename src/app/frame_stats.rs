@@ -58,7 +58,7 @@ impl fmt::Display for Histogram {
         }
         write!(
             f,
-            "{n} frames, mean {:.1} ms, max {:.1} ms, {:.1}% under 16 ms |",
+            "{n} frames, mean {:.1} ms, max {:.1} ms, {:.2}% under 16 ms |",
             self.total_ms / n as f64,
             self.max_ms,
             100.0 * self.share_under_16_ms()

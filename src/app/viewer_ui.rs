@@ -403,7 +403,7 @@ impl App {
                 .add(
                     egui::TextEdit::singleline(&mut self.reason)
                         .hint_text("optional: R to type, Enter to finish")
-                        .desired_width(ui.available_width().max(220.0)),
+                        .desired_width(ui.available_size_before_wrap().x.max(220.0)),
                 )
                 .labelled_by(label.id);
             if std::mem::take(&mut self.focus_reason) {

@@ -203,10 +203,12 @@ fn score_order(a: &StudyRow, b: &StudyRow, descending: bool) -> Ordering {
         .then_with(|| present_first(a.score_value(), b.score_value(), descending, f32::total_cmp))
 }
 
+/// Case-insensitive, then exact; allocates nothing (sorting 5,000 rows compares names often).
 fn name_order(a: &StudyRow, b: &StudyRow) -> Ordering {
     a.name
-        .to_lowercase()
-        .cmp(&b.name.to_lowercase())
+        .chars()
+        .flat_map(char::to_lowercase)
+        .cmp(b.name.chars().flat_map(char::to_lowercase))
         .then_with(|| a.name.cmp(&b.name))
 }
 
