@@ -337,3 +337,95 @@ fn a_missing_folder_and_a_missing_model_are_reported_not_fatal() {
     assert_eq!(state.last_event.ai_label, None);
     assert_eq!(state.final_label, Some(Label::Pneumonia));
 }
+
+#[test]
+fn zoom_window_presets_and_invert_change_the_main_pane() {
+    let fx = folder(3);
+    let mut h = harness(config(&fx));
+    step_until(
+        &mut h,
+        "the study on screen",
+        cxr_triage::app::App::is_settled,
+    );
+    let start = h.state().left_pane();
+    assert_eq!((start.zoom, start.window, start.invert), (1.0, None, false));
+
+    // The wheel over the study zooms in around the pointer.
+    let pane = h.get_by_label("Link panes").rect().left_bottom() + egui::vec2(200.0, 200.0);
+    h.hover_at(pane);
+    h.event(egui::Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Point,
+        delta: egui::vec2(0.0, 200.0),
+        phase: egui::TouchPhase::Move,
+        source: egui::MouseWheelSource::Wheel,
+        modifiers: Modifiers::NONE,
+    });
+    settle(&mut h);
+    assert!(
+        h.state().left_pane().zoom > 1.2,
+        "{:?}",
+        h.state().left_pane()
+    );
+
+    // 2 is the full-range preset, I inverts, F fits again, L unlinks the panes.
+    for key in [Key::Num2, Key::I, Key::F, Key::L] {
+        h.key_press(key);
+        settle(&mut h);
+    }
+    let pane = h.state().left_pane();
+    assert!(pane.window.is_some());
+    assert!(pane.invert);
+    assert_eq!(pane.zoom, 1.0);
+    assert!(!pane.linked);
+    // 1 goes back to the study's own window.
+    h.key_press(Key::Num1);
+    settle(&mut h);
+    assert_eq!(h.state().left_pane().window, None);
+}
+
+#[test]
+fn export_writes_the_reviewed_cases_and_never_into_the_studies_folder() {
+    use cxr_triage::app::Command;
+    use cxr_triage::audit::ExportKind;
+
+    let fx = folder(3);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    h.key_press(Key::C);
+    settle(&mut h);
+    let decided = row(h.state(), h.state().view_order()[0]);
+
+    let inside = fx.studies.join("export.csv");
+    h.state_mut().push(Command::ExportCsv {
+        dest: inside.clone(),
+        kind: ExportKind::Reviewed,
+    });
+    settle(&mut h);
+    assert!(!inside.exists());
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.contains("never written to")),
+        "{:?}",
+        h.state().notices()
+    );
+
+    let dest = fx.dir.path().join("reviewed.csv");
+    h.state_mut().push(Command::ExportCsv {
+        dest: dest.clone(),
+        kind: ExportKind::Reviewed,
+    });
+    step_until(&mut h, "the export", |app| {
+        app.notices().iter().any(|n| n.starts_with("Exported"))
+    });
+    let csv = std::fs::read_to_string(&dest).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("path,sha256,"), "{csv}");
+    assert!(
+        lines[1].contains(decided.sha256.as_deref().unwrap()),
+        "{csv}"
+    );
+    assert!(lines[1].contains("Test Reader"), "{csv}");
+}

@@ -50,6 +50,21 @@ use viewer_worker::{ImageInfo, ImageKey, Textures, ViewerHandle, ViewerMsg, Want
 /// Textures kept for studies not on screen (the LRU evicts beyond this).
 const IMAGE_CACHE_CAPACITY: usize = 6;
 
+/// What the left (main) pane shows: zoom, pan and display window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PaneState {
+    /// Zoom relative to "fit" (1 shows the whole study).
+    pub zoom: f32,
+    /// The study point at the pane's centre, 0 to 1 on each axis.
+    pub center: [f32; 2],
+    /// The display window; `None` for the study's default.
+    pub window: Option<Window>,
+    /// Whether black and white are swapped.
+    pub invert: bool,
+    /// Whether the right pane follows this one.
+    pub linked: bool,
+}
+
 /// How the window is started.
 #[derive(Clone, Debug)]
 pub struct AppConfig {
@@ -401,6 +416,17 @@ impl App {
     /// map (or their errors) shown.
     pub fn is_settled(&self) -> bool {
         self.screenshot_ready()
+    }
+
+    /// The main pane's zoom, pan and window.
+    pub fn left_pane(&self) -> PaneState {
+        PaneState {
+            zoom: self.left.transform.zoom,
+            center: self.left.transform.center,
+            window: self.left.window,
+            invert: self.left.invert,
+            linked: self.prefs.link_views,
+        }
     }
 
     /// Frame times recorded so far.

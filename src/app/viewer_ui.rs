@@ -613,11 +613,7 @@ fn pane_ui(
     actual_size: bool,
 ) -> PaneInput {
     let id = ui.make_persistent_id(("pane", side == Side::Left));
-    let response = ui
-        .interact(rect, id, Sense::click_and_drag())
-        .on_hover_text_at_pointer(
-            "Drag to pan · wheel to zoom · right-drag for window/level · double-click to fit",
-        );
+    let response = ui.interact(rect, id, Sense::click_and_drag());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 0.0, theme::IMAGE_BACKGROUND);
     let mut input = PaneInput::default();
