@@ -475,3 +475,17 @@ pub(super) fn metrics_line(e: &crate::model::card::EvalSummary) -> String {
         e.auc.high
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_lists_every_shortcut_as_the_window_does() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        for (keys, what) in SHORTCUTS {
+            let row = format!("| {keys} | {what} |");
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+    }
+}

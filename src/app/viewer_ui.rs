@@ -267,6 +267,9 @@ impl App {
             }
             self.compare_picker_ui(ui, id);
             if self.right_pane == RightPane::Explanation {
+                if ui.available_size_before_wrap().x < 150.0 {
+                    ui.end_row();
+                }
                 let label = ui.label(RichText::new("Opacity").color(theme::TEXT_DIM));
                 ui.spacing_mut().slider_width = 80.0;
                 ui.add(
@@ -397,13 +400,18 @@ impl App {
             {
                 self.commands.push(Command::Undo);
             }
-            ui.separator();
+            // The reason and its label stay together, on a row of their own when narrow.
+            if ui.available_size_before_wrap().x < 320.0 {
+                ui.end_row();
+            } else {
+                ui.separator();
+            }
             let label = ui.label(RichText::new("Reason").color(theme::TEXT_DIM));
             let field = ui
                 .add(
                     egui::TextEdit::singleline(&mut self.reason)
                         .hint_text("optional: R to type, Enter to finish")
-                        .desired_width(ui.available_size_before_wrap().x.max(220.0)),
+                        .desired_width(ui.available_size_before_wrap().x.max(200.0)),
                 )
                 .labelled_by(label.id);
             if std::mem::take(&mut self.focus_reason) {

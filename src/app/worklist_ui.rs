@@ -81,7 +81,7 @@ impl Col {
             Self::Ai | Self::DatasetLabel => Column::exact(74.0),
             Self::Disagreement => Column::exact(38.0),
             Self::Review => Column::initial(84.0).at_least(60.0).clip(true),
-            Self::Name => Column::initial(160.0).at_least(80.0).clip(true),
+            Self::Name => Column::initial(150.0).at_least(80.0).clip(true),
             Self::Patient => Column::initial(90.0).at_least(50.0).clip(true),
             Self::StudyUid => Column::initial(120.0).at_least(50.0).clip(true),
             Self::Error => Column::initial(260.0).at_least(80.0).clip(true),
