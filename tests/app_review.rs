@@ -429,3 +429,33 @@ fn export_writes_the_reviewed_cases_and_never_into_the_studies_folder() {
     );
     assert!(lines[1].contains("Test Reader"), "{csv}");
 }
+
+/// A folder dropped on the window, as the windowing layer reports it.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        Err("a folder has no bytes".to_owned())
+    }
+}
+
+#[test]
+fn a_folder_dropped_on_the_window_opens() {
+    let fx = folder(2);
+    let mut cfg = config(&fx);
+    cfg.folder = None;
+    let mut h = harness(cfg);
+    settle(&mut h);
+    assert!(h.state().worklist().is_none());
+    assert!(h.query_by_label("No folder open").is_some());
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(fx.studies.clone())));
+    wait_for_scores(&mut h);
+    assert_eq!(h.state().worklist().unwrap().len(), 3);
+}

@@ -10,6 +10,7 @@ const BOUNDS_MS: [f64; 8] = [2.0, 4.0, 8.0, 12.0, 16.0, 25.0, 33.0, 50.0];
 pub struct FrameStats {
     while_scoring: Histogram,
     idle: Histogram,
+    app_while_scoring: Histogram,
 }
 
 /// One histogram of frame times.
@@ -76,13 +77,20 @@ impl fmt::Display for Histogram {
 }
 
 impl FrameStats {
-    /// Adds one frame's time.
-    pub fn record(&mut self, ms: f64, scoring: bool) {
+    /// Adds one frame: its whole CPU time (`ms`) and the part spent in the app's own logic and
+    /// drawing (`app_ms`).
+    pub fn record(&mut self, ms: f64, app_ms: f64, scoring: bool) {
         if scoring {
             self.while_scoring.record(ms);
+            self.app_while_scoring.record(app_ms);
         } else {
             self.idle.record(ms);
         }
+    }
+
+    /// The app's own logic and drawing (no tessellation or painting) while scoring.
+    pub fn app_while_scoring(&self) -> &Histogram {
+        &self.app_while_scoring
     }
 
     /// Frames while studies were being scored.

@@ -793,6 +793,10 @@ impl App {
             eprintln!("all scored after: {t:.1} s");
         }
         eprintln!("frame times while scoring: {}", self.stats.while_scoring());
+        eprintln!(
+            "  of which the app's logic and drawing: {}",
+            self.stats.app_while_scoring()
+        );
         eprintln!("frame times otherwise: {}", self.stats.idle());
         if let Some(kib) = peak_rss_kib() {
             eprintln!("peak memory (VmHWM): {:.0} MiB", kib as f64 / 1024.0);
@@ -831,11 +835,12 @@ impl eframe::App for App {
         if let Some(started) = self.frame_started.take() {
             // The previous frame's full CPU time (layout, tessellation, painting) when the
             // integration reports it; our own logic and drawing otherwise (tests).
-            let ms = frame.info().cpu_usage.map_or_else(
-                || started.elapsed().as_secs_f64() * 1000.0,
-                |s| f64::from(s) * 1000.0,
-            );
-            self.stats.record(ms, self.is_scoring());
+            let app_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let ms = frame
+                .info()
+                .cpu_usage
+                .map_or(app_ms, |s| f64::from(s) * 1000.0);
+            self.stats.record(ms, app_ms, self.is_scoring());
         }
     }
 

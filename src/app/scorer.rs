@@ -145,8 +145,38 @@ fn run(ctx: &egui::Context, weights: &Path, jobs: &Receiver<ScoreJob>, tx: &Sync
         if job.cancel.load(Ordering::Relaxed) {
             continue;
         }
-        if !run_job(ctx, &job, model.as_ref().ok().map(Arc::as_ref), tx) {
-            return;
+        let classifier = model.as_ref().ok().map(Arc::as_ref);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(ctx, &job, classifier, tx)
+        }));
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                // A library failed in a way it should not; say so and keep the window working.
+                let generation = job.generation;
+                let message =
+                    "scoring stopped unexpectedly; the studies scored so far are shown".to_owned();
+                let delivered = send(
+                    ctx,
+                    tx,
+                    ScorerMsg::Warning {
+                        generation,
+                        message,
+                    },
+                ) && send(
+                    ctx,
+                    tx,
+                    ScorerMsg::Finished {
+                        generation,
+                        elapsed_secs: 0.0,
+                        cancelled: true,
+                    },
+                );
+                if !delivered {
+                    return;
+                }
+            }
         }
     }
 }

@@ -252,7 +252,22 @@ impl Worker {
                 if self.delivered.contains(&delivery) {
                     continue;
                 }
-                let msg = self.serve(want, &request);
+                let msg = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.serve(want, &request)
+                }))
+                .unwrap_or_else(|_| {
+                    let error = "the viewer failed unexpectedly on this study".to_owned();
+                    match want {
+                        Want::Image { .. } => ViewerMsg::ImageFailed {
+                            key: want.key(),
+                            error,
+                        },
+                        Want::Heat { .. } => ViewerMsg::HeatFailed {
+                            key: want.key(),
+                            error,
+                        },
+                    }
+                });
                 if self.tx.send(msg).is_err() {
                     return;
                 }

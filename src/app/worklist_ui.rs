@@ -193,6 +193,13 @@ impl App {
             }
         });
         ui.add_space(4.0);
+        if counts.total == 0 {
+            ui.label(
+                RichText::new("This folder holds no files (hidden files are skipped).")
+                    .color(theme::TEXT_DIM),
+            );
+            return;
+        }
         self.table_ui(ui);
     }
 
