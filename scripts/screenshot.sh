@@ -40,7 +40,8 @@ rm -f "$out_abs"
 
 # Run from the repository so the shipped model is found; keep preferences in the temporary folder.
 cd "$here"
-HOME="$tmp" XDG_DATA_HOME="$tmp/data" XDG_CONFIG_HOME="$tmp/config" \
+mkdir -m 700 "$tmp/runtime"
+HOME="$tmp" XDG_DATA_HOME="$tmp/data" XDG_CONFIG_HOME="$tmp/config" XDG_RUNTIME_DIR="$tmp/runtime" \
 CXR_TRIAGE_SCREENSHOT="$out_abs" CXR_TRIAGE_STATS=1 \
     timeout 900 xvfb-run -a -s "-screen 0 ${size}x24" \
     "$bin" "$dir" --db "$tmp/decisions.sqlite3" --reader "Screenshot" "$@"

@@ -505,7 +505,8 @@ impl App {
                 &right_view,
                 &right_name,
                 overlay.as_ref(),
-                self.pending_actual_size,
+                // Linked panes follow the main pane's 1:1, relative to their own fit.
+                self.pending_actual_size && !self.prefs.link_views,
             )
         };
         self.pending_actual_size = false;
