@@ -257,7 +257,6 @@ impl App {
                 self.commands.push(Command::ToggleLink);
             }
             ui.separator();
-            ui.label(RichText::new("Right pane").color(theme::TEXT_DIM));
             if ui
                 .selectable_label(self.right_pane == RightPane::Explanation, "Heat map")
                 .on_hover_text("The model's Grad-CAM heat map over the study (H)")
@@ -401,7 +400,7 @@ impl App {
                 self.commands.push(Command::Undo);
             }
             // The reason and its label stay together, on a row of their own when narrow.
-            if ui.available_size_before_wrap().x < 320.0 {
+            if ui.available_size_before_wrap().x < 250.0 {
                 ui.end_row();
             } else {
                 ui.separator();

@@ -74,6 +74,20 @@ impl Col {
         }
     }
 
+    /// The column's width, at first.
+    fn initial_width(self) -> f32 {
+        match self {
+            Self::Rank => 28.0,
+            Self::Score => 100.0,
+            Self::Ai | Self::DatasetLabel | Self::Review => 74.0,
+            Self::Disagreement => 38.0,
+            Self::Name => 150.0,
+            Self::Patient => 90.0,
+            Self::StudyUid => 120.0,
+            Self::Error => 260.0,
+        }
+    }
+
     fn column(self) -> Column {
         match self {
             Self::Rank => Column::exact(28.0),
@@ -264,14 +278,25 @@ impl App {
         egui::ScrollArea::horizontal()
             .id_salt("worklist-hscroll")
             .show(ui, |ui| {
+                // The name takes the panel's width that the other columns leave.
+                let others: f32 = cols
+                    .iter()
+                    .filter(|&&c| c != Col::Name)
+                    .map(|c| c.initial_width() + 6.0)
+                    .sum();
+                let name_width = (ui.available_width() - others - 12.0).max(150.0);
                 let mut table = TableBuilder::new(ui)
                     .id_salt(("worklist", s.generation))
                     .striped(true)
                     .resizable(true)
                     .sense(Sense::click())
                     .cell_layout(Layout::left_to_right(Align::Center));
-                for col in &cols {
-                    table = table.column(col.column());
+                for &col in &cols {
+                    table = table.column(if col == Col::Name {
+                        Column::exact(name_width).clip(true)
+                    } else {
+                        col.column()
+                    });
                 }
                 if let Some(row) = scroll_to {
                     table = table.scroll_to_row(row, None);
