@@ -21,7 +21,9 @@ pub(crate) struct Preferences {
     pub reader: String,
     /// The worklist's sort order.
     pub sort: SortSpec,
-    /// The worklist's filter.
+    /// The worklist's filter. Not kept between sessions: a window must never open on a list
+    /// that silently hides studies.
+    #[serde(skip)]
     pub filter: Filter,
     /// Whether zoom, pan and window are linked between the panes.
     pub link_views: bool,
@@ -81,5 +83,15 @@ mod tests {
         assert_eq!(p.reader, "dr a");
         assert!(p.link_views);
         assert_eq!(p.sort, SortSpec::default());
+    }
+
+    #[test]
+    fn the_filter_is_not_remembered() {
+        let p = Preferences {
+            filter: Filter::Errors,
+            ..Preferences::default()
+        };
+        let back: Preferences = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.filter, Filter::All);
     }
 }
