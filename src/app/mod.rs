@@ -11,7 +11,7 @@
 //!   and reads their decisions back) and `viewer` (full-resolution decoding, display textures,
 //!   Grad-CAM). One-off jobs (folder and file dialogs, CSV export) are
 //!   [`poll_promise::Promise`]s on their own named threads.
-//! - Preferences (recent folders, reader name, sort, filter, link toggle, opacity) persist in
+//! - Preferences (recent folders, reader name, sort order, link toggle, opacity) persist in
 //!   eframe's storage; decisions never do.
 
 mod command;
