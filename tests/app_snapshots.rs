@@ -73,6 +73,8 @@ fn shortcut_overlay() {
     let mut cfg = config(&fx);
     cfg.folder = None;
     let mut h = small_harness(cfg);
+    // The status bar names the model once it is loaded.
+    step_until(&mut h, "the model", App::model_ready);
     settle(&mut h);
     h.key_press(Key::F1);
     settle(&mut h);
