@@ -7,7 +7,7 @@ use super::view::{self, ViewTransform, WindowPreset};
 use super::viewer_worker::ImageInfo;
 use super::{App, Command, HeatEntry, ImageEntry, PaneView, RightPane, theme};
 use crate::model::card::ModelCard;
-use crate::model::gradcam::turbo;
+use crate::model::gradcam::{overlay_alpha, turbo};
 use crate::worklist::{Label, ReviewState, StudyId};
 
 /// Which pane is drawn.
@@ -790,7 +790,7 @@ fn colour_bar_ui(painter: &egui::Painter, rect: Rect) {
         let t0 = i as f32 / steps as f32;
         let t = t0 + 0.5 / steps as f32;
         // Faded as on the image: clear below 0.1, full colour from 0.6.
-        let alpha = ((t - 0.1) / 0.5).clamp(0.0, 1.0);
+        let alpha = overlay_alpha(t);
         let [r, g, b] = turbo(t).map(|c| (f32::from(c) * alpha + 96.0 * (1.0 - alpha)) as u8);
         let x0 = bar.left() + bar.width() * t0;
         let x1 = bar.left() + bar.width() * (i + 1) as f32 / steps as f32;

@@ -15,7 +15,7 @@ use egui::{ColorImage, TextureHandle, TextureOptions};
 
 use crate::io::{self, GrayImage, Samples, Study, Window};
 use crate::model::Classifier;
-use crate::model::gradcam::turbo;
+use crate::model::gradcam::{overlay_alpha, turbo};
 use crate::worklist::StudyId;
 
 /// Decoded studies kept for re-windowing (about 6 MB each for a 3-megapixel film).
@@ -411,9 +411,8 @@ impl Worker {
             .iter()
             .flat_map(|&v| {
                 let [r, g, b] = turbo(v);
-                // The same weighting as `gradcam::overlay_rgb` (before its opacity): clear below
-                // a tenth of the maximum, fully coloured from 0.6 up.
-                let alpha = (((v - 0.1) / 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
+                // The same weighting as `gradcam::overlay_rgb`, before the user's opacity.
+                let alpha = (overlay_alpha(v) * 255.0).round() as u8;
                 [r, g, b, alpha]
             })
             .collect();

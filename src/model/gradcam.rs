@@ -137,6 +137,13 @@ pub fn turbo(t: f32) -> [u8; 3] {
     [to_u8(r), to_u8(g), to_u8(b)]
 }
 
+/// How much of the colour map shows at heat `v` (before the user's opacity): fully transparent
+/// below a tenth of the maximum, fully coloured from 0.6 up. Shared by the PNG overlay, the
+/// window's overlay texture and its colour bar.
+pub fn overlay_alpha(v: f32) -> f32 {
+    ((v - 0.1) / 0.5).clamp(0.0, 1.0)
+}
+
 /// The study through `window`, with `heat` (any resolution) blended over it in the turbo colour
 /// map at `opacity` (0 to 1), weighted by the heat itself so that cold regions stay grey. RGB, row-major,
 /// at the study's resolution.
@@ -151,8 +158,7 @@ pub fn overlay_rgb(image: &GrayImage, window: Window, heat: &HeatMap, opacity: f
     let mut rgb = Vec::with_capacity(w * h * 3);
     for (&g, &v) in gray.iter().zip(&heat.values) {
         let colour = turbo(v);
-        // Fully transparent below a tenth of the maximum, fully coloured from 0.6 up.
-        let alpha = opacity.clamp(0.0, 1.0) * ((v - 0.1) / 0.5).clamp(0.0, 1.0);
+        let alpha = opacity.clamp(0.0, 1.0) * overlay_alpha(v);
         for c in colour {
             let mixed = f32::from(g) * (1.0 - alpha) + f32::from(c) * alpha;
             rgb.push(mixed.round().clamp(0.0, 255.0) as u8);
