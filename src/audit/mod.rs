@@ -1,1 +1,1 @@
-//! The decision store: append-only, hash-chained, in SQLite.
+//! The decision store: append-only, hash-chained, in `SQLite`.

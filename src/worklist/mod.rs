@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A study's label: what the model says, or what a reader decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Label {
     /// No pneumonia.
     Normal,
