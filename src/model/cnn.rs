@@ -3,8 +3,10 @@
 //! Built from small functions over `vb.pp("name")` so that parameter names match the checkpoint
 //! keys, in the style of candle-transformers' `models/resnet.rs`.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{D, Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+use super::fast::{self, Backend};
 
 /// Identifies the architecture in the weights card; bump it when the layer list changes.
 pub const ARCH_ID: &str = "cxrnet-v1";
@@ -55,11 +57,12 @@ impl CnnConfig {
     }
 }
 
-/// A 3x3 convolution (no bias), batch norm and ReLU.
+/// A 3x3 convolution (no bias), batch norm and `ReLU`.
 #[derive(Clone, Debug)]
 pub struct ConvBnRelu {
     conv: Conv2d,
     bn: BatchNorm,
+    backend: Backend,
 }
 
 impl ConvBnRelu {
@@ -71,14 +74,56 @@ impl ConvBnRelu {
         };
         let conv = candle_nn::conv2d_no_bias(cin, cout, 3, cfg, vb.pp("conv"))?;
         let bn = candle_nn::batch_norm(cout, BatchNormConfig::default(), vb.pp("bn"))?;
-        Ok(Self { conv, bn })
+        Ok(Self {
+            conv,
+            bn,
+            backend: Backend::process_default(),
+        })
     }
 
-    /// Applies the block; `train` uses batch statistics and updates the running ones.
+    /// Applies the block to NCHW activations; `train` uses batch statistics and updates the
+    /// running ones.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if self.backend.is_fast_for(xs) {
+            let ys = self.forward_nhwc_t(&fast::nchw_to_nhwc(xs)?, train, false)?;
+            return fast::nhwc_to_nchw(&ys);
+        }
         let ys = self.conv.forward(xs)?;
         self.bn.forward_t(&ys, train)?.relu()
     }
+
+    /// The fast kernels' block on NHWC activations, followed by a 2x2 max pool if `pool`.
+    fn forward_nhwc_t(&self, xs: &Tensor, train: bool, pool: bool) -> Result<Tensor> {
+        fast::conv_bn_relu(xs, &self.conv, &self.bn, train, pool)
+    }
+
+    /// The convolution (its weight is `[cout, cin, 3, 3]`, no bias).
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
+    }
+
+    /// The batch norm, with its running statistics.
+    pub fn bn(&self) -> &BatchNorm {
+        &self.bn
+    }
+}
+
+/// A 2x2 max pool of NCHW activations whose gradient is right.
+///
+/// candle 0.11's `max_pool2d` backward scales each window's gradient by (number of maxima) / 4,
+/// so a unique maximum receives a quarter of its gradient. In training this reshapes and takes
+/// the maximum over the window instead (same values; the gradient reaches the maximum whole).
+fn max_pool2x2_nchw(xs: &Tensor) -> Result<Tensor> {
+    if !xs.track_op() {
+        return xs.max_pool2d(2);
+    }
+    let (n, c, h, w) = xs.dims4()?;
+    let (ph, pw) = (h / 2, w / 2);
+    xs.narrow(2, 0, 2 * ph)?
+        .narrow(3, 0, 2 * pw)?
+        .reshape((n, c, ph, 2, pw, 2))?
+        .max(D::Minus1)?
+        .max(3)
 }
 
 /// The pneumonia classifier.
@@ -88,6 +133,7 @@ pub struct CxrNet {
     /// Stages of blocks; a 2x2 max pool follows each stage except the stem and the last.
     stages: Vec<Vec<ConvBnRelu>>,
     head: Linear,
+    backend: Backend,
 }
 
 /// What a forward pass gives Grad-CAM: the last feature map and the logits.
@@ -121,6 +167,7 @@ impl CxrNet {
             config: config.clone(),
             stages,
             head,
+            backend: Backend::process_default(),
         })
     }
 
@@ -129,16 +176,54 @@ impl CxrNet {
         &self.config
     }
 
-    /// The last feature map, before global pooling.
+    /// Which kernels run the network: by default [`Backend::process_default`].
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs this network with `backend`, whatever the process-wide default.
+    pub fn set_backend(&mut self, backend: Backend) {
+        self.backend = backend;
+        for block in self.stages.iter_mut().flatten() {
+            block.backend = backend;
+        }
+    }
+
+    /// The network, run with `backend`.
+    #[must_use]
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.set_backend(backend);
+        self
+    }
+
+    /// The blocks of each stage (stage 0 is the stride-2 stem).
+    pub fn stages(&self) -> &[Vec<ConvBnRelu>] {
+        &self.stages
+    }
+
+    /// The last feature map `[n, c, h, w]`, before global pooling.
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let mut xs = xs.clone();
         let last = self.stages.len() - 1;
+        let pooled = |i: usize| i > 0 && i < last;
+        if self.backend.is_fast_for(xs) {
+            // NHWC from the input to the last feature map; the pool is fused into the block
+            // before it.
+            let mut xs = fast::nchw_to_nhwc(xs)?;
+            for (i, stage) in self.stages.iter().enumerate() {
+                for (j, block) in stage.iter().enumerate() {
+                    let pool = pooled(i) && j + 1 == stage.len();
+                    xs = block.forward_nhwc_t(&xs, train, pool)?;
+                }
+            }
+            return fast::nhwc_to_nchw(&xs);
+        }
+        let mut xs = xs.clone();
         for (i, stage) in self.stages.iter().enumerate() {
             for block in stage {
                 xs = block.forward_t(&xs, train)?;
             }
-            if i > 0 && i < last {
-                xs = xs.max_pool2d(2)?;
+            if pooled(i) {
+                xs = max_pool2x2_nchw(&xs)?;
             }
         }
         Ok(xs)

@@ -1,0 +1,442 @@
+//! Batch norm over NHWC activations: batch statistics, batch norm fused with `ReLU` (and optionally
+//! with the 2x2 max pool that follows it) for training, and batch-norm folding for inference.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{KernelError, contiguous_f32, parts_for, with_f32};
+
+/// Pixels summed in `f32` before the running sums move to `f64`.
+const BLOCK_PIXELS: usize = 256;
+
+/// Mean and biased variance of every channel of an NHWC tensor `[.., c]`, as `[2, c]`: row 0 the
+/// means, row 1 the variances (the mean squared deviation, as batch norm normalises with).
+///
+/// Sums are taken around the first pixel's values (shifted data, so a large mean costs no
+/// precision), in `f32` over blocks and in `f64` across blocks, over a fixed number of parts so
+/// that the result does not depend on thread timing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChannelStats;
+
+impl CustomOp1 for ChannelStats {
+    fn name(&self) -> &'static str {
+        "cxr-channel-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let c = *l
+            .dims()
+            .last()
+            .ok_or(KernelError::Shape("batch norm needs channels"))?;
+        let x = contiguous_f32(s, l)?;
+        let (mean, var) = channel_stats(x, c)?;
+        let out: Vec<f32> = mean.iter().chain(&var).map(|&v| v as f32).collect();
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+fn channel_stats(x: &[f32], c: usize) -> Result<(Vec<f64>, Vec<f64>), KernelError> {
+    if c == 0 || x.is_empty() || !x.len().is_multiple_of(c) {
+        return Err(KernelError::Shape(
+            "batch norm needs at least one pixel per channel",
+        ));
+    }
+    let pixels = x.len() / c;
+    let shift = &x[..c];
+    let blocks = pixels.div_ceil(BLOCK_PIXELS);
+    let parts = parts_for(blocks);
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
+            let (mut b1, mut b2) = (vec![0.0f32; c], vec![0.0f32; c]);
+            let (start, end) = (part * blocks / parts, (part + 1) * blocks / parts);
+            let chunk = &x[start * BLOCK_PIXELS * c..(end * BLOCK_PIXELS).min(pixels) * c];
+            for block in chunk.chunks(BLOCK_PIXELS * c) {
+                b1.fill(0.0);
+                b2.fill(0.0);
+                for row in block.chunks_exact(c) {
+                    for j in 0..c {
+                        let d = row[j] - shift[j];
+                        b1[j] += d;
+                        b2[j] += d * d;
+                    }
+                }
+                for j in 0..c {
+                    s1[j] += f64::from(b1[j]);
+                    s2[j] += f64::from(b2[j]);
+                }
+            }
+            (s1, s2)
+        })
+        .collect();
+    let n = pixels as f64;
+    let mut mean = vec![0.0f64; c];
+    let mut var = vec![0.0f64; c];
+    for j in 0..c {
+        let s1: f64 = partials.iter().map(|p| p.0[j]).sum();
+        let s2: f64 = partials.iter().map(|p| p.1[j]).sum();
+        let m = s1 / n;
+        mean[j] = f64::from(shift[j]) + m;
+        var[j] = (s2 / n - m * m).max(0.0);
+    }
+    Ok((mean, var))
+}
+
+/// Per-channel affine map of batch norm in training: `z = x * scale + shift`.
+struct Affine {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl Affine {
+    /// From `gamma_beta` `[2, c]` and `stats` `[2, c]` (mean, biased variance).
+    fn new(gamma_beta: &[f32], stats: &[f32], c: usize, eps: f64) -> Result<Self, KernelError> {
+        if gamma_beta.len() != 2 * c || stats.len() != 2 * c {
+            return Err(KernelError::Shape(
+                "batch-norm parameters do not match the channels",
+            ));
+        }
+        let (gamma, beta) = gamma_beta.split_at(c);
+        let (mean, var) = stats.split_at(c);
+        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps as f32).sqrt()).collect();
+        let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, i)| g * i).collect();
+        let shift = (0..c).map(|j| beta[j] - mean[j] * scale[j]).collect();
+        Ok(Self {
+            mean: mean.to_vec(),
+            inv_std,
+            scale,
+            shift,
+        })
+    }
+}
+
+/// Reads `gamma_beta` and `stats` (both `[2, c]`) of a fused batch-norm op.
+fn affine_of(
+    gamma_beta: &Tensor,
+    stats: &Tensor,
+    c: usize,
+    eps: f64,
+) -> candle_core::Result<Affine> {
+    let gb = gamma_beta.flatten_all()?.to_vec1::<f32>()?;
+    let st = stats.flatten_all()?.to_vec1::<f32>()?;
+    Ok(Affine::new(&gb, &st, c, eps)?)
+}
+
+/// Training batch norm with batch statistics, then `ReLU`, optionally then a 2x2 max pool (stride
+/// 2, odd trailing rows and columns dropped, as candle's `max_pool2d`).
+///
+/// Arguments: `x` NHWC `[n, h, w, c]`; `gamma_beta` `[2, c]`; `stats` `[2, c]`, the batch mean
+/// and biased variance of `x` from [`ChannelStats`] (detached: the backward pass differentiates
+/// through the statistics itself). Autograd gives `x` and `gamma_beta` their gradients.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BnReluTrain {
+    pub eps: f64,
+    pub pool: bool,
+}
+
+impl CustomOp3 for BnReluTrain {
+    fn name(&self) -> &'static str {
+        if self.pool {
+            "cxr-bn-relu-pool-train"
+        } else {
+            "cxr-bn-relu-train"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gbs: &CpuStorage,
+        gbl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let &[n, h, w, c] = xl.dims() else {
+            return Err(KernelError::Shape("batch norm needs an NHWC batch").into());
+        };
+        let x = contiguous_f32(xs, xl)?;
+        let a = Affine::new(
+            contiguous_f32(gbs, gbl)?,
+            contiguous_f32(ss, sl)?,
+            c,
+            self.eps,
+        )?;
+        if !self.pool {
+            let mut y = vec![0.0f32; x.len()];
+            y.par_chunks_mut(BLOCK_PIXELS * c)
+                .zip(x.par_chunks(BLOCK_PIXELS * c))
+                .for_each(|(y, x)| {
+                    for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                        for j in 0..c {
+                            yr[j] = (xr[j] * a.scale[j] + a.shift[j]).max(0.0);
+                        }
+                    }
+                });
+            return Ok((CpuStorage::F32(y), xl.shape().clone()));
+        }
+        let (ph, pw) = pool_dims(h, w)?;
+        let mut y = vec![0.0f32; n * ph * pw * c];
+        y.par_chunks_mut(pw * c).enumerate().for_each(|(r, yrow)| {
+            let (b, py) = (r / ph, r % ph);
+            let top = ((b * h + 2 * py) * w) * c;
+            let bottom = top + w * c;
+            for (px, yr) in yrow.chunks_exact_mut(c).enumerate() {
+                let corners = [
+                    top + 2 * px * c,
+                    top + (2 * px + 1) * c,
+                    bottom + 2 * px * c,
+                    bottom + (2 * px + 1) * c,
+                ];
+                for j in 0..c {
+                    let z = |o: usize| x[o + j] * a.scale[j] + a.shift[j];
+                    let m = z(corners[0])
+                        .max(z(corners[1]))
+                        .max(z(corners[2]))
+                        .max(z(corners[3]));
+                    yr[j] = m.max(0.0);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), Shape::from((n, ph, pw, c))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma_beta: &Tensor,
+        stats: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, h, w, c) = x.dims4()?;
+        let a = affine_of(gamma_beta, stats, c, self.eps)?;
+        let dy = dy.contiguous()?;
+        let x = x.contiguous()?;
+        let (dx, dgb) = with_f32(&x, |xv| {
+            with_f32(&dy, |dyv| {
+                if self.pool {
+                    bn_relu_pool_backward(xv, dyv, (n, h, w, c), &a)
+                } else {
+                    bn_relu_backward(xv, dyv, c, &a)
+                }
+            })
+        })???;
+        let dx = x
+            .track_op()
+            .then(|| Tensor::from_vec(dx, (n, h, w, c), x.device()))
+            .transpose()?;
+        let dgb = gamma_beta
+            .track_op()
+            .then(|| Tensor::from_vec(dgb, (2, c), x.device()))
+            .transpose()?;
+        Ok((dx, dgb, None))
+    }
+}
+
+/// Output size of a 2x2, stride-2 max pool.
+pub(crate) fn pool_dims(h: usize, w: usize) -> Result<(usize, usize), KernelError> {
+    if h < 2 || w < 2 {
+        return Err(KernelError::Shape(
+            "a 2x2 max pool needs an image of at least 2x2 pixels",
+        ));
+    }
+    Ok((h / 2, w / 2))
+}
+
+/// Given the per-channel sums `sum(dz)` and `sum(dz * x_hat)`, returns the input gradient of
+/// batch norm as `dx = a * dz + b * x + c0` per channel, and `[dgamma; dbeta]`.
+struct BnGrad {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c0: Vec<f32>,
+    dgb: Vec<f32>,
+}
+
+impl BnGrad {
+    fn new(aff: &Affine, sum_dz: &[f64], sum_dz_xhat: &[f64], count: usize) -> Self {
+        let c = aff.scale.len();
+        let n = count as f64;
+        let mut g = Self {
+            a: aff.scale.clone(),
+            b: vec![0.0; c],
+            c0: vec![0.0; c],
+            dgb: vec![0.0; 2 * c],
+        };
+        for j in 0..c {
+            // dx = scale * (dz - sum_dz / n - x_hat * sum_dz_xhat / n),
+            // x_hat = (x - mean) * inv_std.
+            let scale = f64::from(aff.scale[j]);
+            let inv = f64::from(aff.inv_std[j]);
+            let mean = f64::from(aff.mean[j]);
+            let k = scale * inv * sum_dz_xhat[j] / n;
+            g.b[j] = (-k) as f32;
+            g.c0[j] = (-scale * sum_dz[j] / n + k * mean) as f32;
+            g.dgb[j] = sum_dz_xhat[j] as f32;
+            g.dgb[c + j] = sum_dz[j] as f32;
+        }
+        g
+    }
+}
+
+/// Sums per channel over a fixed number of parts of `units` work units; `f` adds unit `u`'s
+/// contribution into the two `f64` accumulators of length `c`.
+fn sum_two<F>(units: usize, c: usize, f: F) -> (Vec<f64>, Vec<f64>)
+where
+    F: Fn(usize, &mut [f64], &mut [f64]) + Sync,
+{
+    let parts = parts_for(units);
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
+            for u in (part * units / parts)..((part + 1) * units / parts) {
+                f(u, &mut s1, &mut s2);
+            }
+            (s1, s2)
+        })
+        .collect();
+    let mut s1 = vec![0.0f64; c];
+    let mut s2 = vec![0.0f64; c];
+    for (p1, p2) in &partials {
+        for j in 0..c {
+            s1[j] += p1[j];
+            s2[j] += p2[j];
+        }
+    }
+    (s1, s2)
+}
+
+type Grads = Result<(Vec<f32>, Vec<f32>), KernelError>;
+
+fn bn_relu_backward(x: &[f32], dy: &[f32], c: usize, aff: &Affine) -> Grads {
+    if x.len() != dy.len() {
+        return Err(KernelError::Shape(
+            "the output gradient has the wrong shape",
+        ));
+    }
+    let pixels = x.len() / c;
+    let blocks = pixels.div_ceil(BLOCK_PIXELS);
+    let (sum_dz, sum_dz_xhat) = sum_two(blocks, c, |u, s1, s2| {
+        let range = u * BLOCK_PIXELS * c..((u + 1) * BLOCK_PIXELS).min(pixels) * c;
+        let (mut b1, mut b2) = (vec![0.0f32; c], vec![0.0f32; c]);
+        for (xr, dr) in x[range.clone()]
+            .chunks_exact(c)
+            .zip(dy[range].chunks_exact(c))
+        {
+            for j in 0..c {
+                let z = xr[j] * aff.scale[j] + aff.shift[j];
+                let dz = if z >= 0.0 { dr[j] } else { 0.0 };
+                b1[j] += dz;
+                b2[j] += dz * (xr[j] - aff.mean[j]) * aff.inv_std[j];
+            }
+        }
+        for j in 0..c {
+            s1[j] += f64::from(b1[j]);
+            s2[j] += f64::from(b2[j]);
+        }
+    });
+    let g = BnGrad::new(aff, &sum_dz, &sum_dz_xhat, pixels);
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(BLOCK_PIXELS * c)
+        .zip(
+            x.par_chunks(BLOCK_PIXELS * c)
+                .zip(dy.par_chunks(BLOCK_PIXELS * c)),
+        )
+        .for_each(|(dxb, (xb, dyb))| {
+            for ((o, xr), dr) in dxb
+                .chunks_exact_mut(c)
+                .zip(xb.chunks_exact(c))
+                .zip(dyb.chunks_exact(c))
+            {
+                for j in 0..c {
+                    let z = xr[j] * aff.scale[j] + aff.shift[j];
+                    let dz = if z >= 0.0 { dr[j] } else { 0.0 };
+                    o[j] = g.a[j] * dz + g.b[j] * xr[j] + g.c0[j];
+                }
+            }
+        });
+    Ok((dx, g.dgb))
+}
+
+/// For each channel of a pooled pixel: the offset (0..4) of the window's maximum of `z`, first
+/// one on ties, or 4 when the maximum is negative (`ReLU` passes no gradient).
+fn window_argmax(z: [f32; 4]) -> usize {
+    let mut best = 0;
+    for (i, &v) in z.iter().enumerate().skip(1) {
+        if v > z[best] {
+            best = i;
+        }
+    }
+    if z[best] >= 0.0 { best } else { 4 }
+}
+
+fn bn_relu_pool_backward(
+    x: &[f32],
+    dy: &[f32],
+    (n, h, w, c): (usize, usize, usize, usize),
+    aff: &Affine,
+) -> Grads {
+    let (ph, pw) = pool_dims(h, w)?;
+    if dy.len() != n * ph * pw * c || x.len() != n * h * w * c {
+        return Err(KernelError::Shape(
+            "the output gradient has the wrong shape",
+        ));
+    }
+    let corner = |b: usize, py: usize, px: usize| {
+        let top = ((b * h + 2 * py) * w + 2 * px) * c;
+        [top, top + c, top + w * c, top + (w + 1) * c]
+    };
+    let z = |o: usize, j: usize| x[o + j] * aff.scale[j] + aff.shift[j];
+    // Pass 1: the sums of dz and dz * x_hat, where dz is non-zero only at each window's maximum.
+    let (sum_dz, sum_dz_xhat) = sum_two(n * ph, c, |r, s1, s2| {
+        let (b, py) = (r / ph, r % ph);
+        for px in 0..pw {
+            let corners = corner(b, py, px);
+            let d = &dy[((b * ph + py) * pw + px) * c..][..c];
+            for j in 0..c {
+                let k = window_argmax(corners.map(|o| z(o, j)));
+                if k < 4 {
+                    let xv = x[corners[k] + j];
+                    s1[j] += f64::from(d[j]);
+                    s2[j] += f64::from(d[j] * (xv - aff.mean[j]) * aff.inv_std[j]);
+                }
+            }
+        }
+    });
+    let g = BnGrad::new(aff, &sum_dz, &sum_dz_xhat, n * h * w);
+    // Pass 2: every pixel gets the affine part; window maxima also get their dz.
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(w * c).enumerate().for_each(|(r, dxrow)| {
+        let row_start = r * w * c;
+        for (o, xr) in dxrow
+            .chunks_exact_mut(c)
+            .zip(x[row_start..row_start + w * c].chunks_exact(c))
+        {
+            for j in 0..c {
+                o[j] = g.b[j] * xr[j] + g.c0[j];
+            }
+        }
+        let (b, yy) = (r / h, r % h);
+        let py = yy / 2;
+        if py >= ph {
+            return;
+        }
+        for px in 0..pw {
+            let corners = corner(b, py, px);
+            let d = &dy[((b * ph + py) * pw + px) * c..][..c];
+            for j in 0..c {
+                let k = window_argmax(corners.map(|o| z(o, j)));
+                // This row holds corners 0 and 1 (even row) or 2 and 3 (odd row).
+                if k < 4 && (k / 2 == yy % 2) {
+                    let local = corners[k] - row_start;
+                    dxrow[local + j] += g.a[j] * d[j];
+                }
+            }
+        }
+    });
+    Ok((dx, g.dgb))
+}
