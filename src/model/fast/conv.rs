@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::matmul::{MatMut, MatRef, gemm};
-use super::{KernelError, contiguous_f32, parts_for};
+use super::{KernelError, contiguous_f32, parts_for, vectorized};
 
 /// Shape and hyper-parameters of one convolution, in NHWC terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,13 +195,12 @@ fn col2im_add(g: &ConvGeometry, col: &[f32], first_in_image: usize, image: &mut 
 fn weight_to_matrix(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
     let (co, ci, kh, kw) = (g.out_c, g.in_c, g.kernel_h, g.kernel_w);
     let mut m = vec![0.0f32; g.w_len()];
-    for o in 0..co {
-        for i in 0..ci {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    m[((ky * kw + kx) * ci + i) * co + o] = w[((o * ci + i) * kh + ky) * kw + kx];
-                }
-            }
+    // Written in order; read with a stride (the weights are small next to the activations).
+    for (r, row) in m.chunks_exact_mut(co).enumerate() {
+        let (tap, i) = (r / ci, r % ci);
+        let (ky, kx) = (tap / kw, tap % kw);
+        for (o, v) in row.iter_mut().enumerate() {
+            *v = w[((o * ci + i) * kh + ky) * kw + kx];
         }
     }
     m
@@ -284,11 +283,16 @@ fn forward(
                     },
                 )?;
                 if let Some(bias) = bias {
-                    for row in out_tile.chunks_exact_mut(co) {
-                        for (v, b) in row.iter_mut().zip(bias) {
-                            *v = (*v + b).max(0.0);
-                        }
-                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for row in out_tile.chunks_exact_mut(co) {
+                                for (v, b) in row.iter_mut().zip(bias) {
+                                    *v = (*v + b).max(0.0);
+                                }
+                            }
+                        },
+                    );
                 }
                 Ok(())
             },
@@ -562,10 +566,10 @@ fn conv_backward(
 }
 
 /// The weight gradient as an op: `(x, dy) -> dw`.
-struct ConvGradWeight {
-    stride: usize,
-    padding: usize,
-    w_dims: (usize, usize, usize, usize),
+pub(crate) struct ConvGradWeight {
+    pub stride: usize,
+    pub padding: usize,
+    pub w_dims: (usize, usize, usize, usize),
 }
 
 impl CustomOp2 for ConvGradWeight {
@@ -593,10 +597,10 @@ impl CustomOp2 for ConvGradWeight {
 }
 
 /// The input gradient as an op: `(dy, w) -> dx`.
-struct ConvGradInput {
-    stride: usize,
-    padding: usize,
-    x_dims: (usize, usize, usize, usize),
+pub(crate) struct ConvGradInput {
+    pub stride: usize,
+    pub padding: usize,
+    pub x_dims: (usize, usize, usize, usize),
 }
 
 impl CustomOp2 for ConvGradInput {

@@ -130,6 +130,15 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R
     Ok(f(contiguous_f32(cpu, layout)?))
 }
 
+/// Runs `f` compiled for the widest vector instructions this CPU has (AVX2 and FMA on most
+/// x86-64 machines; plain code elsewhere), chosen at run time, so that loops over channels
+/// inside it autovectorise with them. The crate is built for baseline x86-64 (SSE2), which would
+/// otherwise leave those loops four lanes wide.
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// Reductions split their work into at most this many parts, whatever the number of threads,
 /// so that sums come out the same from run to run.
 const REDUCTION_PARTS: usize = 8;
