@@ -55,7 +55,7 @@ fn networks(cfg: &CnnConfig, backend: Backend) -> candle_core::Result<(CxrNet, V
         .lock()
         .map_err(|_| candle_core::Error::Msg("poisoned VarMap".into()))?
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().copy()))
+        .map(|(k, v)| (k.clone(), v.as_detached_tensor().copy()))
         .map(|(k, t)| t.map(|t| (k, t)))
         .collect::<candle_core::Result<_>>()?;
     let infer_net = CxrNet::new(cfg, &VarBuilder::from_tensors(tensors, DType::F32, &dev))?

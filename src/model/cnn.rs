@@ -3,6 +3,8 @@
 //! Built from small functions over `vb.pp("name")` so that parameter names match the checkpoint
 //! keys, in the style of candle-transformers' `models/resnet.rs`.
 
+use std::sync::Arc;
+
 use candle_core::{D, Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
 
@@ -63,6 +65,9 @@ pub struct ConvBnRelu {
     conv: Conv2d,
     bn: BatchNorm,
     backend: Backend,
+    /// Batch norm folded into the convolution for fast inference; shared by clones, which
+    /// share the parameters too.
+    fold_cache: Arc<fast::FoldCache>,
 }
 
 impl ConvBnRelu {
@@ -78,12 +83,17 @@ impl ConvBnRelu {
             conv,
             bn,
             backend: Backend::process_default(),
+            fold_cache: Arc::default(),
         })
     }
 
     /// Applies the block to NCHW activations; `train` uses batch statistics and updates the
     /// running ones.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            // The running statistics are about to change.
+            self.fold_cache.clear();
+        }
         if self.backend.is_fast_for(xs) {
             let ys = self.forward_nhwc_t(&fast::nchw_to_nhwc(xs)?, train, false)?;
             return fast::nhwc_to_nchw(&ys);
@@ -94,7 +104,7 @@ impl ConvBnRelu {
 
     /// The fast kernels' block on NHWC activations, followed by a 2x2 max pool if `pool`.
     fn forward_nhwc_t(&self, xs: &Tensor, train: bool, pool: bool) -> Result<Tensor> {
-        fast::conv_bn_relu(xs, &self.conv, &self.bn, train, pool)
+        fast::conv_bn_relu(xs, &self.conv, &self.bn, train, pool, &self.fold_cache)
     }
 
     /// The convolution (its weight is `[cout, cin, 3, 3]`, no bias).

@@ -18,6 +18,7 @@
 //! [`Backend`] selects these kernels or stock candle (the reference, and the fallback on other
 //! devices and dtypes). Conv weights stay in candle's OIHW layout, so checkpoints are unchanged.
 
+mod block;
 mod conv;
 mod matmul;
 mod norm;
@@ -26,12 +27,13 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor, Var};
 use candle_nn::{BatchNorm, Conv2d};
 
-use conv::{Conv2dBiasReluNhwc, Conv2dNhwc};
+use block::ConvBnReluTrain;
+use conv::{Conv2dBiasReluNhwc, Conv2dBiasReluPacked, Conv2dNhwc, pack_weight};
 use norm::{BnReluTrain, ChannelStats};
 use pool::MaxPool2x2Nhwc;
 
@@ -272,18 +274,65 @@ fn update_running_stats(bn: &BatchNorm, stats: &Tensor, count: usize) -> candle_
     Ok(())
 }
 
+/// A batch norm folded into its convolution for inference, computed once and kept.
+///
+/// It is used only while the convolution weight and the batch norm's weight and bias are plain
+/// tensors (as loaded from a checkpoint: they cannot change) and is cleared by every training
+/// forward pass of the block, the only thing that changes the running statistics. With
+/// variables (a network being trained) the fold is recomputed on every call.
+#[derive(Debug, Default)]
+pub struct FoldCache {
+    /// The packed folded weight `[(kh, kw, ci), co]` and the bias `[co]`.
+    folded: Mutex<Option<(Tensor, Tensor)>>,
+}
+
+impl FoldCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets the folded weight, for example after the running statistics changed.
+    pub fn clear(&self) {
+        *self.folded.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The packed folded weight and bias of `conv` and `bn`, computed on first use.
+    fn get_or_fold(&self, conv: &Conv2d, bn: &BatchNorm) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut folded = self.folded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = folded.as_ref() {
+            return Ok(f.clone());
+        }
+        let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
+        let f = (pack_weight(&weight)?, bias.contiguous()?);
+        *folded = Some(f.clone());
+        Ok(f)
+    }
+}
+
+/// Whether a block's weights are fixed: no variable and no autograd history, so a fold of them
+/// stays valid.
+fn is_fixed(conv: &Conv2d, bn: &BatchNorm) -> bool {
+    let affine_fixed = bn
+        .weight_and_bias()
+        .is_none_or(|(w, b)| !w.track_op() && !b.track_op());
+    !conv.weight().track_op() && affine_fixed
+}
+
 /// Convolution, batch norm and `ReLU` (and the 2x2 max pool after it if `pool`) on NHWC
 /// activations: [`CxrNet`](super::CxrNet)'s block with these kernels.
 ///
 /// In training, batch norm uses batch statistics and updates its running statistics exactly as
-/// candle's does. In inference, it is folded into the convolution. `conv` must be bias-free and
-/// undilated, with one group.
+/// candle's does, and `cache` is cleared. In inference, batch norm is folded into the
+/// convolution, through `cache` when the weights are fixed (see [`FoldCache`]). `conv` must be
+/// bias-free and undilated, with one group.
 pub fn conv_bn_relu(
     x: &Tensor,
     conv: &Conv2d,
     bn: &BatchNorm,
     train: bool,
     pool: bool,
+    cache: &FoldCache,
 ) -> candle_core::Result<Tensor> {
     let cfg = conv.config();
     if conv.bias().is_some() || cfg.dilation != 1 || cfg.groups != 1 {
@@ -291,16 +340,44 @@ pub fn conv_bn_relu(
             KernelError::Shape("the fast block needs a plain bias-free convolution").into(),
         );
     }
-    if train {
-        let z = conv2d(x, conv.weight(), cfg.stride, cfg.padding)?;
-        let (n, h, w, c) = z.dims4()?;
-        let (gamma, beta) = gamma_beta(bn, c, z.device())?;
-        let (y, stats) = batch_norm_relu_train(&z, &gamma, &beta, bn.eps(), pool)?;
-        update_running_stats(bn, &stats, n * h * w)?;
-        Ok(y)
+    let y = if train {
+        cache.clear();
+        let weight = conv.weight().contiguous()?;
+        let (gamma, beta) = gamma_beta(bn, weight.dim(0)?, x.device())?;
+        let op = ConvBnReluTrain {
+            stride: cfg.stride,
+            padding: cfg.padding,
+            eps: bn.eps(),
+            pool,
+            saved: Arc::default(),
+        };
+        let saved = Arc::clone(&op.saved);
+        let y = x
+            .contiguous()?
+            .apply_op3(&weight, &Tensor::stack(&[gamma, beta], 0)?, op)?;
+        let saved = saved.lock().unwrap_or_else(PoisonError::into_inner);
+        let saved = saved
+            .as_ref()
+            .ok_or(KernelError::Internal("the block kept no statistics"))?;
+        let channels = saved.stats.len() / 2;
+        let stats = Tensor::from_slice(&saved.stats, (2, channels), x.device())?;
+        let (n, _, _, _) = x.dims4()?;
+        let g = conv::ConvGeometry::new(x.dims(), weight.dims(), cfg.stride, cfg.padding)?;
+        update_running_stats(bn, &stats, n * g.out_h() * g.out_w())?;
+        return Ok(y);
+    } else if is_fixed(conv, bn) {
+        let (weight, bias) = cache.get_or_fold(conv, bn)?;
+        let (_, _, kernel_h, kernel_w) = conv.weight().dims4()?;
+        let op = Conv2dBiasReluPacked {
+            stride: cfg.stride,
+            padding: cfg.padding,
+            kernel_h,
+            kernel_w,
+        };
+        x.contiguous()?.apply_op3(&weight, &bias, op)?
     } else {
         let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
-        let y = conv2d_bias_relu(x, &weight, &bias, cfg.stride, cfg.padding)?;
-        if pool { max_pool2x2(&y) } else { Ok(y) }
-    }
+        conv2d_bias_relu(x, &weight, &bias, cfg.stride, cfg.padding)?
+    };
+    if pool { max_pool2x2(&y) } else { Ok(y) }
 }

@@ -46,7 +46,7 @@ fn add_block(total: &mut [f64], block: &[f32]) {
     }
 }
 
-fn channel_stats(x: &[f32], c: usize) -> Result<(Vec<f64>, Vec<f64>), KernelError> {
+pub(crate) fn channel_stats(x: &[f32], c: usize) -> Result<(Vec<f64>, Vec<f64>), KernelError> {
     if c == 0 || x.is_empty() || !x.len().is_multiple_of(c) {
         return Err(KernelError::Shape(
             "batch norm needs at least one pixel per channel",
@@ -86,7 +86,7 @@ fn channel_stats(x: &[f32], c: usize) -> Result<(Vec<f64>, Vec<f64>), KernelErro
 
 /// Per-channel affine map of batch norm in training, `z = x * scale + shift`, and the parts of
 /// the normalisation the backward pass needs.
-struct Affine {
+pub(crate) struct Affine {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
     scale: Vec<f32>,
@@ -95,7 +95,12 @@ struct Affine {
 
 impl Affine {
     /// From `gamma_beta` `[2, c]` and `stats` `[2, c]` (mean, biased variance).
-    fn new(gamma_beta: &[f32], stats: &[f32], c: usize, eps: f64) -> Result<Self, KernelError> {
+    pub(crate) fn new(
+        gamma_beta: &[f32],
+        stats: &[f32],
+        c: usize,
+        eps: f64,
+    ) -> Result<Self, KernelError> {
         if gamma_beta.len() != 2 * c || stats.len() != 2 * c {
             return Err(KernelError::Shape(
                 "batch-norm parameters do not match the channels",
@@ -167,49 +172,14 @@ impl CustomOp3 for BnReluTrain {
             c,
             self.eps,
         )?;
-        let (scale, shift) = (&a.scale[..], &a.shift[..]);
-        if !self.pool {
-            let mut y = vec![0.0f32; x.len()];
-            y.par_chunks_mut(BLOCK_PIXELS * c)
-                .zip(x.par_chunks(BLOCK_PIXELS * c))
-                .for_each(|(y, x)| {
-                    vectorized(
-                        #[inline(always)]
-                        || {
-                            for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                                for (((y, x), s), t) in yr.iter_mut().zip(xr).zip(scale).zip(shift)
-                                {
-                                    *y = (x * s + t).max(0.0);
-                                }
-                            }
-                        },
-                    );
-                });
-            return Ok((CpuStorage::F32(y), xl.shape().clone()));
-        }
-        let (ph, pw) = pool_dims(h, w)?;
-        let mut y = vec![0.0f32; n * ph * pw * c];
-        y.par_chunks_mut(pw * c).enumerate().for_each(|(r, yrow)| {
-            let (b, py) = (r / ph, r % ph);
-            let top = &x[((b * h + 2 * py) * w) * c..][..2 * w * c];
-            let (top, bottom) = top.split_at(w * c);
-            vectorized(
-                #[inline(always)]
-                || {
-                    for (px, yr) in yrow.chunks_exact_mut(c).enumerate() {
-                        let (t, u) = (&top[2 * px * c..][..2 * c], &bottom[2 * px * c..][..2 * c]);
-                        let (z0, z1, z2, z3) = (&t[..c], &t[c..], &u[..c], &u[c..]);
-                        let (scale, shift, yr) = (&scale[..c], &shift[..c], &mut yr[..c]);
-                        for j in 0..c {
-                            let z = |v: f32| v * scale[j] + shift[j];
-                            let m = z(z0[j]).max(z(z1[j])).max(z(z2[j])).max(z(z3[j]));
-                            yr[j] = m.max(0.0);
-                        }
-                    }
-                },
-            );
-        });
-        Ok((CpuStorage::F32(y), Shape::from((n, ph, pw, c))))
+        let y = bn_relu_forward(x, (n, h, w, c), &a, self.pool)?;
+        let shape = if self.pool {
+            let (ph, pw) = pool_dims(h, w)?;
+            Shape::from((n, ph, pw, c))
+        } else {
+            xl.shape().clone()
+        };
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(
@@ -225,13 +195,7 @@ impl CustomOp3 for BnReluTrain {
         let dy = dy.contiguous()?;
         let x = x.contiguous()?;
         let grads = with_f32(&x, |xv| {
-            with_f32(&dy, |dyv| {
-                if self.pool {
-                    bn_relu_pool_backward(xv, dyv, dims, &a)
-                } else {
-                    bn_relu_backward(xv, dyv, dims.3, &a)
-                }
-            })
+            with_f32(&dy, |dyv| bn_relu_backward(xv, dyv, dims, &a, self.pool))
         })??;
         let (dx, dgb) = grads?;
         let dx = x
@@ -243,6 +207,79 @@ impl CustomOp3 for BnReluTrain {
             .then(|| Tensor::from_vec(dgb, (2, dims.3), x.device()))
             .transpose()?;
         Ok((dx, dgb, None))
+    }
+}
+
+/// Batch norm (the affine map `a`), `ReLU` and, if `pool`, the 2x2 max pool, of NHWC `x` of
+/// shape `(n, h, w, c)`.
+pub(crate) fn bn_relu_forward(
+    x: &[f32],
+    (n, h, w, c): (usize, usize, usize, usize),
+    a: &Affine,
+    pool: bool,
+) -> Result<Vec<f32>, KernelError> {
+    if x.len() != n * h * w * c || a.scale.len() != c {
+        return Err(KernelError::Shape(
+            "batch norm got a tensor of the wrong size",
+        ));
+    }
+    let (scale, shift) = (&a.scale[..], &a.shift[..]);
+    if !pool {
+        let mut y = vec![0.0f32; x.len()];
+        y.par_chunks_mut(BLOCK_PIXELS * c)
+            .zip(x.par_chunks(BLOCK_PIXELS * c))
+            .for_each(|(y, x)| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                            for (((y, x), s), t) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                                *y = (x * s + t).max(0.0);
+                            }
+                        }
+                    },
+                );
+            });
+        return Ok(y);
+    }
+    let (ph, pw) = pool_dims(h, w)?;
+    let mut y = vec![0.0f32; n * ph * pw * c];
+    y.par_chunks_mut(pw * c).enumerate().for_each(|(r, yrow)| {
+        let (b, py) = (r / ph, r % ph);
+        let top = &x[((b * h + 2 * py) * w) * c..][..2 * w * c];
+        let (top, bottom) = top.split_at(w * c);
+        vectorized(
+            #[inline(always)]
+            || {
+                for (px, yr) in yrow.chunks_exact_mut(c).enumerate() {
+                    let (t, u) = (&top[2 * px * c..][..2 * c], &bottom[2 * px * c..][..2 * c]);
+                    let (z0, z1, z2, z3) = (&t[..c], &t[c..], &u[..c], &u[c..]);
+                    let (scale, shift, yr) = (&scale[..c], &shift[..c], &mut yr[..c]);
+                    for j in 0..c {
+                        let z = |v: f32| v * scale[j] + shift[j];
+                        let m = z(z0[j]).max(z(z1[j])).max(z(z2[j])).max(z(z3[j]));
+                        yr[j] = m.max(0.0);
+                    }
+                }
+            },
+        );
+    });
+    Ok(y)
+}
+
+/// The gradients of [`bn_relu_forward`] with respect to `x` and `[gamma; beta]`, given the
+/// output gradient `dy`.
+pub(crate) fn bn_relu_backward(
+    x: &[f32],
+    dy: &[f32],
+    dims: (usize, usize, usize, usize),
+    a: &Affine,
+    pool: bool,
+) -> Grads {
+    if pool {
+        bn_relu_pool_backward(x, dy, dims, a)
+    } else {
+        bn_relu_plain_backward(x, dy, dims.3, a)
     }
 }
 
@@ -319,9 +356,9 @@ where
     (s1, s2)
 }
 
-type Grads = Result<(Vec<f32>, Vec<f32>), KernelError>;
+pub(crate) type Grads = Result<(Vec<f32>, Vec<f32>), KernelError>;
 
-fn bn_relu_backward(x: &[f32], dy: &[f32], c: usize, aff: &Affine) -> Grads {
+fn bn_relu_plain_backward(x: &[f32], dy: &[f32], c: usize, aff: &Affine) -> Grads {
     if x.len() != dy.len() {
         return Err(KernelError::Shape(
             "the output gradient has the wrong shape",

@@ -113,6 +113,8 @@ const CONV_CASES: &[ConvCase] = &[
     (1, 10, 9, 2, 3, 5, 1, 2), // a 5x5 kernel
     (2, 8, 8, 3, 4, 1, 1, 0), // a 1x1 kernel
     (3, 33, 31, 16, 32, 3, 1, 1), // many tiles spanning images
+    (2, 27, 26, 4, 8, 5, 1, 2), // a wide 5x5 "same" convolution: the im2col-free path
+    (1, 30, 40, 8, 16, 3, 1, 1), // batch 1, wide: the im2col-free path split in tiles of rows
 ];
 
 /// A convolution written as a sum over kernel taps of strided slices times a matrix, in candle
@@ -244,6 +246,7 @@ fn stride1_input_gradient_rewrite_matches_col2im() {
         (2, 7, 5, 3, 4, 3, 1),
         (1, 6, 6, 2, 5, 3, 0),
         (2, 9, 8, 4, 2, 5, 2),
+        (2, 8, 30, 3, 4, 3, 1),
     ] {
         let g = ConvGeometry::new(&[n, h, w, ci], &[co, ci, k, k], 1, pad).unwrap();
         let dy = uniform(&mut rng, &[g.out_pixels() * co], -1.0, 1.0)
@@ -459,8 +462,15 @@ fn conv_bn_relu_block_matches_candle_in_training_and_inference() {
                 .relu()
                 .unwrap();
             let want = if pool { reference_pool(&want) } else { want };
-            let got =
-                conv_bn_relu(&nchw_to_nhwc(&x).unwrap(), &conv, &bn_fast, train, pool).unwrap();
+            let got = conv_bn_relu(
+                &nchw_to_nhwc(&x).unwrap(),
+                &conv,
+                &bn_fast,
+                train,
+                pool,
+                &FoldCache::new(),
+            )
+            .unwrap();
             let got = nhwc_to_nchw(&got).unwrap();
             assert_close(&format!("{case}: output"), &got, &want);
             assert_close(
@@ -613,4 +623,70 @@ fn whole_network_matches_candle_logits_gradients_and_running_stats() {
     let want = reference.forward_with_features(&xs).unwrap();
     assert_eq!(got.features.dims(), &[3, 16, 4, 4]);
     assert_close("inference features", &got.features, &want.features);
+}
+
+#[test]
+fn inference_with_fixed_weights_folds_once_and_refolds_after_training() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (n, h, w, ci, co) = (2, 9, 8, 3, 6);
+    // Plain tensors, as loaded from a checkpoint: the fold is cached.
+    let wt = uniform(&mut rng, &[co, ci, 3, 3], -0.4, 0.4);
+    let conv = Conv2d::new(
+        wt.clone(),
+        None,
+        Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        },
+    );
+    let (gamma, beta) = (
+        uniform(&mut rng, &[co], 0.5, 1.5),
+        uniform(&mut rng, &[co], -0.5, 0.5),
+    );
+    let stats = || {
+        (
+            uniform(&mut StdRng::seed_from_u64(12), &[co], -0.2, 0.2),
+            uniform(&mut StdRng::seed_from_u64(13), &[co], 0.5, 1.5),
+        )
+    };
+    let (rm, rv) = stats();
+    let bn = BatchNorm::new(co, rm, rv, gamma.clone(), beta.clone(), 1e-5).unwrap();
+    let (rm, rv) = stats();
+    let bn_ref = BatchNorm::new(co, rm, rv, gamma, beta, 1e-5).unwrap();
+    let cache = FoldCache::new();
+    let x = var(&mut rng, &[n, ci, h, w], -1.0, 1.0);
+    let reference = |train: bool| {
+        let z = candle_nn::Module::forward(&conv, &x).unwrap();
+        candle_nn::ModuleT::forward_t(&bn_ref, &z, train)
+            .unwrap()
+            .relu()
+            .unwrap()
+    };
+    let fast = |train: bool| {
+        let y = conv_bn_relu(&nchw_to_nhwc(&x).unwrap(), &conv, &bn, train, false, &cache).unwrap();
+        nhwc_to_nchw(&y).unwrap()
+    };
+    let first = fast(false);
+    assert!(
+        cache.folded.lock().unwrap().is_some(),
+        "fixed weights are folded once"
+    );
+    assert_close("first inference", &first, &reference(false));
+    assert_close("cached inference", &fast(false), &reference(false));
+    // The input gradient goes through the cached, packed weight too.
+    let g = uniform(&mut rng, first.dims(), -1.0, 1.0);
+    let gw = probe(&reference(false), &g).backward().unwrap();
+    let gg = probe(&fast(false), &g).backward().unwrap();
+    assert_close(
+        "input gradient through the cache",
+        gg.get(&x).unwrap(),
+        gw.get(&x).unwrap(),
+    );
+    // Training changes the running statistics: the fold must follow.
+    assert_close("training", &fast(true), &reference(true));
+    assert!(
+        cache.folded.lock().unwrap().is_none(),
+        "training clears the fold"
+    );
+    assert_close("inference after training", &fast(false), &reference(false));
 }
