@@ -389,6 +389,70 @@ pub(crate) fn forward(
     Ok(out)
 }
 
+/// The output pixels of one kernel row whose taps [`implicit_tile`] reads in place.
+struct TapRows {
+    /// The kernel row.
+    ky: usize,
+    /// The pixels, counted from the start of the tile.
+    local: std::ops::Range<usize>,
+    /// Where the first pixel's taps start in the input.
+    start: usize,
+}
+
+/// For each kernel row, centre row first, the pixels of a tile of `rows` output rows from
+/// `first_row` of image `b` whose taps can be read in place from an input of `x_len` floats:
+/// those whose input row lies inside the image, less border pixels whose taps would start
+/// before or end after the input (those are recomputed anyway).
+fn tap_rows(
+    g: &ConvGeometry,
+    x_len: usize,
+    b: usize,
+    first_row: usize,
+    rows: usize,
+) -> Vec<TapRows> {
+    let (h, w, ci) = (g.in_h, g.in_w, g.in_c);
+    let (kh, pad) = (g.kernel_h, g.padding);
+    let row_len = g.kernel_w * ci;
+    let tile_first = (b * h + first_row) * w;
+    std::iter::once(pad)
+        .chain((0..kh).filter(|&ky| ky != pad))
+        .filter_map(|ky| {
+            // Output rows whose input row `y + ky - pad` lies inside the image.
+            let y_start = first_row.max(pad.saturating_sub(ky));
+            let y_end = (first_row + rows).min((h + pad).saturating_sub(ky));
+            if y_start >= y_end {
+                return None;
+            }
+            let offset = |p: usize| {
+                (p as isize + (ky as isize - pad as isize) * w as isize - pad as isize)
+                    * ci as isize
+            };
+            let (mut p_start, mut p_end) = ((b * h + y_start) * w, (b * h + y_end) * w);
+            while p_start < p_end && offset(p_start) < 0 {
+                p_start += 1;
+            }
+            while p_end > p_start && offset(p_end - 1) + row_len as isize > x_len as isize {
+                p_end -= 1;
+            }
+            (p_start < p_end).then(|| TapRows {
+                ky,
+                local: p_start - tile_first..p_end - tile_first,
+                start: offset(p_start) as usize,
+            })
+        })
+        .collect()
+}
+
+/// The pixels (counted from the start of a tile of `rows` output rows) in the first and last
+/// `pad` columns, where [`tap_rows`]' in-place taps wrap around to the neighbouring row.
+fn border_pixels(g: &ConvGeometry, rows: usize) -> Vec<usize> {
+    let w = g.in_w;
+    let right = g.kernel_w - 1 - g.padding;
+    (0..rows)
+        .flat_map(|r| (0..g.padding).chain(w - right..w).map(move |c| r * w + c))
+        .collect()
+}
+
 /// One tile of whole output rows (`first_row..`, of image `b`) of a stride-1 "same" convolution,
 /// without im2col.
 ///
@@ -407,66 +471,38 @@ fn implicit_tile(
     first_row: usize,
     out_tile: &mut [f32],
 ) -> Result<(), KernelError> {
-    let (h, w, ci, co) = (g.in_h, g.in_w, g.in_c, g.out_c);
-    let (kh, kw, pad) = (g.kernel_h, g.kernel_w, g.padding);
+    let (w, ci, co) = (g.in_w, g.in_c, g.out_c);
     let rows = out_tile.len() / (w * co);
-    let row_len = kw * ci;
-    let image_first = b * h * w;
-    // The centre kernel row is valid for every output row: it initialises the tile.
-    let order = std::iter::once(pad).chain((0..kh).filter(|&ky| ky != pad));
-    for (n, ky) in order.enumerate() {
-        // Output rows whose input row `y + ky - pad` lies inside the image.
-        let y_start = first_row.max(pad.saturating_sub(ky));
-        let y_end = (first_row + rows).min((h + pad).saturating_sub(ky));
-        if y_start >= y_end {
-            continue;
-        }
-        // Global pixel range, and where each pixel's taps start in `x` (in floats, may be
-        // negative or run past the end for the wrapped border pixels: those are clipped here
-        // and recomputed below).
-        let (mut p_start, mut p_end) = (image_first + y_start * w, image_first + y_end * w);
-        let offset = |p: usize| {
-            (p as isize + (ky as isize - pad as isize) * w as isize - pad as isize) * ci as isize
-        };
-        while p_start < p_end && offset(p_start) < 0 {
-            p_start += 1;
-        }
-        while p_end > p_start && offset(p_end - 1) + row_len as isize > x.len() as isize {
-            p_end -= 1;
-        }
-        if p_start >= p_end {
-            continue;
-        }
-        let local = p_start - (image_first + first_row * w);
-        let m = p_end - p_start;
-        let start = offset(p_start) as usize;
+    let row_len = g.kernel_w * ci;
+    // The centre kernel row comes first and covers the whole tile (but for border pixels): it
+    // initialises the output.
+    for (n, t) in tap_rows(g, x.len(), b, first_row, rows).iter().enumerate() {
+        let m = t.local.len();
         gemm(
             m,
             co,
             row_len,
             &mut MatMut {
-                data: &mut out_tile[local * co..(local + m) * co],
+                data: &mut out_tile[t.local.start * co..t.local.end * co],
                 row_stride: co,
                 col_stride: 1,
             },
             n > 0,
             MatRef {
-                data: &x[start..start + (m - 1) * ci + row_len],
+                data: &x[t.start..t.start + (m - 1) * ci + row_len],
                 row_stride: ci,
                 col_stride: 1,
             },
             MatRef {
-                data: &w_matrix[ky * row_len * co..(ky + 1) * row_len * co],
+                data: &w_matrix[t.ky * row_len * co..(t.ky + 1) * row_len * co],
                 row_stride: co,
                 col_stride: 1,
             },
         )?;
     }
+    let image_first = b * g.in_h * w;
     // The border columns, exactly.
-    let right = kw - 1 - pad;
-    let border: Vec<usize> = (0..rows)
-        .flat_map(|r| (0..pad).chain(w - right..w).map(move |c| r * w + c))
-        .collect();
+    let border = border_pixels(g, rows);
     let k = g.patch_len();
     with_col(border.len() * k + border.len() * co, |buf| {
         let (col, res) = buf.split_at_mut(border.len() * k);
@@ -510,6 +546,9 @@ pub(crate) fn grad_weight(
     x: &[f32],
     dy: &[f32],
 ) -> Result<Vec<f32>, KernelError> {
+    if g.implicit_rows_per_tile().is_some() {
+        return grad_weight_implicit(g, x, dy);
+    }
     let (co, k) = (g.out_c, g.patch_len());
     let pixels = g.out_pixels();
     let tile = g.tile_pixels().max(256).min(pixels.max(1));
@@ -551,6 +590,115 @@ pub(crate) fn grad_weight(
                     }
                     Ok::<(), KernelError>(())
                 })
+            })?;
+        let (first, rest) = partials.split_at(k * co);
+        let mut sum = first.to_vec();
+        for partial in rest.chunks_exact(k * co) {
+            for (s, p) in sum.iter_mut().zip(partial) {
+                *s += p;
+            }
+        }
+        Ok::<_, KernelError>(sum)
+    })?;
+    Ok(matrix_to_weight(g, &sum))
+}
+
+/// [`grad_weight`] for the convolutions [`implicit_tile`] handles, without im2col: for each
+/// kernel row, the weight gradient is the in-place patches (transposed) times the output
+/// gradient; then the border pixels' wrong patches are replaced by their im2col patches, as one
+/// correction product `(right - wrong)^T * dy`.
+fn grad_weight_implicit(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, KernelError> {
+    let (h, w, ci, co, k) = (g.in_h, g.in_w, g.in_c, g.out_c, g.patch_len());
+    let row_len = g.kernel_w * ci;
+    // Larger tiles than the forward pass: the pixels are the inner dimension here.
+    let rows_per_tile = (4 * IMPLICIT_TILE_PIXELS).div_ceil(w).clamp(1, h);
+    let tiles: Vec<(usize, usize, usize)> = (0..g.batch)
+        .flat_map(|b| {
+            (0..h)
+                .step_by(rows_per_tile)
+                .map(move |r| (b, r, rows_per_tile.min(h - r)))
+        })
+        .collect();
+    let parts = tiles.len().clamp(1, GRAD_WEIGHT_PARTS);
+    let sum = with_partials(parts * k * co, |partials| {
+        partials
+            .par_chunks_mut(k * co)
+            .enumerate()
+            .try_for_each(|(part, acc)| {
+                acc.fill(0.0);
+                for &(b, first_row, rows) in
+                    &tiles[part * tiles.len() / parts..(part + 1) * tiles.len() / parts]
+                {
+                    let tile_first = (b * h + first_row) * w;
+                    let taps = tap_rows(g, x.len(), b, first_row, rows);
+                    for t in &taps {
+                        let m = t.local.len();
+                        gemm(
+                            row_len,
+                            co,
+                            m,
+                            &mut MatMut {
+                                data: &mut acc[t.ky * row_len * co..(t.ky + 1) * row_len * co],
+                                row_stride: co,
+                                col_stride: 1,
+                            },
+                            true,
+                            MatRef {
+                                data: &x[t.start..t.start + (m - 1) * ci + row_len],
+                                row_stride: 1,
+                                col_stride: ci,
+                            },
+                            MatRef {
+                                data: &dy[(tile_first + t.local.start) * co
+                                    ..(tile_first + t.local.end) * co],
+                                row_stride: co,
+                                col_stride: 1,
+                            },
+                        )?;
+                    }
+                    let border = border_pixels(g, rows);
+                    let nb = border.len();
+                    with_col(nb * k + nb * co, |buf| {
+                        let (diff, dyb) = buf.split_at_mut(nb * k);
+                        for ((patch, d), &local) in diff
+                            .chunks_exact_mut(k)
+                            .zip(dyb.chunks_exact_mut(co))
+                            .zip(&border)
+                        {
+                            im2col(g, x, tile_first + local, patch);
+                            for t in taps.iter().filter(|t| t.local.contains(&local)) {
+                                let wrong = &x[t.start + (local - t.local.start) * ci..][..row_len];
+                                let right = &mut patch[t.ky * row_len..(t.ky + 1) * row_len];
+                                for (r, w) in right.iter_mut().zip(wrong) {
+                                    *r -= w;
+                                }
+                            }
+                            d.copy_from_slice(&dy[(tile_first + local) * co..][..co]);
+                        }
+                        gemm(
+                            k,
+                            co,
+                            nb,
+                            &mut MatMut {
+                                data: acc,
+                                row_stride: co,
+                                col_stride: 1,
+                            },
+                            true,
+                            MatRef {
+                                data: diff,
+                                row_stride: 1,
+                                col_stride: k,
+                            },
+                            MatRef {
+                                data: dyb,
+                                row_stride: co,
+                                col_stride: 1,
+                            },
+                        )
+                    })?;
+                }
+                Ok::<(), KernelError>(())
             })?;
         let (first, rest) = partials.split_at(k * co);
         let mut sum = first.to_vec();
