@@ -299,6 +299,26 @@ mod tests {
     }
 
     #[test]
+    fn training_pool_gives_each_maximum_its_whole_gradient() {
+        let dev = Device::Cpu;
+        // One 4x4 map; the maxima of the four windows are 6, 8, 14 and 16.
+        let values: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+        let xs = candle_core::Var::from_vec(values, (1, 1, 4, 4), &dev).unwrap();
+        let pooled = max_pool2x2_nchw(xs.as_tensor()).unwrap();
+        assert_eq!(
+            pooled.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [6.0, 8.0, 14.0, 16.0]
+        );
+        let grads = pooled.sum_all().unwrap().backward().unwrap();
+        let grad = grads.get(xs.as_tensor()).unwrap();
+        let mut want = [0.0f32; 16];
+        for i in [5, 7, 13, 15] {
+            want[i] = 1.0;
+        }
+        assert_eq!(grad.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+    }
+
+    #[test]
     fn flop_count_matches_hand_computation() {
         let cfg = CnnConfig {
             input_size: 32,

@@ -145,6 +145,13 @@ impl ConvGeometry {
     }
 }
 
+/// Layers with at most this many output pixels (in the whole batch) share out output channels
+/// between threads rather than pixels.
+const SMALL_LAYER_PIXELS: usize = 256;
+
+/// Output channels per task on such layers.
+const CHANNEL_BLOCK: usize = 64;
+
 /// Floats in one im2col tile: 256 KiB, which stays in L2 next to the packed operands.
 const TILE_FLOATS: usize = 64 * 1024;
 
@@ -354,6 +361,54 @@ pub(crate) fn forward(
         return Ok(out);
     }
     let k = g.patch_len();
+    let pixels = g.out_pixels();
+    let threads = rayon::current_num_threads();
+    if threads > 1 && pixels <= SMALL_LAYER_PIXELS && co >= 2 * CHANNEL_BLOCK {
+        // Too few pixels to share out (batch-1 inference on the last feature maps): share out
+        // the output channels instead, so that each thread also packs only its part of the
+        // weight.
+        let blocks: Vec<Vec<f32>> = (0..co.div_ceil(CHANNEL_BLOCK))
+            .into_par_iter()
+            .map(|blk| {
+                let (c0, c1) = (blk * CHANNEL_BLOCK, ((blk + 1) * CHANNEL_BLOCK).min(co));
+                let mut part = vec![0.0f32; pixels * (c1 - c0)];
+                with_col(pixels * k, |col| {
+                    im2col(g, x, 0, col);
+                    gemm(
+                        pixels,
+                        c1 - c0,
+                        k,
+                        &mut MatMut {
+                            data: &mut part,
+                            row_stride: c1 - c0,
+                            col_stride: 1,
+                        },
+                        false,
+                        MatRef {
+                            data: col,
+                            row_stride: k,
+                            col_stride: 1,
+                        },
+                        MatRef {
+                            data: &w_matrix[c0..],
+                            row_stride: co,
+                            col_stride: 1,
+                        },
+                    )
+                })?;
+                Ok(part)
+            })
+            .collect::<Result<_, KernelError>>()?;
+        for (blk, part) in blocks.iter().enumerate() {
+            let c0 = blk * CHANNEL_BLOCK;
+            let width = part.len() / pixels;
+            for (row, src) in out.chunks_exact_mut(co).zip(part.chunks_exact(width)) {
+                row[c0..c0 + width].copy_from_slice(src);
+            }
+        }
+        epilogue(&mut out);
+        return Ok(out);
+    }
     let tile = g.tile_pixels();
     out.par_chunks_mut(tile * co)
         .enumerate()

@@ -6,17 +6,30 @@
 //! tensors, and replace only the arithmetic:
 //!
 //! - activations are NHWC inside the network (channels last), so every output pixel of the batch
-//!   is one row of one large matrix product, and per-channel work (batch norm, `ReLU`, pooling)
-//!   runs over contiguous channels;
-//! - convolution forward and both gradients are tiled im2col (or col2im) plus one `gemm` call per
-//!   tile, in parallel over tiles; the input gradient is skipped when the input needs none (the
+//!   is one row of one large matrix product (`gemm`, the crate candle's matmul uses), and
+//!   per-channel work (batch norm, `ReLU`, pooling) runs over contiguous channels. Measured on
+//!   the target machine, `gemm` with the output channels contiguous ran at 110 GFLOP/s per core
+//!   on a 64x64, 32->32 layer against 71 with the pixels contiguous (NCHW);
+//! - convolution forward and both gradients are tiles of im2col (or col2im) plus one `gemm` call
+//!   per tile, in parallel over tiles; wide stride-1 convolutions read their patches in place
+//!   instead of through im2col; the input gradient is skipped when the input needs none (the
 //!   network's input);
-//! - batch norm in training is fused with `ReLU`, and with the 2x2 max pool where one follows;
-//! - in inference, batch norm is folded into the convolution's weight and a bias, and the bias
-//!   and `ReLU` are applied to each output tile while it is in cache.
+//! - in training, each block (convolution, batch norm with batch statistics, `ReLU`, and the
+//!   2x2 max pool where one follows) is one op, so the convolution output and its gradient
+//!   never become candle tensors;
+//! - in inference, batch norm is folded into the convolution's weight and a bias (once, for
+//!   fixed weights: [`FoldCache`]), and the bias and `ReLU` are applied to each output tile while
+//!   it is in cache.
+//!
+//! The element-wise loops run through [`pulp`]'s run-time dispatch, so they use AVX2 or AVX-512
+//! where the CPU has them although the crate is built for baseline x86-64.
 //!
 //! [`Backend`] selects these kernels or stock candle (the reference, and the fallback on other
-//! devices and dtypes). Conv weights stay in candle's OIHW layout, so checkpoints are unchanged.
+//! devices and dtypes). Conv weights stay in candle's OIHW layout and parameter names are
+//! unchanged, so checkpoints are the same for both.
+//!
+//! Each thread keeps its im2col buffer (at most a few MiB) between calls, so that its memory is
+//! not mapped afresh for every layer.
 
 mod block;
 mod conv;

@@ -115,6 +115,7 @@ const CONV_CASES: &[ConvCase] = &[
     (3, 33, 31, 16, 32, 3, 1, 1), // many tiles spanning images
     (2, 27, 26, 4, 8, 5, 1, 2), // a wide 5x5 "same" convolution: the im2col-free path
     (1, 30, 40, 8, 16, 3, 1, 1), // batch 1, wide: the im2col-free path split in tiles of rows
+    (1, 8, 7, 16, 136, 3, 1, 1), // few pixels, many channels: channels shared out between threads
 ];
 
 /// A convolution written as a sum over kernel taps of strided slices times a matrix, in candle
@@ -284,7 +285,7 @@ fn conv_skips_the_input_gradient_when_the_input_needs_none() {
 #[test]
 fn conv2d_bias_relu_matches_candle() {
     let mut rng = StdRng::seed_from_u64(4);
-    for &(n, h, w, ci, co, k, stride, pad) in &CONV_CASES[..6] {
+    for &(n, h, w, ci, co, k, stride, pad) in CONV_CASES {
         let case = format!("conv+bias+relu n={n} {h}x{w} {ci}->{co} s={stride} p={pad}");
         let x = var(&mut rng, &[n, ci, h, w], -1.0, 1.0);
         let wt = var(&mut rng, &[co, ci, k, k], -0.5, 0.5);
@@ -689,4 +690,21 @@ fn inference_with_fixed_weights_folds_once_and_refolds_after_training() {
         "training clears the fold"
     );
     assert_close("inference after training", &fast(false), &reference(false));
+}
+
+#[test]
+fn a_block_alone_takes_and_gives_nchw_with_either_backend() {
+    let cfg = CnnConfig {
+        input_size: 20,
+        widths: vec![8, 8, 16],
+        dropout: 0.0,
+    };
+    let (fast, _, reference, _) = twin_networks(&cfg, 14);
+    let x = uniform(&mut StdRng::seed_from_u64(15), &[2, 8, 10, 10], -1.0, 1.0);
+    for train in [false, true] {
+        let got = fast.stages()[1][0].forward_t(&x, train).unwrap();
+        let want = reference.stages()[1][0].forward_t(&x, train).unwrap();
+        assert_eq!(got.dims(), &[2, 8, 10, 10]);
+        assert_close(&format!("block alone, train={train}"), &got, &want);
+    }
 }
