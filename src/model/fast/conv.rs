@@ -3,7 +3,9 @@
 //!
 //! Output pixels of the whole batch form the rows of the matrix products, so a tile can span
 //! images. That keeps tiles large on the small late feature maps and lets batch-1 inference use
-//! both cores.
+//! both cores; the smallest layers share out output channels instead. Wide stride-1 "same"
+//! convolutions skip im2col (see [`implicit_tile`]). The input gradient of a stride-1
+//! convolution is itself a convolution; other strides go through col2im.
 
 use std::cell::RefCell;
 
@@ -69,10 +71,12 @@ impl ConvGeometry {
         })
     }
 
+    /// Output height.
     pub fn out_h(&self) -> usize {
         (self.in_h + 2 * self.padding - self.kernel_h) / self.stride + 1
     }
 
+    /// Output width.
     pub fn out_w(&self) -> usize {
         (self.in_w + 2 * self.padding - self.kernel_w) / self.stride + 1
     }
@@ -87,10 +91,12 @@ impl ConvGeometry {
         self.kernel_h * self.kernel_w * self.in_c
     }
 
+    /// Floats in the input batch.
     pub fn x_len(&self) -> usize {
         self.batch * self.in_h * self.in_w * self.in_c
     }
 
+    /// Floats in the weight.
     pub fn w_len(&self) -> usize {
         self.out_c * self.patch_len()
     }

@@ -708,3 +708,34 @@ fn a_block_alone_takes_and_gives_nchw_with_either_backend() {
         assert_close(&format!("block alone, train={train}"), &got, &want);
     }
 }
+
+#[test]
+fn training_gradients_are_the_same_from_run_to_run() {
+    let cfg = CnnConfig {
+        input_size: 40,
+        widths: vec![8, 16, 32],
+        dropout: 0.0,
+    };
+    let run = || {
+        let (fast, map, _, _) = twin_networks(&cfg, 16);
+        let xs = uniform(&mut StdRng::seed_from_u64(17), &[5, 1, 40, 40], -1.0, 1.0);
+        let grads = fast
+            .forward_t(&xs, true)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        sorted_vars(&map)
+            .into_iter()
+            .filter_map(|(name, v)| {
+                grads
+                    .get(&v)
+                    .map(|g| (name, g.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first.len(), 5 * 3 + 2);
+    assert_eq!(first, second, "bit-identical gradients");
+}
