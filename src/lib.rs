@@ -3,7 +3,7 @@
 //! - [`io`] finds and decodes studies (JPEG, PNG, DICOM) from a folder.
 //! - [`model`] is our CNN (candle): preprocessing, training, evaluation, scoring and Grad-CAM.
 //! - [`worklist`] holds studies, scores and decision states, and sorts and filters them.
-//! - [`audit`] is the append-only, hash-chained decision store (SQLite) and its CSV export.
+//! - [`audit`] is the append-only, hash-chained decision store (`SQLite`) and its CSV export.
 //! - [`app`] is the review window (eframe). Only this module knows egui.
 //! - [`cli`] is the command line.
 

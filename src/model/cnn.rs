@@ -5,9 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{D, Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use rand::{RngExt as _, SeedableRng as _};
+
+use super::fast::{self, Backend};
 
 /// Identifies the architecture in the weights card; bump it when the layer list changes.
 pub const ARCH_ID: &str = "cxrnet-v1";
@@ -58,11 +60,15 @@ impl CnnConfig {
     }
 }
 
-/// A 3x3 convolution (no bias), batch norm and ReLU.
+/// A 3x3 convolution (no bias), batch norm and `ReLU`.
 #[derive(Clone, Debug)]
 pub struct ConvBnRelu {
     conv: Conv2d,
     bn: BatchNorm,
+    backend: Backend,
+    /// Batch norm folded into the convolution for fast inference; shared by clones, which
+    /// share the parameters too.
+    fold_cache: Arc<fast::FoldCache>,
 }
 
 impl ConvBnRelu {
@@ -74,14 +80,61 @@ impl ConvBnRelu {
         };
         let conv = candle_nn::conv2d_no_bias(cin, cout, 3, cfg, vb.pp("conv"))?;
         let bn = candle_nn::batch_norm(cout, BatchNormConfig::default(), vb.pp("bn"))?;
-        Ok(Self { conv, bn })
+        Ok(Self {
+            conv,
+            bn,
+            backend: Backend::process_default(),
+            fold_cache: Arc::default(),
+        })
     }
 
-    /// Applies the block; `train` uses batch statistics and updates the running ones.
+    /// Applies the block to NCHW activations; `train` uses batch statistics and updates the
+    /// running ones.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            // The running statistics are about to change.
+            self.fold_cache.clear();
+        }
+        if self.backend.is_fast_for(xs) {
+            let ys = self.forward_nhwc_t(&fast::nchw_to_nhwc(xs)?, train, false)?;
+            return fast::nhwc_to_nchw(&ys);
+        }
         let ys = self.conv.forward(xs)?;
         self.bn.forward_t(&ys, train)?.relu()
     }
+
+    /// The fast kernels' block on NHWC activations, followed by a 2x2 max pool if `pool`.
+    fn forward_nhwc_t(&self, xs: &Tensor, train: bool, pool: bool) -> Result<Tensor> {
+        fast::conv_bn_relu(xs, &self.conv, &self.bn, train, pool, &self.fold_cache)
+    }
+
+    /// The convolution (its weight is `[cout, cin, 3, 3]`, no bias).
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
+    }
+
+    /// The batch norm, with its running statistics.
+    pub fn bn(&self) -> &BatchNorm {
+        &self.bn
+    }
+}
+
+/// A 2x2 max pool of NCHW activations whose gradient is right.
+///
+/// candle 0.11's `max_pool2d` backward scales each window's gradient by (number of maxima) / 4,
+/// so a unique maximum receives a quarter of its gradient. In training this reshapes and takes
+/// the maximum over the window instead (same values; the gradient reaches the maximum whole).
+fn max_pool2x2_nchw(xs: &Tensor) -> Result<Tensor> {
+    if !xs.track_op() {
+        return xs.max_pool2d(2);
+    }
+    let (n, c, h, w) = xs.dims4()?;
+    let (ph, pw) = (h / 2, w / 2);
+    xs.narrow(2, 0, 2 * ph)?
+        .narrow(3, 0, 2 * pw)?
+        .reshape((n, c, ph, 2, pw, 2))?
+        .max(D::Minus1)?
+        .max(3)
 }
 
 /// The pneumonia classifier.
@@ -93,6 +146,7 @@ pub struct CxrNet {
     head: Linear,
     /// Seeded source of dropout masks, so that training is reproducible.
     dropout_rng: Arc<Mutex<rand::rngs::Xoshiro256PlusPlus>>,
+    backend: Backend,
 }
 
 /// What a forward pass gives Grad-CAM: the last feature map and the logits.
@@ -127,6 +181,7 @@ impl CxrNet {
             stages,
             head,
             dropout_rng: Arc::new(Mutex::new(rand::rngs::Xoshiro256PlusPlus::seed_from_u64(0))),
+            backend: Backend::process_default(),
         })
     }
 
@@ -144,16 +199,54 @@ impl CxrNet {
         &self.config
     }
 
-    /// The last feature map, before global pooling.
+    /// Which kernels run the network: by default [`Backend::process_default`].
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs this network with `backend`, whatever the process-wide default.
+    pub fn set_backend(&mut self, backend: Backend) {
+        self.backend = backend;
+        for block in self.stages.iter_mut().flatten() {
+            block.backend = backend;
+        }
+    }
+
+    /// The network, run with `backend`.
+    #[must_use]
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.set_backend(backend);
+        self
+    }
+
+    /// The blocks of each stage (stage 0 is the stride-2 stem).
+    pub fn stages(&self) -> &[Vec<ConvBnRelu>] {
+        &self.stages
+    }
+
+    /// The last feature map `[n, c, h, w]`, before global pooling.
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let mut xs = xs.clone();
         let last = self.stages.len() - 1;
+        let pooled = |i: usize| i > 0 && i < last;
+        if self.backend.is_fast_for(xs) {
+            // NHWC from the input to the last feature map; the pool is fused into the block
+            // before it.
+            let mut xs = fast::nchw_to_nhwc(xs)?;
+            for (i, stage) in self.stages.iter().enumerate() {
+                for (j, block) in stage.iter().enumerate() {
+                    let pool = pooled(i) && j + 1 == stage.len();
+                    xs = block.forward_nhwc_t(&xs, train, pool)?;
+                }
+            }
+            return fast::nhwc_to_nchw(&xs);
+        }
+        let mut xs = xs.clone();
         for (i, stage) in self.stages.iter().enumerate() {
             for block in stage {
                 xs = block.forward_t(&xs, train)?;
             }
-            if i > 0 && i < last {
-                xs = xs.max_pool2d(2)?;
+            if pooled(i) {
+                xs = max_pool2x2_nchw(&xs)?;
             }
         }
         Ok(xs)
@@ -233,6 +326,26 @@ mod tests {
         assert!(names.contains(&"stage2.1.bn.running_var".to_owned()));
         assert!(names.contains(&"head.weight".to_owned()));
         assert_eq!(names.len(), 5 * 5 + 2);
+    }
+
+    #[test]
+    fn training_pool_gives_each_maximum_its_whole_gradient() {
+        let dev = Device::Cpu;
+        // One 4x4 map; the maxima of the four windows are 6, 8, 14 and 16.
+        let values: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+        let xs = candle_core::Var::from_vec(values, (1, 1, 4, 4), &dev).unwrap();
+        let pooled = max_pool2x2_nchw(xs.as_tensor()).unwrap();
+        assert_eq!(
+            pooled.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [6.0, 8.0, 14.0, 16.0]
+        );
+        let grads = pooled.sum_all().unwrap().backward().unwrap();
+        let grad = grads.get(xs.as_tensor()).unwrap();
+        let mut want = [0.0f32; 16];
+        for i in [5, 7, 13, 15] {
+            want[i] = 1.0;
+        }
+        assert_eq!(grad.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
     }
 
     #[test]

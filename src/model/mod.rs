@@ -5,6 +5,7 @@ pub mod card;
 pub mod classifier;
 pub mod cnn;
 pub mod dataset;
+pub mod fast;
 pub mod gradcam;
 pub mod metrics;
 pub mod optim;

@@ -667,7 +667,7 @@ pub fn train(
             augment: opts.augment,
             training_secs: started.elapsed().as_secs_f64(),
             images_per_sec: state.images_seen as f64 / state.train_secs.max(1e-9),
-            kernels: "candle".to_owned(),
+            kernels: format!("{:?}", net.backend()).to_lowercase(),
             threads: candle_core::utils::get_num_threads(),
             history: state.history.clone(),
         },
