@@ -1,5 +1,5 @@
 //! Training-time augmentation that respects chest anatomy: small rotations, shifts and zooms,
-//! brightness, contrast and gamma. No vertical flips; horizontal flips are a measured option
+//! brightness, contrast and gamma, and the sharpness and noise that differ between equipment. No vertical flips; horizontal flips are a measured option
 //! (the heart is on the left: a flip makes an anatomically impossible film).
 
 use rand::{Rng, RngExt as _};
@@ -22,6 +22,10 @@ pub struct Augment {
     pub gamma_range: (f32, f32),
     /// Mirror left-right with probability one half.
     pub horizontal_flip: bool,
+    /// Blur or sharpen (3x3 unsharp mask), amount uniform in ±this; negative blurs.
+    pub max_sharpness: f32,
+    /// Gaussian noise, standard deviation uniform in `[0, this]` (in `[0, 1]` intensity units).
+    pub max_noise_std: f32,
 }
 
 impl Default for Augment {
@@ -34,6 +38,8 @@ impl Default for Augment {
             contrast_range: (0.8, 1.25),
             gamma_range: (0.8, 1.25),
             horizontal_flip: false,
+            max_sharpness: 0.6,
+            max_noise_std: 0.02,
         }
     }
 }
@@ -49,6 +55,8 @@ impl Augment {
             contrast_range: (1.0, 1.0),
             gamma_range: (1.0, 1.0),
             horizontal_flip: false,
+            max_sharpness: 0.0,
+            max_noise_std: 0.0,
         }
     }
 
@@ -64,6 +72,8 @@ impl Augment {
         let brightness = uniform(&mut unit, -1.0, 1.0) * self.brightness;
         let contrast = uniform(&mut unit, self.contrast_range.0, self.contrast_range.1);
         let gamma = uniform(&mut unit, self.gamma_range.0.ln(), self.gamma_range.1.ln()).exp();
+        let sharpness = uniform(&mut unit, -1.0, 1.0) * self.max_sharpness;
+        let noise_std = unit() * self.max_noise_std;
 
         let geometric = angle != 0.0 || shift_x != 0.0 || shift_y != 0.0 || scale != 1.0 || flip;
         let mut out = if geometric {
@@ -71,14 +81,48 @@ impl Augment {
         } else {
             src.to_vec()
         };
-        if gamma != 1.0 || contrast != 1.0 || brightness != 0.0 {
+        if sharpness != 0.0 {
+            out = unsharp(&out, size, sharpness);
+        }
+        if gamma != 1.0 || contrast != 1.0 || brightness != 0.0 || noise_std > 0.0 {
             for v in &mut out {
                 let g = v.max(0.0).powf(gamma);
-                *v = ((g - 0.5) * contrast + 0.5 + brightness).clamp(0.0, 1.0);
+                let n = if noise_std > 0.0 {
+                    // Approximately normal: the sum of four uniforms, scaled to unit variance.
+                    let s: f32 = (0..4).map(|_| rng.random::<f32>() - 0.5).sum();
+                    s * 3.0f32.sqrt() * noise_std
+                } else {
+                    0.0
+                };
+                *v = ((g - 0.5) * contrast + 0.5 + brightness + n).clamp(0.0, 1.0);
             }
         }
         out
     }
+}
+
+/// Unsharp mask with a 3x3 box blur: `x + amount (x - blur(x))`. A negative amount blurs
+/// (`amount = -1` is the box blur itself).
+fn unsharp(src: &[f32], size: usize, amount: f32) -> Vec<f32> {
+    let at = |x: isize, y: isize| {
+        let cx = x.clamp(0, size as isize - 1) as usize;
+        let cy = y.clamp(0, size as isize - 1) as usize;
+        src[cy * size + cx]
+    };
+    let mut out = vec![0.0; size * size];
+    for y in 0..size as isize {
+        for x in 0..size as isize {
+            let mut sum = 0.0;
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    sum += at(x + dx, y + dy);
+                }
+            }
+            let v = at(x, y);
+            out[y as usize * size + x as usize] = (v + amount * (v - sum / 9.0)).clamp(0.0, 1.0);
+        }
+    }
+    out
 }
 
 /// Output pixel `p` samples the source at `centre + R(-angle) (p - centre - shift) / scale`,
@@ -138,6 +182,19 @@ mod tests {
         assert!(same.iter().zip(&src).all(|(a, b)| (a - b).abs() < 1e-6));
         let mirrored = warp(&src, 9, 0.0, 1.0, (0.0, 0.0), true);
         assert!((mirrored[0] - 1.0).abs() < 1e-6 && mirrored[8].abs() < 1e-6);
+    }
+
+    #[test]
+    fn unsharp_blurs_and_sharpens_an_edge() {
+        // A vertical edge between columns 3 and 4.
+        let src: Vec<f32> = (0..64).map(|i| if i % 8 < 4 { 0.2 } else { 0.8 }).collect();
+        let blurred = unsharp(&src, 8, -1.0);
+        let sharpened = unsharp(&src, 8, 0.5);
+        // Beside the edge, blur moves values towards the other side, sharpening away from it.
+        assert!(blurred[3] > 0.2 && blurred[4] < 0.8);
+        assert!(sharpened[3] < 0.2 && sharpened[4] > 0.8);
+        // Far from the edge nothing changes.
+        assert!((blurred[0] - 0.2).abs() < 1e-6 && (sharpened[7] - 0.8).abs() < 1e-6);
     }
 
     #[test]

@@ -526,17 +526,36 @@ pub fn train(
             opt.learning_rate =
                 learning_rate_at(global_step, warmup_steps, total_steps, opts.learning_rate);
             let batch = &order[step * opts.batch_size..(step + 1) * opts.batch_size];
-            let mut flat = Vec::with_capacity(batch.len() * size * size);
-            let mut targets = Vec::with_capacity(batch.len());
-            let mut weights = Vec::with_capacity(batch.len());
-            for &i in batch {
-                let mut x = opts.augment.apply(&train_set.units[i], size, &mut rng);
-                preprocess::normalise(&mut x, &norm);
-                flat.extend_from_slice(&x);
-                let y = train_set.labels[i];
-                targets.push(if y { 1.0f32 } else { 0.0 });
-                weights.push(if y { class_weights.1 } else { class_weights.0 });
-            }
+            // Each image has its own seed, so augmenting in parallel stays reproducible.
+            let seeds: Vec<u64> = batch.iter().map(|_| rng.random()).collect();
+            let augmented: Vec<Vec<f32>> = batch
+                .par_iter()
+                .zip(&seeds)
+                .map(|(&i, &seed)| {
+                    let mut x = opts.augment.apply(
+                        &train_set.units[i],
+                        size,
+                        &mut Rng::seed_from_u64(seed),
+                    );
+                    preprocess::normalise(&mut x, &norm);
+                    x
+                })
+                .collect();
+            let flat: Vec<f32> = augmented.concat();
+            let targets: Vec<f32> = batch
+                .iter()
+                .map(|&i| if train_set.labels[i] { 1.0 } else { 0.0 })
+                .collect();
+            let weights: Vec<f32> = batch
+                .iter()
+                .map(|&i| {
+                    if train_set.labels[i] {
+                        class_weights.1
+                    } else {
+                        class_weights.0
+                    }
+                })
+                .collect();
             let xs = Tensor::from_vec(flat, (batch.len(), 1, size, size), &device)?;
             let ys = Tensor::from_vec(targets, batch.len(), &device)?;
             let ws = Tensor::from_vec(weights, batch.len(), &device)?;
