@@ -20,6 +20,10 @@ pub struct EvalArgs {
     /// Where to write report.json and the plots [default: reports/<model>-<data folder>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Record these metrics in the model card as its test metrics (for the held-out test split,
+    /// once, after the model and its threshold are final; the weights are unchanged).
+    #[arg(long)]
+    pub record_test: bool,
 }
 
 /// Runs `eval`.
@@ -52,5 +56,17 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         "wrote {} and roc.png, calibration.png, histogram.png beside it",
         json.display()
     );
+    if args.record_test {
+        let card_path = args
+            .weights
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::model::DEFAULT_MODEL))
+            .with_extension("json");
+        let mut card = card.clone();
+        card.test = Some(report.summary.clone());
+        std::fs::write(&card_path, serde_json::to_string_pretty(&card)? + "\n")
+            .with_context(|| format!("cannot write {}", card_path.display()))?;
+        println!("recorded the test metrics in {}", card_path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

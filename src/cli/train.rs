@@ -60,6 +60,10 @@ pub struct TrainArgs {
     /// Do not evaluate on test/ at the end.
     #[arg(long)]
     pub no_test: bool,
+    /// Corrected labels (a path,label CSV, or `cxr-triage export` of reviewed cases): they
+    /// override the folder labels of the training images and add the images they list.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
 }
 
 /// Runs `train`.
@@ -94,6 +98,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         resume: args.resume,
         limit_per_class: args.limit_per_class,
         evaluate_test: !args.no_test,
+        labels: args.labels.clone(),
         ..defaults
     };
     let style = ProgressStyle::with_template(

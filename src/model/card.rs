@@ -79,8 +79,21 @@ pub struct TrainingRecord {
     pub kernels: String,
     /// Threads used.
     pub threads: usize,
+    /// Corrected labels trained with, if any.
+    pub corrections: Option<Corrections>,
     /// One row per epoch.
     pub history: Vec<EpochRecord>,
+}
+
+/// Corrected labels applied to the training data.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Corrections {
+    /// The CSV file.
+    pub file: String,
+    /// Images of the data folder whose label it changed.
+    pub labels_changed: usize,
+    /// Images it added.
+    pub images_added: usize,
 }
 
 /// One epoch of training.

@@ -64,17 +64,6 @@ pub fn patient_id(file_name: &str) -> String {
     stem.to_owned()
 }
 
-/// The label a folder name stands for: `NORMAL` or `PNEUMONIA`, in any case.
-pub fn label_of_folder(name: &str) -> Option<Label> {
-    if name.eq_ignore_ascii_case("normal") {
-        Some(Label::Normal)
-    } else if name.eq_ignore_ascii_case("pneumonia") {
-        Some(Label::Pneumonia)
-    } else {
-        None
-    }
-}
-
 /// Lists `dir/NORMAL/*` and `dir/PNEUMONIA/*` (any case, non-hidden files), sorted by path.
 pub fn list_labelled(dir: &Path) -> Result<Vec<Sample>, DatasetError> {
     let read = |path: &Path| {
@@ -89,7 +78,7 @@ pub fn list_labelled(dir: &Path) -> Result<Vec<Sample>, DatasetError> {
             path: dir.to_owned(),
             source,
         })?;
-        let Some(label) = label_of_folder(&entry.file_name().to_string_lossy()) else {
+        let Some(label) = Label::from_folder_name(&entry.file_name().to_string_lossy()) else {
             continue;
         };
         if !entry.path().is_dir() {
@@ -120,6 +109,44 @@ pub fn list_labelled(dir: &Path) -> Result<Vec<Sample>, DatasetError> {
         }
     }
     Ok(samples)
+}
+
+/// Applies corrected labels (for example `cxr-triage export` of reviewed cases) to `samples`:
+/// a listed image takes the file's label, and listed images that are not among the samples are
+/// added. Returns how many labels changed and how many images were added.
+pub fn apply_corrections(
+    samples: &mut Vec<Sample>,
+    corrections: &crate::worklist::LabelFile,
+) -> (usize, usize) {
+    let mut changed = 0;
+    let mut added = 0;
+    let mut by_path: std::collections::HashMap<PathBuf, usize> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (std::path::absolute(&s.path).unwrap_or_else(|_| s.path.clone()), i))
+        .collect();
+    for (path, label) in corrections.entries() {
+        if let Some(&i) = by_path.get(path) {
+            if samples[i].label != label {
+                samples[i].label = label;
+                changed += 1;
+            }
+        } else if path.is_file() {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            by_path.insert(path.to_owned(), samples.len());
+            samples.push(Sample {
+                path: path.to_owned(),
+                label,
+                patient: patient_id(&name),
+            });
+            added += 1;
+        }
+    }
+    samples.sort_by(|a, b| a.path.cmp(&b.path));
+    (changed, added)
 }
 
 /// Splits samples into (train, validation) indices by patient, stratified by class: within each
@@ -223,5 +250,36 @@ mod tests {
             (train.clone(), val.clone())
         );
         assert_ne!(split_by_patient(&samples, 0.2, 43).1, val);
+    }
+
+    #[test]
+    fn corrections_relabel_listed_images_and_add_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::absolute(dir.path()).unwrap();
+        for sub in ["train/NORMAL", "train/PNEUMONIA", "ward"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        for f in [
+            "train/NORMAL/IM-0001-0001.jpeg",
+            "train/PNEUMONIA/person1_virus_1.jpeg",
+            "ward/person9_bacteria_3.jpeg",
+        ] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let mut samples = list_labelled(&root.join("train")).unwrap();
+        let csv = format!(
+            "path,final_label\n{}/train/NORMAL/IM-0001-0001.jpeg,PNEUMONIA\n\
+             {}/train/PNEUMONIA/person1_virus_1.jpeg,PNEUMONIA\n\
+             ward/person9_bacteria_3.jpeg,NORMAL\nward/missing.jpeg,NORMAL\n",
+            root.display(),
+            root.display()
+        );
+        let file = crate::worklist::LabelFile::parse(csv.as_bytes(), &root).unwrap();
+        assert_eq!(apply_corrections(&mut samples, &file), (1, 1));
+        let find = |name: &str| samples.iter().find(|s| s.path.ends_with(name)).unwrap();
+        assert_eq!(find("IM-0001-0001.jpeg").label, Label::Pneumonia);
+        let added = find("person9_bacteria_3.jpeg");
+        assert_eq!((added.label, added.patient.as_str()), (Label::Normal, "person9"));
+        assert_eq!(samples.len(), 3);
     }
 }

@@ -16,7 +16,9 @@ use rayon::prelude::*;
 
 use crate::io::sha256_hex;
 use crate::model::augment::Augment;
-use crate::model::card::{EpochRecord, EvalSummary, INTENDED_USE, ModelCard, TrainingRecord};
+use crate::model::card::{
+    Corrections, EpochRecord, EvalSummary, INTENDED_USE, ModelCard, TrainingRecord,
+};
 use crate::model::dataset::{self, Sample};
 use crate::model::optim::AdamW;
 use crate::model::preprocess::{self, Normalisation};
@@ -63,6 +65,9 @@ pub struct TrainOptions {
     pub limit_per_class: Option<usize>,
     /// Evaluate once on `test/` after training and record it in the card.
     pub evaluate_test: bool,
+    /// Corrected labels to train with (a `path,label` CSV, or `cxr-triage export`'s reviewed
+    /// cases): they override the folder labels of `train/` and add the images they list.
+    pub labels: Option<PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -86,6 +91,7 @@ impl Default for TrainOptions {
             resume: false,
             limit_per_class: None,
             evaluate_test: true,
+            labels: None,
         }
     }
 }
@@ -104,6 +110,9 @@ pub enum TrainError {
         /// Why.
         reason: String,
     },
+    /// The corrected labels cannot be used.
+    #[error(transparent)]
+    Labels(#[from] crate::worklist::LabelsError),
     /// Too few images to train.
     #[error("not enough images: {0}")]
     TooFew(String),
@@ -687,6 +696,7 @@ pub fn train(
             training_secs: started.elapsed().as_secs_f64(),
             images_per_sec: state.images_seen as f64 / state.train_secs.max(1e-9),
             kernels: format!("{:?}", net.backend()).to_lowercase(),
+            corrections,
             threads: candle_core::utils::get_num_threads(),
             history: state.history.clone(),
         },

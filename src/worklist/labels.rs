@@ -39,16 +39,7 @@ pub struct DatasetLabel {
 pub fn label_from_folder_names(rel_path: &Path) -> Option<Label> {
     let parent = rel_path.parent()?;
     parent.components().rev().find_map(|c| match c {
-        Component::Normal(name) => {
-            let name = name.to_str()?;
-            if name.eq_ignore_ascii_case("normal") {
-                Some(Label::Normal)
-            } else if name.eq_ignore_ascii_case("pneumonia") {
-                Some(Label::Pneumonia)
-            } else {
-                None
-            }
-        }
+        Component::Normal(name) => Label::from_folder_name(name.to_str()?),
         _ => None,
     })
 }
@@ -85,7 +76,9 @@ pub enum LabelsError {
     },
 }
 
-/// The labels of a `path,label` CSV file (RFC 4180, with a header row).
+/// The labels of a `path,label` CSV file (RFC 4180, with a header row). A `final_label` column
+/// (as in `cxr-triage export`) serves when there is no `label` column, so that reviewed cases
+/// feed label correction and training; rows without a label are skipped.
 ///
 /// A relative path is taken relative to the CSV file's folder or, failing that, to the opened
 /// folder. Paths are compared after removing `.` and `..` components, without following symbolic
@@ -122,7 +115,9 @@ impl LabelFile {
         };
         let headers = csv.headers().map_err(|e| csv_error(&e))?.clone();
         let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-        let (Some(path_col), Some(label_col)) = (column("path"), column("label")) else {
+        let (Some(path_col), Some(label_col)) =
+            (column("path"), column("label").or_else(|| column("final_label")))
+        else {
             return Err(LabelsError::MissingColumns);
         };
         let mut out = Self::default();
@@ -131,7 +126,7 @@ impl LabelFile {
             let line = record.position().map_or(0, csv::Position::line);
             let path = record.get(path_col).unwrap_or_default();
             let value = record.get(label_col).unwrap_or_default();
-            if path.is_empty() && value.is_empty() {
+            if value.is_empty() {
                 continue;
             }
             let label: Label = value.parse().map_err(|_| LabelsError::BadLabel {
@@ -156,6 +151,13 @@ impl LabelFile {
     /// Whether the file labels nothing.
     pub fn is_empty(&self) -> bool {
         self.by_path.is_empty()
+    }
+
+    /// Every labelled path, made absolute against the CSV file's folder, sorted.
+    pub fn entries(&self) -> Vec<(&Path, Label)> {
+        let mut v: Vec<(&Path, Label)> = self.by_path.iter().map(|(p, &l)| (p.as_path(), l)).collect();
+        v.sort();
+        v
     }
 
     /// The label of the study at `path` (absolute), whose path relative to the opened folder is
@@ -231,6 +233,16 @@ mod tests {
             f.label_for(Path::new("/scans/other.png"), Path::new("other.png")),
             None
         );
+    }
+
+    #[test]
+    fn an_export_of_reviewed_cases_is_a_label_file() {
+        // The columns of `cxr-triage export --all`: unreviewed rows have no final label.
+        let csv = "path,sha256,patient_id,study_uid,score,ai_label,final_label,agreed\n\
+                   /w/a.png,aa,,,0.9,PNEUMONIA,NORMAL,no\n\
+                   /w/b.png,bb,,,0.2,NORMAL,,\n";
+        let f = LabelFile::parse(csv.as_bytes(), Path::new("/")).unwrap();
+        assert_eq!(f.entries(), vec![(Path::new("/w/a.png"), Label::Normal)]);
     }
 
     #[test]

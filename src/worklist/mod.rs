@@ -51,6 +51,17 @@ impl Label {
         }
     }
 
+    /// The label a folder named `NORMAL` or `PNEUMONIA` (in any case) stands for.
+    pub fn from_folder_name(name: &str) -> Option<Self> {
+        if name.eq_ignore_ascii_case("normal") {
+            Some(Self::Normal)
+        } else if name.eq_ignore_ascii_case("pneumonia") {
+            Some(Self::Pneumonia)
+        } else {
+            None
+        }
+    }
+
     /// 1.0 for pneumonia, 0.0 for normal: the target of the model's score.
     pub fn target(self) -> f32 {
         match self {
