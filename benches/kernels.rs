@@ -19,8 +19,8 @@
 //! figures are low.
 
 use candle_core::Device;
-use cxr_triage::model::fast::{self, Backend};
 use cxr_triage::model::CnnConfig;
+use cxr_triage::model::fast::{self, Backend};
 
 mod common;
 use common::{Timing, measure, time};

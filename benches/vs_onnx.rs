@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use cxr_triage::model::fast::Backend;
 use cxr_triage::model::Classifier;
+use cxr_triage::model::fast::Backend;
 
 mod common;
 use common::{Timing, measure, time};
@@ -44,7 +44,11 @@ fn parity_inputs(classifier: &Classifier) -> Vec<Vec<f32>> {
         eprintln!("no ../shared/data: checking parity on generated images");
         let s = classifier.input_size();
         for k in 0..8 {
-            inputs.push((0..s * s).map(|i| ((i * (k + 3)) % 97) as f32 / 48.0 - 1.0).collect());
+            inputs.push(
+                (0..s * s)
+                    .map(|i| ((i * (k + 3)) % 97) as f32 / 48.0 - 1.0)
+                    .collect(),
+            );
         }
     }
     inputs
@@ -75,7 +79,9 @@ fn onnx_runtime(python: &str, model: &Path, parity_dir: &Path) -> serde_json::Va
 
 fn main() {
     let Ok(python) = std::env::var("CXR_ORT_PYTHON") else {
-        eprintln!("vs_onnx: run scripts/bench-vs-onnx.sh (it provides ONNX Runtime); nothing measured");
+        eprintln!(
+            "vs_onnx: run scripts/bench-vs-onnx.sh (it provides ONNX Runtime); nothing measured"
+        );
         return;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -131,8 +137,22 @@ fn main() {
         "images per second", "cxr-triage", "reference", "ratio", "GFLOP/s", "of peak"
     );
     let rows = [
-        ("forward, batch 1", 1.0, ours[0], ort_rate("batch1_images_per_sec"), "ONNX RT", gflop),
-        ("forward, batch 32", 32.0, ours[1], ort_rate("batch32_images_per_sec"), "ONNX RT", gflop),
+        (
+            "forward, batch 1",
+            1.0,
+            ours[0],
+            ort_rate("batch1_images_per_sec"),
+            "ONNX RT",
+            gflop,
+        ),
+        (
+            "forward, batch 32",
+            32.0,
+            ours[1],
+            ort_rate("batch32_images_per_sec"),
+            "ONNX RT",
+            gflop,
+        ),
         (
             "training step, batch 32",
             32.0,

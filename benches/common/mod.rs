@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use cxr_triage::model::fast::{self, Backend};
+use cxr_triage::model::fast::Backend;
 use cxr_triage::model::{CnnConfig, CxrNet};
 
 /// Timed repetitions: at least this many...
@@ -70,7 +70,10 @@ pub fn time(mut f: impl FnMut() -> candle_core::Result<()>) -> candle_core::Resu
 }
 
 /// A training network and an inference copy whose parameters are plain tensors.
-pub fn networks(cfg: &CnnConfig, backend: Backend) -> candle_core::Result<(CxrNet, VarMap, CxrNet)> {
+pub fn networks(
+    cfg: &CnnConfig,
+    backend: Backend,
+) -> candle_core::Result<(CxrNet, VarMap, CxrNet)> {
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let train_net = CxrNet::new(cfg, &VarBuilder::from_varmap(&varmap, DType::F32, &dev))?
@@ -126,4 +129,3 @@ pub fn measure(cfg: &CnnConfig, backend: Backend) -> candle_core::Result<[Timing
     };
     Ok([fwd1, fwd32, step])
 }
-

@@ -123,7 +123,12 @@ pub fn apply_corrections(
     let mut by_path: std::collections::HashMap<PathBuf, usize> = samples
         .iter()
         .enumerate()
-        .map(|(i, s)| (std::path::absolute(&s.path).unwrap_or_else(|_| s.path.clone()), i))
+        .map(|(i, s)| {
+            (
+                std::path::absolute(&s.path).unwrap_or_else(|_| s.path.clone()),
+                i,
+            )
+        })
         .collect();
     for (path, label) in corrections.entries() {
         if let Some(&i) = by_path.get(path) {
@@ -279,7 +284,10 @@ mod tests {
         let find = |name: &str| samples.iter().find(|s| s.path.ends_with(name)).unwrap();
         assert_eq!(find("IM-0001-0001.jpeg").label, Label::Pneumonia);
         let added = find("person9_bacteria_3.jpeg");
-        assert_eq!((added.label, added.patient.as_str()), (Label::Normal, "person9"));
+        assert_eq!(
+            (added.label, added.patient.as_str()),
+            (Label::Normal, "person9")
+        );
         assert_eq!(samples.len(), 3);
     }
 }

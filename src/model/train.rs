@@ -424,6 +424,18 @@ pub fn train(
             *n <= limit
         });
     }
+    let corrections = match &opts.labels {
+        Some(path) => {
+            let file = crate::worklist::LabelFile::read(path)?;
+            let (changed, added) = dataset::apply_corrections(&mut samples, &file);
+            Some(Corrections {
+                file: path.display().to_string(),
+                labels_changed: changed,
+                images_added: added,
+            })
+        }
+        None => None,
+    };
     let (train_idx, val_idx) =
         dataset::split_by_patient(&samples, opts.validation_fraction, opts.split_seed);
     if train_idx.len() < opts.batch_size.max(2) || val_idx.is_empty() {

@@ -115,9 +115,10 @@ impl LabelFile {
         };
         let headers = csv.headers().map_err(|e| csv_error(&e))?.clone();
         let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
-        let (Some(path_col), Some(label_col)) =
-            (column("path"), column("label").or_else(|| column("final_label")))
-        else {
+        let (Some(path_col), Some(label_col)) = (
+            column("path"),
+            column("label").or_else(|| column("final_label")),
+        ) else {
             return Err(LabelsError::MissingColumns);
         };
         let mut out = Self::default();
@@ -155,7 +156,11 @@ impl LabelFile {
 
     /// Every labelled path, made absolute against the CSV file's folder, sorted.
     pub fn entries(&self) -> Vec<(&Path, Label)> {
-        let mut v: Vec<(&Path, Label)> = self.by_path.iter().map(|(p, &l)| (p.as_path(), l)).collect();
+        let mut v: Vec<(&Path, Label)> = self
+            .by_path
+            .iter()
+            .map(|(p, &l)| (p.as_path(), l))
+            .collect();
         v.sort();
         v
     }
