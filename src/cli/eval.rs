@@ -52,9 +52,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("cannot write {}", json.display()))?;
     report::write_plots(&report, &out)?;
+    let training = &card.training;
+    report::write_training_plot(&training.history, training.best_epoch, &out)?;
     println!(
-        "wrote {} and roc.png, calibration.png, histogram.png beside it",
-        json.display()
+        "wrote {} and roc.png, calibration.png, histogram.png{} beside it",
+        json.display(),
+        if training.history.is_empty() {
+            ""
+        } else {
+            ", training.png (the model's training curves)"
+        }
     );
     if args.record_test {
         let card_path = args

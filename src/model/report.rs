@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use rayon::prelude::*;
 
-use crate::model::card::EvalSummary;
+use crate::model::card::{EpochRecord, EvalSummary};
 use crate::model::classifier::{Classifier, ModelError};
 use crate::model::dataset::{self, DatasetError};
 use crate::model::metrics::{self, CalibrationBin, RocPoint};
@@ -217,6 +217,116 @@ pub fn write_plots(report: &EvalReport, dir: &Path) -> Result<(), PlotError> {
     Ok(())
 }
 
+/// Writes `training.png` into `dir`: training and validation loss, and validation AUC, per epoch
+/// of the model's training record (nothing when the record has no epochs).
+pub fn write_training_plot(
+    history: &[EpochRecord],
+    best_epoch: usize,
+    dir: &Path,
+) -> Result<(), PlotError> {
+    if history.is_empty() {
+        return Ok(());
+    }
+    register_font();
+    training_plot(history, best_epoch, &dir.join("training.png"))
+        .map_err(plot_err("the training curves"))
+}
+
+fn training_plot(history: &[EpochRecord], best_epoch: usize, path: &Path) -> Result<(), String> {
+    let root = BitMapBackend::new(path, (1000, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (left, right) = root.split_horizontally(500);
+    let last = history.iter().map(|r| r.epoch).max().unwrap_or(1) as f64;
+    let epochs = 0.5..last + 0.5;
+    // Loss panel; the first epochs' validation loss can be far above the rest, so the axis stops
+    // at twice the largest training loss.
+    let top = history.iter().map(|r| r.train_loss).fold(0.0, f64::max) * 2.0;
+    let mut chart = ChartBuilder::on(&left)
+        .caption("Loss (weighted cross-entropy)", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(epochs.clone(), 0f64..top.max(1e-3))
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (name, colour, value) in [
+        (
+            "training",
+            BLUE,
+            (|r: &EpochRecord| r.train_loss) as fn(&EpochRecord) -> f64,
+        ),
+        ("validation", RED, |r: &EpochRecord| r.validation_loss),
+    ] {
+        chart
+            .draw_series(LineSeries::new(
+                history.iter().map(|r| (r.epoch as f64, value(r).min(top))),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    // Validation AUC panel, with the epoch whose weights were kept.
+    let low = history.iter().map(|r| r.validation_auc).fold(1.0, f64::min);
+    let low = (low - 0.002).clamp(0.0, 0.998);
+    let mut chart = ChartBuilder::on(&right)
+        .caption("Validation ROC AUC", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(65)
+        .build_cartesian_2d(epochs, low..1f64)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_label_formatter(&|v| format!("{v:.3}"))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(LineSeries::new(
+            history.iter().map(|r| (r.epoch as f64, r.validation_auc)),
+            RED.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?;
+    if let Some(best) = history.iter().find(|r| r.epoch == best_epoch) {
+        chart
+            .draw_series([Circle::new(
+                (best.epoch as f64, best.validation_auc),
+                6,
+                BLACK.filled(),
+            )])
+            .map_err(|e| e.to_string())?
+            .label(format!(
+                "kept: epoch {}, AUC {:.4}",
+                best.epoch, best.validation_auc
+            ))
+            .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
 fn roc_plot(report: &EvalReport, path: &Path) -> Result<(), String> {
     let root = BitMapBackend::new(path, (640, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -398,7 +508,22 @@ mod tests {
         assert!(report.text().contains("ROC AUC      1.0000"));
         let dir = tempfile::tempdir().unwrap();
         write_plots(&report, dir.path()).unwrap();
-        for name in ["roc.png", "calibration.png", "histogram.png"] {
+        let history: Vec<EpochRecord> = (1..=5)
+            .map(|epoch| EpochRecord {
+                epoch,
+                train_loss: 1.0 / epoch as f64,
+                validation_loss: 1.2 / epoch as f64,
+                validation_auc: 0.9 + 0.01 * epoch as f64,
+                ..EpochRecord::default()
+            })
+            .collect();
+        write_training_plot(&history, 5, dir.path()).unwrap();
+        for name in [
+            "roc.png",
+            "calibration.png",
+            "histogram.png",
+            "training.png",
+        ] {
             let img = image::open(dir.path().join(name)).unwrap();
             assert!(img.width() >= 600, "{name}");
             // Not blank: the plot drew something besides the white background.
