@@ -36,6 +36,7 @@ mod conv;
 mod matmul;
 mod norm;
 mod pool;
+mod winograd;
 
 #[cfg(test)]
 mod tests;
@@ -297,6 +298,8 @@ fn update_running_stats(bn: &BatchNorm, stats: &Tensor, count: usize) -> candle_
 pub struct FoldCache {
     /// The packed folded weight `[(kh, kw, ci), co]` and the bias `[co]`.
     folded: Mutex<Option<(Tensor, Tensor)>>,
+    /// The folded weight transformed for Winograd `[16, ci, co]` and the bias `[co]`.
+    winograd: Mutex<Option<(Tensor, Tensor)>>,
 }
 
 impl FoldCache {
@@ -308,6 +311,31 @@ impl FoldCache {
     /// Forgets the folded weight, for example after the running statistics changed.
     pub fn clear(&self) {
         *self.folded.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.winograd.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The folded weight of `conv` and `bn` transformed for Winograd, and the bias, computed on
+    /// first use.
+    fn get_or_winograd(
+        &self,
+        conv: &Conv2d,
+        bn: &BatchNorm,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut cached = self.winograd.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = cached.as_ref() {
+            return Ok(f.clone());
+        }
+        let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
+        let (co, ci, _, _) = weight.dims4()?;
+        let u = with_f32(&weight.contiguous()?, |w| {
+            winograd::transform_weight(w, co, ci)
+        })??;
+        let f = (
+            Tensor::from_vec(u, (16, ci, co), weight.device())?,
+            bias.contiguous()?,
+        );
+        *cached = Some(f.clone());
+        Ok(f)
     }
 
     /// The packed folded weight and bias of `conv` and `bn`, computed on first use.
@@ -322,6 +350,10 @@ impl FoldCache {
         Ok(f)
     }
 }
+
+/// Inference convolutions (3x3, stride 1, padding 1) with at least this many input channels
+/// run as Winograd F(2x2, 3x3) (see [`winograd`]); the stem, with one, does not.
+const WINOGRAD_MIN_CHANNELS: usize = 32;
 
 /// Whether a block's weights are fixed: no variable and no autograd history, so a fold of them
 /// stays valid.
@@ -379,8 +411,18 @@ pub fn conv_bn_relu(
         update_running_stats(bn, &stats, n * g.out_h() * g.out_w())?;
         return Ok(y);
     } else if is_fixed(conv, bn) {
+        let (_, ci, kernel_h, kernel_w) = conv.weight().dims4()?;
+        let winograd = (kernel_h, kernel_w, cfg.stride, cfg.padding) == (3, 3, 1, 1)
+            && ci >= WINOGRAD_MIN_CHANNELS
+            && !x.track_op();
+        if winograd {
+            let (u, bias) = cache.get_or_winograd(conv, bn)?;
+            let y = x
+                .contiguous()?
+                .apply_op3(&u, &bias, winograd::Conv3x3BiasReluWinograd)?;
+            return if pool { max_pool2x2(&y) } else { Ok(y) };
+        }
         let (weight, bias) = cache.get_or_fold(conv, bn)?;
-        let (_, _, kernel_h, kernel_w) = conv.weight().dims4()?;
         let op = Conv2dBiasReluPacked {
             stride: cfg.stride,
             padding: cfg.padding,

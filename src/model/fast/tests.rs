@@ -739,3 +739,90 @@ fn training_gradients_are_the_same_from_run_to_run() {
     assert_eq!(first.len(), 5 * 3 + 2);
     assert_eq!(first, second, "bit-identical gradients");
 }
+
+#[test]
+fn winograd_convolution_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(11);
+    // (batch, height, width, in, out): odd sizes, one pixel, batch 1, channels not a multiple of 8.
+    for &(n, h, w, ci, co) in &[
+        (1, 7, 9, 32, 8),
+        (3, 8, 8, 33, 40),
+        (2, 1, 1, 32, 5),
+        (1, 16, 16, 64, 128),
+        (2, 5, 2, 48, 16),
+        (1, 64, 64, 32, 32),
+    ] {
+        let case = format!("winograd n={n} {h}x{w} {ci}->{co}");
+        let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
+        let wt = uniform(&mut rng, &[co, ci, 3, 3], -0.5, 0.5);
+        let b = uniform(&mut rng, &[co], -0.3, 0.3);
+        let want = x
+            .conv2d(&wt, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((co, 1, 1)).unwrap())
+            .unwrap()
+            .relu()
+            .unwrap();
+        let u = winograd::transform_weight(&wt.flatten_all().unwrap().to_vec1().unwrap(), co, ci)
+            .unwrap();
+        let u = Tensor::from_vec(u, (16, ci, co), &Device::Cpu).unwrap();
+        let got = nchw_to_nhwc(&x)
+            .unwrap()
+            .apply_op3(&u, &b, winograd::Conv3x3BiasReluWinograd)
+            .unwrap();
+        assert_close(&case, &nhwc_to_nchw(&got).unwrap(), &want);
+    }
+}
+
+#[test]
+fn inference_blocks_with_fixed_weights_run_winograd_and_match_candle() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for &(n, h, w, ci, co, pool) in &[(2, 9, 7, 32, 16, true), (1, 8, 8, 64, 64, false)] {
+        let case = format!("fixed block n={n} {h}x{w} {ci}->{co} pool={pool}");
+        let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
+        let wt = uniform(&mut rng, &[co, ci, 3, 3], -0.3, 0.3);
+        let conv = Conv2d::new(
+            wt,
+            None,
+            Conv2dConfig {
+                padding: 1,
+                ..Default::default()
+            },
+        );
+        let bn = BatchNorm::new(
+            co,
+            uniform(&mut rng, &[co], -0.2, 0.2),
+            uniform(&mut rng, &[co], 0.5, 1.5),
+            uniform(&mut rng, &[co], 0.5, 1.5),
+            uniform(&mut rng, &[co], -0.5, 0.5),
+            1e-5,
+        )
+        .unwrap();
+        let z = candle_nn::Module::forward(&conv, &x).unwrap();
+        let want = candle_nn::ModuleT::forward_t(&bn, &z, false)
+            .unwrap()
+            .relu()
+            .unwrap();
+        let want = if pool { reference_pool(&want) } else { want };
+        let cache = FoldCache::new();
+        let xs = nchw_to_nhwc(&x).unwrap();
+        // Twice: the second call uses the cached transformed weight.
+        for call in 0..2 {
+            let got = conv_bn_relu(&xs, &conv, &bn, false, pool, &cache).unwrap();
+            assert_close(
+                &format!("{case} call {call}"),
+                &nhwc_to_nchw(&got).unwrap(),
+                &want,
+            );
+        }
+        assert!(
+            cache
+                .winograd
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|(u, _)| u.dims() == [16, ci, co]),
+            "{case}: the transformed weight is cached"
+        );
+    }
+}
