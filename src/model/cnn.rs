@@ -289,10 +289,21 @@ impl CxrNet {
     /// In inference with the fast kernels, a batch larger than [`INFERENCE_CHUNK`] runs as
     /// chunks of that many images, one chunk per thread at a time: each chunk's activations stay
     /// in its core's cache, and the threads meet once per chunk rather than once per layer
-    /// (measured at batch 32 on 2 cores: 387 images/s against 315 for the whole batch at once).
+    /// (measured at batch 32 on 2 cores, with direct convolutions: 387 images/s against 315 for
+    /// the whole batch at once).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if !train && self.backend.is_fast_for(xs) {
+            // On a worker of the thread pool, so that the thread that runs the sequential parts
+            // also takes part in the parallel ones (measured at batch 1: 8% faster, and steadier).
+            return rayon::scope(|_| self.inference_fast(xs));
+        }
+        self.forward_whole_t(xs, train)
+    }
+
+    /// Inference with the fast kernels, a large batch in chunks.
+    fn inference_fast(&self, xs: &Tensor) -> Result<Tensor> {
         let n = xs.dim(0)?;
-        if !train && n > INFERENCE_CHUNK && self.backend.is_fast_for(xs) {
+        if n > INFERENCE_CHUNK {
             let chunks = (0..n)
                 .step_by(INFERENCE_CHUNK)
                 .map(|start| xs.narrow(0, start, INFERENCE_CHUNK.min(n - start)))
@@ -303,7 +314,7 @@ impl CxrNet {
                 .collect::<Result<Vec<_>>>()?;
             return Tensor::cat(&logits, 0);
         }
-        self.forward_whole_t(xs, train)
+        self.forward_whole_t(xs, false)
     }
 
     /// [`Self::forward_t`] on the whole batch at once.

@@ -29,9 +29,14 @@ const TASK_FLOATS: usize = 256 * 1024;
 /// The fewest tiles a task takes when the image has them.
 const MIN_TASK_TILES: usize = 32;
 
+/// Buffers of transformed input and products for one task.
+type Scratch = (Vec<f32>, Vec<f32>);
+
 thread_local! {
-    /// Each thread's buffers of transformed input and products, kept between calls.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Each thread's spare [`Scratch`] buffers, kept between calls so that their memory stays
+    /// mapped. A task takes one and gives it back; a task that starts on the same thread while
+    /// another waits for its products (work stealing) takes a second one.
+    static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The transformed weight `U = G g Gᵀ`, laid out `[16, ci, co]`, of an OIHW 3x3 weight
@@ -143,15 +148,38 @@ fn task(
     split_products: bool,
     out_rows: &mut [f32],
 ) -> Result<(), KernelError> {
+    let mut scratch = SCRATCH
+        .with(|cell| cell.borrow_mut().pop())
+        .unwrap_or_default();
+    let result = task_with(
+        s,
+        image,
+        u,
+        bias,
+        (first, rows),
+        split_products,
+        out_rows,
+        &mut scratch,
+    );
+    SCRATCH.with(|cell| cell.borrow_mut().push(scratch));
+    result
+}
+
+/// [`task`] with its buffers.
+#[allow(clippy::too_many_arguments)]
+fn task_with(
+    s: Shape3x3,
+    image: &[f32],
+    u: &[f32],
+    bias: &[f32],
+    (first, rows): (usize, usize),
+    split_products: bool,
+    out_rows: &mut [f32],
+    (v, m): &mut Scratch,
+) -> Result<(), KernelError> {
     let Shape3x3 { ci, co, .. } = s;
     let tiles = rows * s.tiles_w();
-    SCRATCH.with(|cell| {
-        let mut guard = cell.try_borrow_mut();
-        let mut fresh = (Vec::new(), Vec::new());
-        let (v, m) = match guard.as_mut() {
-            Ok(buffers) => &mut **buffers,
-            Err(_) => &mut fresh,
-        };
+    {
         let (v_len, m_len) = (POSITIONS * tiles * ci, POSITIONS * tiles * co);
         if v.len() < v_len {
             v.resize(v_len, 0.0);
@@ -206,7 +234,7 @@ fn task(
             || transform_output(s, m, bias, first, rows, out_rows),
         );
         Ok(())
-    })
+    }
 }
 
 /// `out = a - b`, element by element.
