@@ -343,17 +343,23 @@ mod tests {
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
-    #[test]
-    fn a_large_inference_batch_runs_in_chunks_with_the_same_logits() {
-        let dev = Device::Cpu;
+    /// A small network on 32-pixel inputs, and its parameters.
+    fn tiny_net(dropout: f32) -> (VarMap, CxrNet) {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let cfg = CnnConfig {
             input_size: 32,
             widths: vec![8, 8, 16],
-            dropout: 0.3,
+            dropout,
         };
-        let net = CxrNet::new(&cfg, &vb).unwrap().with_backend(Backend::Fast);
+        let net = CxrNet::new(&cfg, &vb).unwrap();
+        (varmap, net)
+    }
+
+    #[test]
+    fn a_large_inference_batch_runs_in_chunks_with_the_same_logits() {
+        let dev = Device::Cpu;
+        let net = tiny_net(0.3).1.with_backend(Backend::Fast);
         // Not a multiple of the chunk, so that the last chunk is short.
         let n = 2 * INFERENCE_CHUNK + 1;
         let xs = Tensor::randn(0f32, 1.0, (n, 1, 32, 32), &dev).unwrap();
@@ -382,14 +388,7 @@ mod tests {
     #[test]
     fn forward_gives_one_logit_per_image_and_checkpoint_names_are_stable() {
         let dev = Device::Cpu;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let cfg = CnnConfig {
-            input_size: 32,
-            widths: vec![8, 8, 16],
-            dropout: 0.0,
-        };
-        let net = CxrNet::new(&cfg, &vb).unwrap();
+        let (varmap, net) = tiny_net(0.0);
         let xs = Tensor::randn(0f32, 1.0, (3, 1, 32, 32), &dev).unwrap();
         let logits = net.forward_t(&xs, false).unwrap();
         assert_eq!(logits.dims(), &[3]);

@@ -148,38 +148,9 @@ fn task(
     split_products: bool,
     out_rows: &mut [f32],
 ) -> Result<(), KernelError> {
-    let mut scratch = SCRATCH
-        .with(|cell| cell.borrow_mut().pop())
-        .unwrap_or_default();
-    let result = task_with(
-        s,
-        image,
-        u,
-        bias,
-        (first, rows),
-        split_products,
-        out_rows,
-        &mut scratch,
-    );
-    SCRATCH.with(|cell| cell.borrow_mut().push(scratch));
-    result
-}
-
-/// [`task`] with its buffers.
-#[allow(clippy::too_many_arguments)]
-fn task_with(
-    s: Shape3x3,
-    image: &[f32],
-    u: &[f32],
-    bias: &[f32],
-    (first, rows): (usize, usize),
-    split_products: bool,
-    out_rows: &mut [f32],
-    (v, m): &mut Scratch,
-) -> Result<(), KernelError> {
     let Shape3x3 { ci, co, .. } = s;
     let tiles = rows * s.tiles_w();
-    {
+    let mut run = |(v, m): &mut Scratch| -> Result<(), KernelError> {
         let (v_len, m_len) = (POSITIONS * tiles * ci, POSITIONS * tiles * co);
         if v.len() < v_len {
             v.resize(v_len, 0.0);
@@ -234,7 +205,13 @@ fn task_with(
             || transform_output(s, m, bias, first, rows, out_rows),
         );
         Ok(())
-    }
+    };
+    let mut scratch = SCRATCH
+        .with(|cell| cell.borrow_mut().pop())
+        .unwrap_or_default();
+    let result = run(&mut scratch);
+    SCRATCH.with(|cell| cell.borrow_mut().push(scratch));
+    result
 }
 
 /// `out = a - b`, element by element.
