@@ -64,6 +64,39 @@ impl Confusion {
     pub fn npv(&self) -> f64 {
         Self::ratio(self.tn, self.tn + self.fn_)
     }
+
+    /// Sensitivity with its 95% Wilson score interval.
+    pub fn sensitivity_interval(&self) -> Interval {
+        wilson_interval(self.tp, self.tp + self.fn_)
+    }
+
+    /// Specificity with its 95% Wilson score interval.
+    pub fn specificity_interval(&self) -> Interval {
+        wilson_interval(self.tn, self.tn + self.fp)
+    }
+}
+
+/// A proportion `successes / trials` with its 95% Wilson score interval (which, unlike the
+/// normal approximation, stays inside 0..1 and behaves near 0 and 1). NaN without trials.
+pub fn wilson_interval(successes: usize, trials: usize) -> Interval {
+    if trials == 0 {
+        return Interval {
+            estimate: f64::NAN,
+            low: f64::NAN,
+            high: f64::NAN,
+        };
+    }
+    const Z: f64 = 1.959_963_984_540_054;
+    let n = trials as f64;
+    let p = successes as f64 / n;
+    let z2 = Z * Z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    Interval {
+        estimate: p,
+        low: (centre - half).max(0.0),
+        high: (centre + half).min(1.0),
+    }
 }
 
 /// Area under the ROC curve: the probability that a random positive scores above a random
@@ -266,6 +299,20 @@ pub fn calibration(scores: &[f32], labels: &[bool], bins: usize) -> (Vec<Calibra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wilson_interval_matches_hand_computed_cases() {
+        // 8 of 10: the textbook interval is 0.4902 to 0.9433.
+        let i = wilson_interval(8, 10);
+        assert!((i.estimate - 0.8).abs() < 1e-12);
+        assert!((i.low - 0.4902).abs() < 1e-4, "{}", i.low);
+        assert!((i.high - 0.9433).abs() < 1e-4, "{}", i.high);
+        // All successes: the upper bound is 1 and the lower bound n / (n + z^2).
+        let all = wilson_interval(20, 20);
+        assert_eq!(all.high, 1.0);
+        assert!((all.low - 20.0 / (20.0 + 1.959_964f64.powi(2))).abs() < 1e-5);
+        assert!(wilson_interval(0, 0).low.is_nan());
+    }
 
     #[test]
     fn auc_matches_hand_computed_cases() {

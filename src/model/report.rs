@@ -84,7 +84,8 @@ impl EvalReport {
             "model {} on {} ({} images: {} pneumonia, {} normal{})\n\
              ROC AUC      {:.4}  (95% CI {:.4} to {:.4}, bootstrap)\n\
              at the triage threshold {:.4}:\n  \
-             accuracy {}  sensitivity {}  specificity {}  PPV {}  NPV {}\n{}\n\
+             accuracy {}  sensitivity {}  specificity {}  PPV {}  NPV {}\n  \
+             (95% CI, Wilson: sensitivity {} to {}, specificity {} to {})\n{}\n\
              at 0.5:\n  accuracy {}  sensitivity {}  specificity {}\n{}\n\
              calibration: ECE {:.4} (10 bins)",
             self.model_id,
@@ -106,6 +107,10 @@ impl EvalReport {
             pct(s.specificity),
             pct(s.ppv),
             pct(s.npv),
+            pct(s.confusion.sensitivity_interval().low),
+            pct(s.confusion.sensitivity_interval().high),
+            pct(s.confusion.specificity_interval().low),
+            pct(s.confusion.specificity_interval().high),
             matrix(&s.confusion),
             pct(s.accuracy_at_half),
             pct(s.confusion_at_half.sensitivity()),
@@ -506,6 +511,14 @@ mod tests {
         let report = EvalReport::new("m", "00", "data", 0.55, cases, vec![]);
         assert_eq!(report.summary.auc.estimate, 1.0);
         assert!(report.text().contains("ROC AUC      1.0000"));
+        // Perfect separation at 0.55: 20 of 20 each way, Wilson interval 83.9% to 100%.
+        assert!(
+            report
+                .text()
+                .contains("sensitivity 83.9% to 100.0%, specificity 83.9% to 100.0%"),
+            "{}",
+            report.text()
+        );
         let dir = tempfile::tempdir().unwrap();
         write_plots(&report, dir.path()).unwrap();
         let history: Vec<EpochRecord> = (1..=5)
