@@ -57,6 +57,10 @@ pub struct TrainArgs {
     /// Use at most N images per class (quick experiments).
     #[arg(long)]
     pub limit_per_class: Option<usize>,
+    /// Also measure test/ after every epoch, for the learning curves of the report (never used
+    /// to choose the epoch, the threshold or a setting).
+    #[arg(long)]
+    pub test_curve: bool,
     /// Do not evaluate on test/ at the end.
     #[arg(long)]
     pub no_test: bool,
@@ -98,6 +102,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         resume: args.resume,
         limit_per_class: args.limit_per_class,
         evaluate_test: !args.no_test,
+        test_curve: args.test_curve,
         labels: args.labels.clone(),
         ..defaults
     };
@@ -146,6 +151,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
                 r.learning_rate,
                 r.secs
             );
+            if let Some(t) = &r.test {
+                eprintln!(
+                    "           test (curve only): loss {:.4}, AUC {:.4}, acc {:.3}",
+                    t.loss, t.auc, t.accuracy
+                );
+            }
         }
         TrainEvent::EarlyStop { best_epoch } => {
             eprintln!("validation AUC has not improved since epoch {best_epoch}: stopping");

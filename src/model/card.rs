@@ -113,6 +113,22 @@ pub struct EpochRecord {
     pub learning_rate: f64,
     /// Seconds the epoch took.
     pub secs: f64,
+    /// Test loss, ROC AUC and accuracy at 0.5 after this epoch, when training was asked to
+    /// record the test curve (`train --test-curve`): for the report only, never used to choose
+    /// an epoch, a threshold or a setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<EpochTest>,
+}
+
+/// The test split after one epoch (see [`EpochRecord::test`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochTest {
+    /// Loss (same class weighting as training).
+    pub loss: f64,
+    /// ROC AUC.
+    pub auc: f64,
+    /// Accuracy at 0.5.
+    pub accuracy: f64,
 }
 
 /// Headline metrics of one evaluation.

@@ -222,8 +222,9 @@ pub fn write_plots(report: &EvalReport, dir: &Path) -> Result<(), PlotError> {
     Ok(())
 }
 
-/// Writes `training.png` into `dir`: training and validation loss, and validation AUC, per epoch
-/// of the model's training record (nothing when the record has no epochs).
+/// Writes `training.png` into `dir`: training and validation loss and validation AUC per epoch of
+/// the model's training record, and the test split's when it was recorded (`train
+/// --test-curve`); nothing when the record has no epochs.
 pub fn write_training_plot(
     history: &[EpochRecord],
     best_epoch: usize,
@@ -243,86 +244,103 @@ fn training_plot(history: &[EpochRecord], best_epoch: usize, path: &Path) -> Res
     let (left, right) = root.split_horizontally(500);
     let last = history.iter().map(|r| r.epoch).max().unwrap_or(1) as f64;
     let epochs = 0.5..last + 0.5;
+    let test_colour = RGBColor(0, 150, 70);
+    let with_test = history.iter().any(|r| r.test.is_some());
+    type Value = fn(&EpochRecord) -> Option<f64>;
+    let curves = |loss: bool| -> Vec<(&'static str, RGBColor, Value)> {
+        let mut curves: Vec<(&'static str, RGBColor, Value)> = Vec::new();
+        if loss {
+            curves.push(("training", BLUE, |r| Some(r.train_loss)));
+            curves.push(("validation", RED, |r| Some(r.validation_loss)));
+            curves.push(("test (not used for choices)", test_colour, |r| {
+                r.test.as_ref().map(|t| t.loss)
+            }));
+        } else {
+            curves.push(("validation", RED, |r| Some(r.validation_auc)));
+            curves.push(("test (not used for choices)", test_colour, |r| {
+                r.test.as_ref().map(|t| t.auc)
+            }));
+        }
+        curves
+    };
     // Loss panel; the first epochs' validation loss can be far above the rest, so the axis stops
     // at twice the largest training loss.
     let top = history.iter().map(|r| r.train_loss).fold(0.0, f64::max) * 2.0;
-    let mut chart = ChartBuilder::on(&left)
-        .caption("Loss (weighted cross-entropy)", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
-        .build_cartesian_2d(epochs.clone(), 0f64..top.max(1e-3))
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (name, colour, value) in [
-        (
-            "training",
-            BLUE,
-            (|r: &EpochRecord| r.train_loss) as fn(&EpochRecord) -> f64,
-        ),
-        ("validation", RED, |r: &EpochRecord| r.validation_loss),
-    ] {
-        chart
-            .draw_series(LineSeries::new(
-                history.iter().map(|r| (r.epoch as f64, value(r).min(top))),
-                colour.stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    // Validation AUC panel, with the epoch whose weights were kept.
-    let low = history.iter().map(|r| r.validation_auc).fold(1.0, f64::min);
+    let top = top.max(1e-3);
+    // AUC panel: from just below the lowest value shown.
+    let low = history
+        .iter()
+        .flat_map(|r| [Some(r.validation_auc), r.test.as_ref().map(|t| t.auc)])
+        .flatten()
+        .fold(1.0, f64::min);
     let low = (low - 0.002).clamp(0.0, 0.998);
-    let mut chart = ChartBuilder::on(&right)
-        .caption("Validation ROC AUC", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(65)
-        .build_cartesian_2d(epochs, low..1f64)
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_label_formatter(&|v| format!("{v:.3}"))
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(LineSeries::new(
-            history.iter().map(|r| (r.epoch as f64, r.validation_auc)),
-            RED.stroke_width(2),
-        ))
-        .map_err(|e| e.to_string())?;
-    if let Some(best) = history.iter().find(|r| r.epoch == best_epoch) {
+    for (area, loss) in [(&left, true), (&right, false)] {
+        let caption = match (loss, with_test) {
+            (true, _) => "Loss (weighted cross-entropy)",
+            (false, true) => "ROC AUC",
+            (false, false) => "Validation ROC AUC",
+        };
+        let (range, clip) = if loss {
+            (0.0..top, top)
+        } else {
+            (low..1.0, 1.0)
+        };
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(65)
+            .build_cartesian_2d(epochs.clone(), range)
+            .map_err(|e| e.to_string())?;
         chart
-            .draw_series([Circle::new(
-                (best.epoch as f64, best.validation_auc),
-                6,
-                BLACK.filled(),
-            )])
-            .map_err(|e| e.to_string())?
-            .label(format!(
-                "kept: epoch {}, AUC {:.4}",
-                best.epoch, best.validation_auc
-            ))
-            .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_label_formatter(&|v| format!("{v:.3}"))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (name, colour, value) in curves(loss) {
+            let points: Vec<(f64, f64)> = history
+                .iter()
+                .filter_map(|r| value(r).map(|v| (r.epoch as f64, v.min(clip))))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+        }
+        // The epoch whose weights were kept, on its validation AUC.
+        if let Some(best) = history
+            .iter()
+            .find(|r| r.epoch == best_epoch)
+            .filter(|_| !loss)
+        {
+            chart
+                .draw_series([Circle::new(
+                    (best.epoch as f64, best.validation_auc),
+                    6,
+                    BLACK.filled(),
+                )])
+                .map_err(|e| e.to_string())?
+                .label(format!(
+                    "kept: epoch {}, validation AUC {:.4}",
+                    best.epoch, best.validation_auc
+                ))
+                .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
+        }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(if loss {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::LowerRight
+            })
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.3))
             .label_font(("sans-serif", 14))
@@ -494,6 +512,7 @@ fn histogram_plot(report: &EvalReport, path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::card::EpochTest;
 
     #[test]
     fn report_and_plots_are_written() {
@@ -527,6 +546,11 @@ mod tests {
                 train_loss: 1.0 / epoch as f64,
                 validation_loss: 1.2 / epoch as f64,
                 validation_auc: 0.9 + 0.01 * epoch as f64,
+                test: (epoch > 1).then(|| EpochTest {
+                    loss: 1.5 / epoch as f64,
+                    auc: 0.85 + 0.01 * epoch as f64,
+                    accuracy: 0.8,
+                }),
                 ..EpochRecord::default()
             })
             .collect();

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::io::sha256_hex;
 use crate::model::augment::Augment;
 use crate::model::card::{
-    Corrections, EpochRecord, EvalSummary, INTENDED_USE, ModelCard, TrainingRecord,
+    Corrections, EpochRecord, EpochTest, EvalSummary, INTENDED_USE, ModelCard, TrainingRecord,
 };
 use crate::model::dataset::{self, Sample};
 use crate::model::optim::AdamW;
@@ -65,6 +65,9 @@ pub struct TrainOptions {
     pub limit_per_class: Option<usize>,
     /// Evaluate once on `test/` after training and record it in the card.
     pub evaluate_test: bool,
+    /// Also measure `test/` after every epoch, for the report's learning curves. Nothing is
+    /// chosen on it: the epoch, threshold and settings come from validation alone.
+    pub test_curve: bool,
     /// Corrected labels to train with (a `path,label` CSV, or `cxr-triage export`'s reviewed
     /// cases): they override the folder labels of `train/` and add the images they list.
     pub labels: Option<PathBuf>,
@@ -91,6 +94,7 @@ impl Default for TrainOptions {
             resume: false,
             limit_per_class: None,
             evaluate_test: true,
+            test_curve: false,
             labels: None,
         }
     }
@@ -452,6 +456,12 @@ pub fn train(
     });
     let train_set = load_units(&train_samples, size)?;
     let val_set = load_units(&val_samples, size)?;
+    let test_dir = opts.data.join("test");
+    let curve_set = if opts.test_curve {
+        Some(load_units(&dataset::list_labelled(&test_dir)?, size)?)
+    } else {
+        None
+    };
     on_event(TrainEvent::Loaded {
         train: train_set.units.len(),
         validation: val_set.units.len(),
@@ -609,6 +619,17 @@ pub fn train(
                 .accuracy(),
             learning_rate: opt.learning_rate,
             secs: epoch_started.elapsed().as_secs_f64(),
+            test: match &curve_set {
+                Some(set) => {
+                    let scores = predict(&net, &set.units, &norm, &device)?;
+                    Some(EpochTest {
+                        loss: mean_bce(&scores, &set.labels, class_weights),
+                        auc: metrics::roc_auc(&scores, &set.labels),
+                        accuracy: metrics::Confusion::at(&scores, &set.labels, 0.5).accuracy(),
+                    })
+                }
+                None => None,
+            },
         };
         state.train_secs += train_secs;
         if auc > state.best_auc {
@@ -652,8 +673,8 @@ pub fn train(
         source,
     })?;
 
-    let test = if opts.evaluate_test && opts.data.join("test").is_dir() {
-        let test_samples = dataset::list_labelled(&opts.data.join("test"))?;
+    let test = if opts.evaluate_test && test_dir.is_dir() {
+        let test_samples = dataset::list_labelled(&test_dir)?;
         let test_set = load_units(&test_samples, size)?;
         let scores = predict(&net, &test_set.units, &norm, &device)?;
         Some(EvalSummary::compute(
