@@ -674,8 +674,11 @@ pub fn train(
     })?;
 
     let test = if opts.evaluate_test && test_dir.is_dir() {
-        let test_samples = dataset::list_labelled(&test_dir)?;
-        let test_set = load_units(&test_samples, size)?;
+        // The images of the test curve, if it was recorded, else read now.
+        let test_set = match curve_set {
+            Some(set) => set,
+            None => load_units(&dataset::list_labelled(&test_dir)?, size)?,
+        };
         let scores = predict(&net, &test_set.units, &norm, &device)?;
         Some(EvalSummary::compute(
             &scores,
