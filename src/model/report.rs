@@ -263,10 +263,21 @@ fn training_plot(history: &[EpochRecord], best_epoch: usize, path: &Path) -> Res
         }
         curves
     };
-    // Loss panel; the first epochs' validation loss can be far above the rest, so the axis stops
-    // at twice the largest training loss.
-    let top = history.iter().map(|r| r.train_loss).fold(0.0, f64::max) * 2.0;
-    let top = top.max(1e-3);
+    // Loss panel: up to the largest loss drawn, but no further than 2.5 (an early validation
+    // spike would flatten the rest).
+    let top = history
+        .iter()
+        .flat_map(|r| {
+            [
+                Some(r.train_loss),
+                Some(r.validation_loss),
+                r.test.as_ref().map(|t| t.loss),
+            ]
+        })
+        .flatten()
+        .fold(1e-3, f64::max)
+        .min(2.5)
+        * 1.05;
     // AUC panel: from just below the lowest value shown.
     let low = history
         .iter()
