@@ -134,6 +134,18 @@ fn send(ctx: &egui::Context, tx: &SyncSender<ScorerMsg>, msg: ScorerMsg) -> bool
     ok
 }
 
+/// Sends a warning about the folder of `generation`; false when the window is gone.
+fn warn(ctx: &egui::Context, tx: &SyncSender<ScorerMsg>, generation: u64, message: String) -> bool {
+    send(
+        ctx,
+        tx,
+        ScorerMsg::Warning {
+            generation,
+            message,
+        },
+    )
+}
+
 fn run(ctx: &egui::Context, weights: &Path, jobs: &Receiver<ScoreJob>, tx: &SyncSender<ScorerMsg>) {
     let model = Classifier::load(weights)
         .map(Arc::new)
@@ -157,22 +169,16 @@ fn run(ctx: &egui::Context, weights: &Path, jobs: &Receiver<ScoreJob>, tx: &Sync
                 let generation = job.generation;
                 let message =
                     "scoring stopped unexpectedly; the studies scored so far are shown".to_owned();
-                let delivered = send(
-                    ctx,
-                    tx,
-                    ScorerMsg::Warning {
-                        generation,
-                        message,
-                    },
-                ) && send(
-                    ctx,
-                    tx,
-                    ScorerMsg::Finished {
-                        generation,
-                        elapsed_secs: 0.0,
-                        cancelled: true,
-                    },
-                );
+                let delivered = warn(ctx, tx, generation, message)
+                    && send(
+                        ctx,
+                        tx,
+                        ScorerMsg::Finished {
+                            generation,
+                            elapsed_secs: 0.0,
+                            cancelled: true,
+                        },
+                    );
                 if !delivered {
                     return;
                 }
@@ -208,14 +214,7 @@ fn run_job(
         Some(Ok(f)) => Some(f),
         Some(Err(e)) => {
             let message = format!("{e}; labels come from folder names only");
-            if !send(
-                ctx,
-                tx,
-                ScorerMsg::Warning {
-                    generation,
-                    message,
-                },
-            ) {
+            if !warn(ctx, tx, generation, message) {
                 return false;
             }
             None
@@ -268,14 +267,7 @@ fn run_job(
                 labels.len() - matched,
                 labels.len()
             );
-            if !send(
-                ctx,
-                tx,
-                ScorerMsg::Warning {
-                    generation,
-                    message,
-                },
-            ) {
+            if !warn(ctx, tx, generation, message) {
                 return false;
             }
         }
@@ -296,14 +288,7 @@ fn run_job(
         Some(Ok(s)) => Some(s),
         Some(Err(e)) => {
             let message = format!("decisions cannot be saved or restored: {e}");
-            if !send(
-                ctx,
-                tx,
-                ScorerMsg::Warning {
-                    generation,
-                    message,
-                },
-            ) {
+            if !warn(ctx, tx, generation, message) {
                 return false;
             }
             None
@@ -330,14 +315,7 @@ fn run_job(
             _ => Vec::new(),
         };
         if let Some(message) = warning
-            && !send(
-                ctx,
-                tx,
-                ScorerMsg::Warning {
-                    generation,
-                    message,
-                },
-            )
+            && !warn(ctx, tx, generation, message)
         {
             window_gone = true;
             job.cancel.store(true, Ordering::Relaxed);

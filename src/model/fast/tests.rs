@@ -67,6 +67,25 @@ fn probe(y: &Tensor, g: &Tensor) -> Tensor {
     (y * g).unwrap().sum_all().unwrap()
 }
 
+/// The gradients of `sum(got * g)` and `sum(want * g)` with respect to each of `vars` agree.
+fn assert_gradients_close(
+    case: &str,
+    got: &Tensor,
+    want: &Tensor,
+    g: &Tensor,
+    vars: &[(&str, &Var)],
+) {
+    let gw = probe(want, g).backward().unwrap();
+    let gg = probe(got, g).backward().unwrap();
+    for (name, v) in vars {
+        assert_close(
+            &format!("{case}: {name} gradient"),
+            gg.get(v).unwrap(),
+            gw.get(v).unwrap(),
+        );
+    }
+}
+
 /// The reference max pool: values as candle's `max_pool2d`, with the right gradient (candle
 /// 0.11's `max_pool2d` backward scales it by a quarter).
 fn reference_pool(x: &Tensor) -> Tensor {
@@ -195,18 +214,7 @@ fn conv2d_matches_a_tap_sum_reference_where_candle_conv_backward_fails() {
         let got =
             nhwc_to_nchw(&conv2d(&nchw_to_nhwc(&x).unwrap(), &wt, stride, pad).unwrap()).unwrap();
         assert_close(&format!("{case}: output"), &got, &want);
-        let gw = probe(&want, &g).backward().unwrap();
-        let gg = probe(&got, &g).backward().unwrap();
-        assert_close(
-            &format!("{case}: input gradient"),
-            gg.get(&x).unwrap(),
-            gw.get(&x).unwrap(),
-        );
-        assert_close(
-            &format!("{case}: weight gradient"),
-            gg.get(&wt).unwrap(),
-            gw.get(&wt).unwrap(),
-        );
+        assert_gradients_close(&case, &got, &want, &g, &[("input", &x), ("weight", &wt)]);
     }
 }
 
@@ -225,18 +233,7 @@ fn conv2d_matches_candle_forward_and_both_gradients() {
         let got =
             nhwc_to_nchw(&conv2d(&nchw_to_nhwc(&x).unwrap(), &wt, stride, pad).unwrap()).unwrap();
         assert_close(&format!("{case}: output"), &got, &want);
-        let gw = probe(&want, &g).backward().unwrap();
-        let gg = probe(&got, &g).backward().unwrap();
-        assert_close(
-            &format!("{case}: input gradient"),
-            gg.get(&x).unwrap(),
-            gw.get(&x).unwrap(),
-        );
-        assert_close(
-            &format!("{case}: weight gradient"),
-            gg.get(&wt).unwrap(),
-            gw.get(&wt).unwrap(),
-        );
+        assert_gradients_close(&case, &got, &want, &g, &[("input", &x), ("weight", &wt)]);
     }
 }
 
@@ -302,15 +299,13 @@ fn conv2d_bias_relu_matches_candle() {
         let got = nhwc_to_nchw(&got).unwrap();
         assert_close(&format!("{case}: output"), &got, &want);
         let g = uniform(&mut rng, want.dims(), -1.0, 1.0);
-        let gw = probe(&want, &g).backward().unwrap();
-        let gg = probe(&got, &g).backward().unwrap();
-        for (name, v) in [("input", &x), ("weight", &wt), ("bias", &b)] {
-            assert_close(
-                &format!("{case}: {name} gradient"),
-                gg.get(v).unwrap(),
-                gw.get(v).unwrap(),
-            );
-        }
+        assert_gradients_close(
+            &case,
+            &got,
+            &want,
+            &g,
+            &[("input", &x), ("weight", &wt), ("bias", &b)],
+        );
     }
 }
 
@@ -377,15 +372,13 @@ fn batch_norm_relu_train_matches_candle_with_and_without_pool() {
                 &var_,
             );
             let g = uniform(&mut rng, want.dims(), -1.0, 1.0);
-            let gw = probe(&want, &g).backward().unwrap();
-            let gg = probe(&got, &g).backward().unwrap();
-            for (name, v) in [("input", &x), ("gamma", &gamma), ("beta", &beta)] {
-                assert_close(
-                    &format!("{case}: {name} gradient"),
-                    gg.get(v).unwrap(),
-                    gw.get(v).unwrap(),
-                );
-            }
+            assert_gradients_close(
+                &case,
+                &got,
+                &want,
+                &g,
+                &[("input", &x), ("gamma", &gamma), ("beta", &beta)],
+            );
         }
     }
 }
@@ -406,13 +399,7 @@ fn max_pool_matches_candle_values_and_the_right_gradient() {
         let got = nhwc_to_nchw(&max_pool2x2(&nchw_to_nhwc(&x).unwrap()).unwrap()).unwrap();
         assert_close(&format!("{case}: output"), &got, &want);
         let g = uniform(&mut rng, want.dims(), -1.0, 1.0);
-        let gw = probe(&want, &g).backward().unwrap();
-        let gg = probe(&got, &g).backward().unwrap();
-        assert_close(
-            &format!("{case}: input gradient"),
-            gg.get(&x).unwrap(),
-            gw.get(&x).unwrap(),
-        );
+        assert_gradients_close(&case, &got, &want, &g, &[("input", &x)]);
     }
 }
 
@@ -485,20 +472,18 @@ fn conv_bn_relu_block_matches_candle_in_training_and_inference() {
                 bn_ref.running_var(),
             );
             let g = uniform(&mut rng, want.dims(), -1.0, 1.0);
-            let gw = probe(&want, &g).backward().unwrap();
-            let gg = probe(&got, &g).backward().unwrap();
-            for (name, v) in [
-                ("input", &x),
-                ("weight", &wt),
-                ("gamma", &gamma),
-                ("beta", &beta),
-            ] {
-                assert_close(
-                    &format!("{case}: {name} gradient"),
-                    gg.get(v).unwrap(),
-                    gw.get(v).unwrap(),
-                );
-            }
+            assert_gradients_close(
+                &case,
+                &got,
+                &want,
+                &g,
+                &[
+                    ("input", &x),
+                    ("weight", &wt),
+                    ("gamma", &gamma),
+                    ("beta", &beta),
+                ],
+            );
         }
         // Training moved the running statistics away from where they started.
         assert!(
@@ -676,12 +661,12 @@ fn inference_with_fixed_weights_folds_once_and_refolds_after_training() {
     assert_close("cached inference", &fast(false), &reference(false));
     // The input gradient goes through the cached, packed weight too.
     let g = uniform(&mut rng, first.dims(), -1.0, 1.0);
-    let gw = probe(&reference(false), &g).backward().unwrap();
-    let gg = probe(&fast(false), &g).backward().unwrap();
-    assert_close(
-        "input gradient through the cache",
-        gg.get(&x).unwrap(),
-        gw.get(&x).unwrap(),
+    assert_gradients_close(
+        "through the cache",
+        &fast(false),
+        &reference(false),
+        &g,
+        &[("input", &x)],
     );
     // Training changes the running statistics: the fold must follow.
     assert_close("training", &fast(true), &reference(true));
