@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::fast::{self, Backend};
 
 /// Images per chunk of a large inference batch (see [`CxrNet::forward_t`]).
-pub const INFERENCE_CHUNK: usize = 4;
+pub const INFERENCE_CHUNK: usize = 8;
 
 /// Identifies the architecture in the weights card; bump it when the layer list changes.
 pub const ARCH_ID: &str = "cxrnet-v1";

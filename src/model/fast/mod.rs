@@ -298,7 +298,7 @@ fn update_running_stats(bn: &BatchNorm, stats: &Tensor, count: usize) -> candle_
 pub struct FoldCache {
     /// The packed folded weight `[(kh, kw, ci), co]` and the bias `[co]`.
     folded: Mutex<Option<(Tensor, Tensor)>>,
-    /// The folded weight transformed for Winograd `[16, ci, co]` and the bias `[co]`.
+    /// The folded weight transformed for Winograd `[36, ci, co]` and the bias `[co]`.
     winograd: Mutex<Option<(Tensor, Tensor)>>,
 }
 
@@ -331,7 +331,7 @@ impl FoldCache {
             winograd::transform_weight(w, co, ci)
         })??;
         let f = (
-            Tensor::from_vec(u, (16, ci, co), weight.device())?,
+            Tensor::from_vec(u, (winograd::POSITIONS, ci, co), weight.device())?,
             bias.contiguous()?,
         );
         *cached = Some(f.clone());
@@ -352,7 +352,7 @@ impl FoldCache {
 }
 
 /// Inference convolutions (3x3, stride 1, padding 1) with at least this many input channels
-/// run as Winograd F(2x2, 3x3) (see [`winograd`]); the stem, with one, does not.
+/// run as Winograd F(4x4, 3x3) (see [`winograd`]); the stem, with one, does not.
 const WINOGRAD_MIN_CHANNELS: usize = 32;
 
 /// Whether a block's weights are fixed: no variable and no autograd history, so a fold of them
@@ -417,10 +417,11 @@ pub fn conv_bn_relu(
             && !x.track_op();
         if winograd {
             let (u, bias) = cache.get_or_winograd(conv, bn)?;
-            let y = x
-                .contiguous()?
-                .apply_op3(&u, &bias, winograd::Conv3x3BiasReluWinograd)?;
-            return if pool { max_pool2x2(&y) } else { Ok(y) };
+            return x.contiguous()?.apply_op3(
+                &u,
+                &bias,
+                winograd::Conv3x3BiasReluWinograd { pool },
+            );
         }
         let (weight, bias) = cache.get_or_fold(conv, bn)?;
         let op = Conv2dBiasReluPacked {

@@ -728,7 +728,9 @@ fn training_gradients_are_the_same_from_run_to_run() {
 #[test]
 fn winograd_convolution_matches_candle() {
     let mut rng = StdRng::seed_from_u64(11);
-    // (batch, height, width, in, out): odd sizes, one pixel, batch 1, channels not a multiple of 8.
+    // (batch, height, width, in, out): odd sizes, one pixel, batch 1, channels not a multiple of 8
+    // nor of the transforms' channel block, tiles that stick out of the image; each with and
+    // without the fused 2x2 max pool (where the image has a 2x2 window).
     for &(n, h, w, ci, co) in &[
         (1, 7, 9, 32, 8),
         (3, 8, 8, 33, 40),
@@ -736,8 +738,10 @@ fn winograd_convolution_matches_candle() {
         (1, 16, 16, 64, 128),
         (2, 5, 2, 48, 16),
         (1, 64, 64, 32, 32),
+        (5, 6, 10, 70, 67),
+        (4, 8, 8, 128, 256),
+        (3, 13, 11, 32, 32),
     ] {
-        let case = format!("winograd n={n} {h}x{w} {ci}->{co}");
         let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
         let wt = uniform(&mut rng, &[co, ci, 3, 3], -0.5, 0.5);
         let b = uniform(&mut rng, &[co], -0.3, 0.3);
@@ -750,19 +754,47 @@ fn winograd_convolution_matches_candle() {
             .unwrap();
         let u = winograd::transform_weight(&wt.flatten_all().unwrap().to_vec1().unwrap(), co, ci)
             .unwrap();
-        let u = Tensor::from_vec(u, (16, ci, co), &Device::Cpu).unwrap();
-        let got = nchw_to_nhwc(&x)
-            .unwrap()
-            .apply_op3(&u, &b, winograd::Conv3x3BiasReluWinograd)
-            .unwrap();
-        assert_close(&case, &nhwc_to_nchw(&got).unwrap(), &want);
+        let u = Tensor::from_vec(u, (winograd::POSITIONS, ci, co), &Device::Cpu).unwrap();
+        for pool in [false, true] {
+            if pool && (h < 2 || w < 2) {
+                continue;
+            }
+            let case = format!("winograd n={n} {h}x{w} {ci}->{co} pool={pool}");
+            let got = nchw_to_nhwc(&x)
+                .unwrap()
+                .apply_op3(&u, &b, winograd::Conv3x3BiasReluWinograd { pool })
+                .unwrap();
+            let want = if pool {
+                reference_pool(&want)
+            } else {
+                want.clone()
+            };
+            assert_close(&case, &nhwc_to_nchw(&got).unwrap(), &want);
+        }
     }
+}
+
+#[test]
+fn winograd_refuses_a_pool_without_a_window() {
+    let x = Tensor::zeros((1, 1, 5, 32), DType::F32, &Device::Cpu).unwrap();
+    let u = Tensor::zeros((winograd::POSITIONS, 32, 4), DType::F32, &Device::Cpu).unwrap();
+    let b = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+    let got = x.apply_op3(&u, &b, winograd::Conv3x3BiasReluWinograd { pool: true });
+    assert!(got.is_err(), "a 1-pixel-high image has no 2x2 window");
+    let got = x
+        .apply_op3(&u, &b, winograd::Conv3x3BiasReluWinograd { pool: false })
+        .unwrap();
+    assert_eq!(got.dims(), [1, 1, 5, 4]);
 }
 
 #[test]
 fn inference_blocks_with_fixed_weights_run_winograd_and_match_candle() {
     let mut rng = StdRng::seed_from_u64(12);
-    for &(n, h, w, ci, co, pool) in &[(2, 9, 7, 32, 16, true), (1, 8, 8, 64, 64, false)] {
+    for &(n, h, w, ci, co, pool) in &[
+        (2, 9, 7, 32, 16, true),
+        (1, 8, 8, 64, 64, false),
+        (3, 16, 16, 64, 32, true),
+    ] {
         let case = format!("fixed block n={n} {h}x{w} {ci}->{co} pool={pool}");
         let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
         let wt = uniform(&mut rng, &[co, ci, 3, 3], -0.3, 0.3);
@@ -806,7 +838,7 @@ fn inference_blocks_with_fixed_weights_run_winograd_and_match_candle() {
                 .lock()
                 .unwrap()
                 .as_ref()
-                .is_some_and(|(u, _)| u.dims() == [16, ci, co]),
+                .is_some_and(|(u, _)| u.dims() == [winograd::POSITIONS, ci, co]),
             "{case}: the transformed weight is cached"
         );
     }

@@ -1,12 +1,17 @@
-//! Winograd F(2x2, 3x3): the inference convolutions (3x3, stride 1, padding 1) with 16
-//! multiplications per 2x2 output tile instead of 36.
+//! Winograd F(4x4, 3x3): the inference convolutions (3x3, stride 1, padding 1) with 36
+//! multiplications per 4x4 output tile instead of 144.
 //!
-//! Each 4x4 input tile `d` becomes `V = Bᵀ d B`, each 3x3 weight `g` becomes `U = G g Gᵀ`
-//! (once, when the batch norm is folded), and for each of the 16 positions of the transformed
+//! Each 6x6 input tile `d` becomes `V = Bᵀ d B`, each 3x3 weight `g` becomes `U = G g Gᵀ`
+//! (once, when the batch norm is folded), and for each of the 36 positions of the transformed
 //! tile the products over input channels are one matrix product, `M = V U`, through the same
-//! `gemm` crate as the other kernels. The output tile is `Aᵀ M A`, plus the bias, through `ReLU`.
-//! The transforms' coefficients are 0, ±1 and ±1/2, so rounding stays small: the tests hold the
-//! result within 1e-4 (relative) of candle's direct convolution.
+//! `gemm` crate as the other kernels. The output tile is `Aᵀ M A`, plus the bias, through `ReLU`
+//! and, when a 2x2 max pool follows, pooled before it is written (the 4x4 tile holds whole pool
+//! windows). The matrices are Lavin and Gray's (2016), with interpolation points 0, ±1, ±2;
+//! the weight transform runs in `f64`. The tests hold the result within 1e-4 (relative) of
+//! candle's direct convolution.
+//!
+//! Tasks are runs of whole tile rows over the batch (a run may go on into the next image), so
+//! that the small late layers still give the products enough rows.
 //!
 //! Only for inference on fixed weights: the op has no backward pass (the caller falls back to
 //! the direct convolution whenever a gradient could be wanted).
@@ -17,17 +22,34 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
 use super::matmul::{MatMut, MatRef, gemm};
+use super::norm::pool_dims;
 use super::{KernelError, contiguous_f32, vectorized};
 
+/// Side of an output tile.
+const TILE: usize = 4;
+
+/// Side of an input tile: the output tile and the kernel's reach around it.
+const ALPHA: usize = TILE + 2;
+
 /// Positions in a transformed tile.
-const POSITIONS: usize = 16;
+pub(crate) const POSITIONS: usize = ALPHA * ALPHA;
 
 /// Floats of transformed input and products one task holds: 1 MiB each, about the L2 cache of a
 /// core.
-const TASK_FLOATS: usize = 256 * 1024;
+const TASK_FLOATS: usize = 64 * 1024;
 
-/// The fewest tiles a task takes when the image has them.
+/// The fewest tiles a task takes when the batch has them (fewer make the products too thin).
 const MIN_TASK_TILES: usize = 32;
+
+/// The distance, in floats, between the matrices of two positions in a task's buffers: at least
+/// `floats`, a whole number of cache lines, and an odd number of them. The 36 matrices are
+/// written (and read) a few channels at a time, tile by tile; at a distance that is a multiple
+/// of 4 KiB they would all fall in the same sets of the L1 cache and evict one another.
+fn position_stride(floats: usize) -> usize {
+    const LINE: usize = 16;
+    let lines = floats.div_ceil(LINE);
+    LINE * (lines | 1)
+}
 
 /// Buffers of transformed input and products for one task.
 type Scratch = (Vec<f32>, Vec<f32>);
@@ -39,33 +61,58 @@ thread_local! {
     static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The transformed weight `U = G g Gᵀ`, laid out `[16, ci, co]`, of an OIHW 3x3 weight
+/// `Bᵀ x` for one column (or row) of an input tile.
+#[inline(always)]
+fn input_1d([x0, x1, x2, x3, x4, x5]: [f32; ALPHA]) -> [f32; ALPHA] {
+    let (t0, t1) = (x4 - 4.0 * x2, x3 - 4.0 * x1);
+    let (t2, t3) = (x4 - x2, 2.0 * (x3 - x1));
+    [
+        4.0 * x0 - 5.0 * x2 + x4,
+        t0 + t1,
+        t0 - t1,
+        t2 + t3,
+        t2 - t3,
+        4.0 * x1 - 5.0 * x3 + x5,
+    ]
+}
+
+/// `Aᵀ m` for one column (or row) of a tile of products.
+#[inline(always)]
+fn output_1d([m0, m1, m2, m3, m4, m5]: [f32; ALPHA]) -> [f32; TILE] {
+    let (a, b) = (m1 + m2, m1 - m2);
+    let (c, e) = (m3 + m4, m3 - m4);
+    [m0 + a + c, b + 2.0 * e, a + 4.0 * c, b + 8.0 * e + m5]
+}
+
+/// The transformed weight `U = G g Gᵀ`, laid out `[36, ci, co]`, of an OIHW 3x3 weight
 /// `[co, ci, 3, 3]`.
 pub(crate) fn transform_weight(w: &[f32], co: usize, ci: usize) -> Result<Vec<f32>, KernelError> {
     if w.len() != co * ci * 9 {
         return Err(KernelError::Shape("a Winograd weight must be 3x3"));
     }
-    const G: [[f32; 3]; 4] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
+    const G: [[f64; 3]; ALPHA] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
         [0.0, 0.0, 1.0],
     ];
     let mut u = vec![0.0f32; POSITIONS * ci * co];
     for o in 0..co {
         for i in 0..ci {
             let g = &w[(o * ci + i) * 9..][..9];
-            // G g (4x3), then (G g) Gᵀ (4x4).
-            let mut gg = [[0.0f32; 3]; 4];
+            // G g (6x3), then (G g) Gᵀ (6x6).
+            let mut gg = [[0.0f64; 3]; ALPHA];
             for (a, row) in gg.iter_mut().enumerate() {
                 for (j, v) in row.iter_mut().enumerate() {
-                    *v = (0..3).map(|k| G[a][k] * g[k * 3 + j]).sum();
+                    *v = (0..3).map(|k| G[a][k] * f64::from(g[k * 3 + j])).sum();
                 }
             }
-            for a in 0..4 {
-                for b in 0..4 {
-                    let v: f32 = (0..3).map(|k| gg[a][k] * G[b][k]).sum();
-                    u[((a * 4 + b) * ci + i) * co + o] = v;
+            for a in 0..ALPHA {
+                for b in 0..ALPHA {
+                    let v: f64 = (0..3).map(|k| gg[a][k] * G[b][k]).sum();
+                    u[((a * ALPHA + b) * ci + i) * co + o] = v as f32;
                 }
             }
         }
@@ -73,7 +120,8 @@ pub(crate) fn transform_weight(w: &[f32], co: usize, ci: usize) -> Result<Vec<f3
     Ok(u)
 }
 
-/// The shape of one convolution: NHWC input `[n, h, w, ci]`, output `[n, h, w, co]`.
+/// The shape of one convolution: NHWC input `[n, h, w, ci]`, output `[n, h, w, co]`, or
+/// `[n, h / 2, w / 2, co]` when a 2x2 max pool follows.
 #[derive(Clone, Copy, Debug)]
 struct Shape3x3 {
     n: usize,
@@ -81,77 +129,95 @@ struct Shape3x3 {
     w: usize,
     ci: usize,
     co: usize,
+    pool: bool,
 }
 
 impl Shape3x3 {
     fn tiles_h(&self) -> usize {
-        self.h.div_ceil(2)
+        self.h.div_ceil(TILE)
     }
 
     fn tiles_w(&self) -> usize {
-        self.w.div_ceil(2)
+        self.w.div_ceil(TILE)
+    }
+
+    /// Height and width of the output.
+    fn out_hw(&self) -> (usize, usize) {
+        if self.pool {
+            (self.h / 2, self.w / 2)
+        } else {
+            (self.h, self.w)
+        }
+    }
+
+    /// The first output row, counted over the whole batch, of tile row `g` (counted over the
+    /// whole batch too); `g = n * tiles_h` gives the end of the output.
+    fn first_out_row(&self, g: usize) -> usize {
+        let (oh, _) = self.out_hw();
+        let rows_per_tile = if self.pool { TILE / 2 } else { TILE };
+        let (b, ty) = (g / self.tiles_h(), g % self.tiles_h());
+        b * oh + (ty * rows_per_tile).min(oh)
     }
 
     /// Tile rows per task: as many as fit [`TASK_FLOATS`], at most enough to give every thread
-    /// two tasks, but at least [`MIN_TASK_TILES`] tiles (fewer make the products too thin).
+    /// two tasks, but at least [`MIN_TASK_TILES`] tiles.
     fn tile_rows_per_task(&self) -> usize {
+        let rows = self.n * self.tiles_h();
         let per_tile_row = POSITIONS * self.tiles_w() * self.ci.max(self.co);
         let by_cache = (TASK_FLOATS / per_tile_row.max(1)).max(1);
-        let wanted = 2 * rayon::current_num_threads();
-        let by_threads = (self.n * self.tiles_h()).div_ceil(wanted).max(1);
+        let by_threads = rows.div_ceil(2 * rayon::current_num_threads()).max(1);
         let at_least = MIN_TASK_TILES.div_ceil(self.tiles_w());
-        by_cache
-            .min(by_threads)
-            .max(at_least)
-            .min(self.tiles_h())
-            .max(1)
+        by_cache.min(by_threads).max(at_least).min(rows).max(1)
     }
 }
 
 /// Convolution (3x3, stride 1, padding 1) of NHWC `x` with the transformed weight `u`, plus
-/// `bias`, through `ReLU`.
+/// `bias`, through `ReLU` (and the 2x2 max pool if `s.pool`).
 fn forward(s: Shape3x3, x: &[f32], u: &[f32], bias: &[f32]) -> Result<Vec<f32>, KernelError> {
-    let Shape3x3 { n, h, w, ci, co } = s;
-    let mut out = vec![0.0f32; n * h * w * co];
+    let (oh, ow) = s.out_hw();
+    let mut out = vec![0.0f32; s.n * oh * ow * s.co];
     if out.is_empty() {
         return Ok(out);
     }
-    let rows_per_task = s.tile_rows_per_task();
-    // Too few tasks to keep every thread busy (a small image at batch 1): the 16 products of
+    let rows = s.n * s.tiles_h();
+    let per_task = s.tile_rows_per_task();
+    let tasks = rows.div_ceil(per_task);
+    // Too few tasks to keep every thread busy (a small image at batch 1): the 36 products of
     // each task are shared out instead.
-    let tasks = n * s.tiles_h().div_ceil(rows_per_task);
     let split_products = tasks < 2 * rayon::current_num_threads();
-    let image_len = h * w * co;
-    out.par_chunks_mut(image_len)
-        .enumerate()
-        .try_for_each(|(b, image_out)| {
-            let image = &x[b * h * w * ci..][..h * w * ci];
-            image_out
-                .par_chunks_mut(2 * rows_per_task * w * co)
-                .enumerate()
-                .try_for_each(|(t, out_rows)| {
-                    let first = t * rows_per_task;
-                    let rows = rows_per_task.min(s.tiles_h() - first);
-                    task(s, image, u, bias, (first, rows), split_products, out_rows)
-                })
-        })?;
+    // Each task writes the output rows of its tile rows: one contiguous slab.
+    let mut slabs = Vec::with_capacity(tasks);
+    let mut rest = out.as_mut_slice();
+    for t in 0..tasks {
+        let (first, end) = (t * per_task, ((t + 1) * per_task).min(rows));
+        let len = (s.first_out_row(end) - s.first_out_row(first)) * ow * s.co;
+        let (slab, tail) = rest
+            .split_at_mut_checked(len)
+            .ok_or(KernelError::Internal("Winograd output slabs overrun"))?;
+        slabs.push(((first, end - first), slab));
+        rest = tail;
+    }
+    slabs
+        .into_par_iter()
+        .try_for_each(|(rows, slab)| task(s, x, u, bias, rows, split_products, slab))?;
     Ok(out)
 }
 
-/// Tile rows `first..first + rows` of one image: transform, 16 products, inverse transform.
+/// Tile rows `first..first + count` of the batch: transform, 36 products, inverse transform.
 fn task(
     s: Shape3x3,
-    image: &[f32],
+    x: &[f32],
     u: &[f32],
     bias: &[f32],
-    (first, rows): (usize, usize),
+    (first, count): (usize, usize),
     split_products: bool,
-    out_rows: &mut [f32],
+    slab: &mut [f32],
 ) -> Result<(), KernelError> {
     let Shape3x3 { ci, co, .. } = s;
-    let tiles = rows * s.tiles_w();
+    let tiles = count * s.tiles_w();
     let mut run = |(v, m): &mut Scratch| -> Result<(), KernelError> {
-        let (v_len, m_len) = (POSITIONS * tiles * ci, POSITIONS * tiles * co);
+        let (v_stride, m_stride) = (position_stride(tiles * ci), position_stride(tiles * co));
+        let (v_len, m_len) = (POSITIONS * v_stride, POSITIONS * m_stride);
         if v.len() < v_len {
             v.resize(v_len, 0.0);
         }
@@ -161,7 +227,7 @@ fn task(
         let (v, m) = (&mut v[..v_len], &mut m[..m_len]);
         vectorized(
             #[inline(always)]
-            || transform_input(s, image, first, rows, v),
+            || transform_input(s, x, first, count, v),
         );
         let product = |k: usize, m_k: &mut [f32], v_k: &[f32]| {
             gemm(
@@ -187,14 +253,14 @@ fn task(
             )
         };
         if split_products {
-            m.par_chunks_exact_mut(tiles * co)
-                .zip(v.par_chunks_exact(tiles * ci))
+            m.par_chunks_exact_mut(m_stride)
+                .zip(v.par_chunks_exact(v_stride))
                 .enumerate()
                 .try_for_each(|(k, (m_k, v_k))| product(k, m_k, v_k))?;
         } else {
             for (k, (m_k, v_k)) in m
-                .chunks_exact_mut(tiles * co)
-                .zip(v.chunks_exact(tiles * ci))
+                .chunks_exact_mut(m_stride)
+                .zip(v.chunks_exact(v_stride))
                 .enumerate()
             {
                 product(k, m_k, v_k)?;
@@ -202,7 +268,7 @@ fn task(
         }
         vectorized(
             #[inline(always)]
-            || transform_output(s, m, bias, first, rows, out_rows),
+            || transform_output(s, m, bias, first, count, slab),
         );
         Ok(())
     };
@@ -214,125 +280,204 @@ fn task(
     result
 }
 
-/// `out = a - b`, element by element.
+/// One vector register's worth of channels (AVX-512): the transforms work on these.
+const LANES: usize = 16;
+
+/// The values of [`LANES`] consecutive channels.
+type Lanes = [f32; LANES];
+
+/// Up to [`LANES`] channels from `src`, the rest zero.
 #[inline(always)]
-fn sub(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
-        *o = a - b;
+fn load(src: &[f32]) -> Lanes {
+    if let Ok(lanes) = <&Lanes>::try_from(src) {
+        return *lanes;
     }
+    let mut lanes = [0.0; LANES];
+    let n = src.len().min(LANES);
+    lanes[..n].copy_from_slice(&src[..n]);
+    lanes
 }
 
-/// `out = a + b`, element by element.
+/// The first `dst.len()` (at most [`LANES`]) channels of `lanes` into `dst`.
 #[inline(always)]
-fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
-        *o = a + b;
+fn store(dst: &mut [f32], lanes: &Lanes) {
+    if let Ok(dst) = <&mut Lanes>::try_from(&mut *dst) {
+        *dst = *lanes;
+        return;
     }
+    let n = dst.len().min(LANES);
+    dst[..n].copy_from_slice(&lanes[..n]);
 }
 
-/// `out = a + b + c`, element by element.
+/// `z + bias` through `ReLU`, into `dst` (at most [`LANES`] channels).
 #[inline(always)]
-fn add3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-    for (((o, a), b), c) in out.iter_mut().zip(a).zip(b).zip(c) {
-        *o = a + b + c;
+fn bias_relu_store(dst: &mut [f32], z: &Lanes, bias: &Lanes) {
+    let mut out = [0.0; LANES];
+    for ((o, z), b) in out.iter_mut().zip(z).zip(bias) {
+        *o = (z + b).max(0.0);
     }
+    store(dst, &out);
 }
 
-/// `out = a - b - c`, element by element.
+/// `(Bᵀ d B)` of a tile of [`LANES`] channels, row-major 6x6 in and out; `r` is scratch.
 #[inline(always)]
-fn sub2(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-    for (((o, a), b), c) in out.iter_mut().zip(a).zip(b).zip(c) {
-        *o = a - b - c;
-    }
-}
-
-/// `V = Bᵀ d B` for every tile of the task, laid out `[16, tiles, ci]`. Works on whole channel
-/// vectors, so that every loop runs over contiguous channels.
-#[inline(always)]
-fn transform_input(s: Shape3x3, image: &[f32], first: usize, rows: usize, v: &mut [f32]) {
-    let Shape3x3 { h, w, ci, .. } = s;
-    let tiles_w = s.tiles_w();
-    let tiles = rows * tiles_w;
-    let zeros = vec![0.0f32; ci];
-    // Bᵀ d, one channel vector per position (row-major 4x4).
-    let mut r = vec![0.0f32; POSITIONS * ci];
-    for tr in 0..rows {
-        let ty = first + tr;
-        for tx in 0..tiles_w {
-            let t = tr * tiles_w + tx;
-            // The 4x4 input tile starts one pixel above and left of the output tile.
-            let d = |i: usize, j: usize| -> &[f32] {
-                let (y, x) = ((2 * ty + i).wrapping_sub(1), (2 * tx + j).wrapping_sub(1));
-                if y < h && x < w {
-                    &image[(y * w + x) * ci..][..ci]
-                } else {
-                    &zeros
-                }
-            };
-            // Rows of Bᵀ d: d0 - d2, d1 + d2, d2 - d1, d1 - d3.
-            for j in 0..4 {
-                sub(&mut r[j * ci..][..ci], d(0, j), d(2, j));
-                add(&mut r[(4 + j) * ci..][..ci], d(1, j), d(2, j));
-                sub(&mut r[(8 + j) * ci..][..ci], d(2, j), d(1, j));
-                sub(&mut r[(12 + j) * ci..][..ci], d(1, j), d(3, j));
+fn input_2d(d: &[Lanes; POSITIONS], r: &mut [Lanes; POSITIONS], v: &mut [Lanes; POSITIONS]) {
+    // Columns: r = Bᵀ d.
+    for j in 0..ALPHA {
+        for l in 0..LANES {
+            let o = input_1d([
+                d[j][l],
+                d[ALPHA + j][l],
+                d[2 * ALPHA + j][l],
+                d[3 * ALPHA + j][l],
+                d[4 * ALPHA + j][l],
+                d[5 * ALPHA + j][l],
+            ]);
+            for (i, o) in o.into_iter().enumerate() {
+                r[i * ALPHA + j][l] = o;
             }
-            // (Bᵀ d) B: the same on the columns.
-            let rr = |i: usize, j: usize| &r[(i * 4 + j) * ci..][..ci];
-            let at = |i: usize, j: usize| ((i * 4 + j) * tiles + t) * ci;
-            for i in 0..4 {
-                sub(&mut v[at(i, 0)..][..ci], rr(i, 0), rr(i, 2));
-                add(&mut v[at(i, 1)..][..ci], rr(i, 1), rr(i, 2));
-                sub(&mut v[at(i, 2)..][..ci], rr(i, 2), rr(i, 1));
-                sub(&mut v[at(i, 3)..][..ci], rr(i, 1), rr(i, 3));
+        }
+    }
+    // Rows: v = (Bᵀ d) B.
+    for i in 0..ALPHA {
+        for l in 0..LANES {
+            let row = &r[i * ALPHA..][..ALPHA];
+            let o = input_1d([
+                row[0][l], row[1][l], row[2][l], row[3][l], row[4][l], row[5][l],
+            ]);
+            for (j, o) in o.into_iter().enumerate() {
+                v[i * ALPHA + j][l] = o;
             }
         }
     }
 }
 
-/// `Aᵀ M A` plus the bias, through `ReLU`, into the output rows of the task.
+/// `(Aᵀ m A)` of a tile of [`LANES`] channels: row-major 6x6 in, 4x4 out; `r` is scratch.
+#[inline(always)]
+fn output_2d(m: &[Lanes; POSITIONS], r: &mut [Lanes; TILE * ALPHA], y: &mut [Lanes; TILE * TILE]) {
+    // Columns: r = Aᵀ m (4x6).
+    for j in 0..ALPHA {
+        for l in 0..LANES {
+            let o = output_1d([
+                m[j][l],
+                m[ALPHA + j][l],
+                m[2 * ALPHA + j][l],
+                m[3 * ALPHA + j][l],
+                m[4 * ALPHA + j][l],
+                m[5 * ALPHA + j][l],
+            ]);
+            for (i, o) in o.into_iter().enumerate() {
+                r[i * ALPHA + j][l] = o;
+            }
+        }
+    }
+    // Rows: y = (Aᵀ m) A (4x4).
+    for i in 0..TILE {
+        for l in 0..LANES {
+            let row = &r[i * ALPHA..][..ALPHA];
+            let o = output_1d([
+                row[0][l], row[1][l], row[2][l], row[3][l], row[4][l], row[5][l],
+            ]);
+            for (j, o) in o.into_iter().enumerate() {
+                y[i * TILE + j][l] = o;
+            }
+        }
+    }
+}
+
+/// `V = Bᵀ d B` for every tile of tile rows `first..first + count`, laid out
+/// `[36, tiles, ci]` (positions [`position_stride`] apart), [`LANES`] channels at a time.
+#[inline(always)]
+fn transform_input(s: Shape3x3, x: &[f32], first: usize, count: usize, v: &mut [f32]) {
+    let Shape3x3 { h, w, ci, .. } = s;
+    let (tiles_h, tiles_w) = (s.tiles_h(), s.tiles_w());
+    let v_stride = position_stride(count * tiles_w * ci);
+    let mut d = [[0.0; LANES]; POSITIONS];
+    let mut r = [[0.0; LANES]; POSITIONS];
+    let mut vt = [[0.0; LANES]; POSITIONS];
+    for tr in 0..count {
+        let (b, ty) = ((first + tr) / tiles_h, (first + tr) % tiles_h);
+        let image = &x[b * h * w * ci..][..h * w * ci];
+        for tx in 0..tiles_w {
+            let t = tr * tiles_w + tx;
+            for c0 in (0..ci).step_by(LANES) {
+                let cb = LANES.min(ci - c0);
+                // The 6x6 input tile starts one pixel above and left of the output tile.
+                for (k, d) in d.iter_mut().enumerate() {
+                    let (y, xx) = (
+                        (TILE * ty + k / ALPHA).wrapping_sub(1),
+                        (TILE * tx + k % ALPHA).wrapping_sub(1),
+                    );
+                    *d = if y < h && xx < w {
+                        load(&image[(y * w + xx) * ci + c0..][..cb])
+                    } else {
+                        [0.0; LANES]
+                    };
+                }
+                input_2d(&d, &mut r, &mut vt);
+                for (k, lanes) in vt.iter().enumerate() {
+                    store(&mut v[k * v_stride + t * ci + c0..][..cb], lanes);
+                }
+            }
+        }
+    }
+}
+
+/// `Aᵀ M A` plus the bias, through `ReLU` (after the 2x2 max pool when `s.pool`), into the
+/// output rows of tile rows `first..first + count`, [`LANES`] channels at a time.
 #[inline(always)]
 fn transform_output(
     s: Shape3x3,
     m: &[f32],
     bias: &[f32],
     first: usize,
-    rows: usize,
-    out_rows: &mut [f32],
+    count: usize,
+    slab: &mut [f32],
 ) {
-    let Shape3x3 { h, w, co, .. } = s;
-    let tiles_w = s.tiles_w();
-    let tiles = rows * tiles_w;
-    // Aᵀ M, one channel vector per position (2x4).
-    let mut r = vec![0.0f32; 8 * co];
-    for tr in 0..rows {
+    let Shape3x3 { h, w, co, pool, .. } = s;
+    let (tiles_h, tiles_w) = (s.tiles_h(), s.tiles_w());
+    let m_stride = position_stride(count * tiles_w * co);
+    let (oh, ow) = s.out_hw();
+    let base = s.first_out_row(first);
+    let mut mt = [[0.0; LANES]; POSITIONS];
+    let mut r = [[0.0; LANES]; TILE * ALPHA];
+    let mut y = [[0.0; LANES]; TILE * TILE];
+    for tr in 0..count {
+        let (b, ty) = ((first + tr) / tiles_h, (first + tr) % tiles_h);
         for tx in 0..tiles_w {
             let t = tr * tiles_w + tx;
-            let p = |i: usize, j: usize| &m[((i * 4 + j) * tiles + t) * co..][..co];
-            // Rows of Aᵀ M: m0 + m1 + m2 and m1 - m2 - m3.
-            for j in 0..4 {
-                add3(&mut r[j * co..][..co], p(0, j), p(1, j), p(2, j));
-                sub2(&mut r[(4 + j) * co..][..co], p(1, j), p(2, j), p(3, j));
-            }
-            let rr = |i: usize, j: usize| &r[(i * 4 + j) * co..][..co];
-            // Output pixels of this tile inside the image (the last row or column of tiles may
-            // stick out by one).
-            let (y0, x0) = (2 * tr, 2 * tx);
-            for i in 0..2 {
-                if 2 * first + y0 + i >= h {
-                    continue;
+            for c0 in (0..co).step_by(LANES) {
+                let cb = LANES.min(co - c0);
+                for (k, mt) in mt.iter_mut().enumerate() {
+                    *mt = load(&m[k * m_stride + t * co + c0..][..cb]);
                 }
-                for j in 0..2 {
-                    if x0 + j >= w {
-                        continue;
+                output_2d(&mt, &mut r, &mut y);
+                let bias = load(&bias[c0..][..cb]);
+                // Pixel (py, px) of this image's output, counted from the slab's first row.
+                let at = |py: usize, px: usize| ((b * oh + py - base) * ow + px) * co + c0;
+                if pool {
+                    for pi in 0..TILE / 2 {
+                        for pj in 0..TILE / 2 {
+                            let (py, px) = (TILE / 2 * ty + pi, TILE / 2 * tx + pj);
+                            if py >= oh || px >= ow {
+                                continue;
+                            }
+                            let window = |i: usize, j: usize| &y[(2 * pi + i) * TILE + 2 * pj + j];
+                            let (y0, y1, y2, y3) =
+                                (window(0, 0), window(0, 1), window(1, 0), window(1, 1));
+                            let mut z = [0.0; LANES];
+                            for (l, z) in z.iter_mut().enumerate() {
+                                *z = y0[l].max(y1[l]).max(y2[l].max(y3[l]));
+                            }
+                            bias_relu_store(&mut slab[at(py, px)..][..cb], &z, &bias);
+                        }
                     }
-                    let out = &mut out_rows[((y0 + i) * w + x0 + j) * co..][..co];
-                    if j == 0 {
-                        add3(out, rr(i, 0), rr(i, 1), rr(i, 2));
-                    } else {
-                        sub2(out, rr(i, 1), rr(i, 2), rr(i, 3));
-                    }
-                    for (o, b) in out.iter_mut().zip(bias) {
-                        *o = (*o + b).max(0.0);
+                } else {
+                    for (k, z) in y.iter().enumerate() {
+                        let (py, px) = (TILE * ty + k / TILE, TILE * tx + k % TILE);
+                        if py < h && px < w {
+                            bias_relu_store(&mut slab[at(py, px)..][..cb], z, &bias);
+                        }
                     }
                 }
             }
@@ -341,10 +486,14 @@ fn transform_output(
 }
 
 /// Convolution (3x3, stride 1, padding 1), bias and `ReLU` on NHWC activations, with the
-/// weight transformed by [`transform_weight`]: `(x [n, h, w, ci], u [16, ci, co], bias [co])
-/// -> [n, h, w, co]`. Inference only: it has no backward pass.
+/// weight transformed by [`transform_weight`], then a 2x2 max pool if `pool`:
+/// `(x [n, h, w, ci], u [36, ci, co], bias [co]) -> [n, h, w, co]` (or `[n, h / 2, w / 2, co]`
+/// with the pool, odd trailing rows and columns dropped as in candle's `max_pool2d`). Inference
+/// only: it has no backward pass.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Conv3x3BiasReluWinograd;
+pub(crate) struct Conv3x3BiasReluWinograd {
+    pub pool: bool,
+}
 
 impl CustomOp3 for Conv3x3BiasReluWinograd {
     fn name(&self) -> &'static str {
@@ -362,7 +511,7 @@ impl CustomOp3 for Conv3x3BiasReluWinograd {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (&[n, h, w, ci], &[POSITIONS, u_ci, co]) = (xl.dims(), ul.dims()) else {
             return Err(KernelError::Shape(
-                "a Winograd convolution needs NHWC input and a [16, ci, co] weight",
+                "a Winograd convolution needs NHWC input and a [36, ci, co] weight",
             )
             .into());
         };
@@ -371,13 +520,24 @@ impl CustomOp3 for Conv3x3BiasReluWinograd {
                 KernelError::Shape("the Winograd weight or bias does not match the input").into(),
             );
         }
-        let s = Shape3x3 { n, h, w, ci, co };
+        if self.pool {
+            pool_dims(h, w)?;
+        }
+        let s = Shape3x3 {
+            n,
+            h,
+            w,
+            ci,
+            co,
+            pool: self.pool,
+        };
         let y = forward(
             s,
             contiguous_f32(xs, xl)?,
             contiguous_f32(us, ul)?,
             contiguous_f32(bs, bl)?,
         )?;
-        Ok((CpuStorage::F32(y), Shape::from_dims(&[n, h, w, co])))
+        let (oh, ow) = s.out_hw();
+        Ok((CpuStorage::F32(y), Shape::from_dims(&[n, oh, ow, co])))
     }
 }
