@@ -177,7 +177,7 @@ fn main() {
     );
     println!(
         "(*) the network's direct-convolution operations per second: our inference convolutions \
-         run as Winograd F(2x2, 3x3), with 2.25x fewer multiplications, so the forward figures \
+         run as Winograd F(4x4, 3x3), with 4x fewer multiplications, so the forward figures \
          can pass the machine's peak of about {PEAK_GFLOPS:.0}"
     );
 }

@@ -19,7 +19,9 @@
 //!   never become candle tensors;
 //! - in inference, batch norm is folded into the convolution's weight and a bias (once, for
 //!   fixed weights: [`FoldCache`]), and the bias and `ReLU` are applied to each output tile while
-//!   it is in cache.
+//!   it is in cache. The 3x3 convolutions with 32 or more input channels run as Winograd
+//!   F(4x4, 3x3) ([`winograd`]: 4x fewer multiplications), with the 2x2 max pool that follows a
+//!   stage fused into their output.
 //!
 //! The element-wise loops run through [`pulp`]'s run-time dispatch, so they use AVX2 or AVX-512
 //! where the CPU has them although the crate is built for baseline x86-64.
