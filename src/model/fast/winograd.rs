@@ -53,6 +53,18 @@ fn position_stride(floats: usize) -> usize {
     LINE * (lines | 1)
 }
 
+/// The first `len` floats of `buf` from a cache-line boundary on, growing `buf` as needed: the
+/// transforms write and read whole lines of 16 channels, and a line split across two costs
+/// two accesses.
+fn cache_aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    const LINE_FLOATS: usize = 16;
+    if buf.len() < len + LINE_FLOATS {
+        buf.resize(len + LINE_FLOATS, 0.0);
+    }
+    let skip = buf.as_ptr().align_offset(64).min(LINE_FLOATS);
+    &mut buf[skip..][..len]
+}
+
 /// Buffers of transformed input and products for one task.
 type Scratch = (Vec<f32>, Vec<f32>);
 
@@ -220,13 +232,7 @@ fn task(
     let mut run = |(v, m): &mut Scratch| -> Result<(), KernelError> {
         let (v_stride, m_stride) = (position_stride(tiles * ci), position_stride(tiles * co));
         let (v_len, m_len) = (POSITIONS * v_stride, POSITIONS * m_stride);
-        if v.len() < v_len {
-            v.resize(v_len, 0.0);
-        }
-        if m.len() < m_len {
-            m.resize(m_len, 0.0);
-        }
-        let (v, m) = (&mut v[..v_len], &mut m[..m_len]);
+        let (v, m) = (cache_aligned(v, v_len), cache_aligned(m, m_len));
         vectorized(
             #[inline(always)]
             || transform_input(s, x, first, count, v),
