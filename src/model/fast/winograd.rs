@@ -327,67 +327,42 @@ fn bias_relu_store(dst: &mut [f32], z: &Lanes, bias: &Lanes) {
     store(dst, &out);
 }
 
-/// `(Bᵀ d B)` of a tile of [`LANES`] channels, row-major 6x6 in and out; `r` is scratch.
+/// `Tᵀ x T` of a tile of [`LANES`] channels, for the 1-D transform `t` (`x ↦ Tᵀ x`, 6 values
+/// to `N`): row-major 6x6 in, `N`x`N` out, with `r` (`N`x6) as scratch. With [`input_1d`] this is
+/// `Bᵀ d B` (`N` = 6); with [`output_1d`], `Aᵀ m A` (`N` = 4).
 #[inline(always)]
-fn input_2d(d: &[Lanes; POSITIONS], r: &mut [Lanes; POSITIONS], v: &mut [Lanes; POSITIONS]) {
-    // Columns: r = Bᵀ d.
+fn transform_2d<const N: usize>(
+    x: &[Lanes; POSITIONS],
+    t: impl Fn([f32; ALPHA]) -> [f32; N],
+    r: &mut [Lanes],
+    out: &mut [Lanes],
+) {
+    let (r, out) = (&mut r[..N * ALPHA], &mut out[..N * N]);
+    // Columns: r = Tᵀ x.
     for j in 0..ALPHA {
         for l in 0..LANES {
-            let o = input_1d([
-                d[j][l],
-                d[ALPHA + j][l],
-                d[2 * ALPHA + j][l],
-                d[3 * ALPHA + j][l],
-                d[4 * ALPHA + j][l],
-                d[5 * ALPHA + j][l],
+            let o = t([
+                x[j][l],
+                x[ALPHA + j][l],
+                x[2 * ALPHA + j][l],
+                x[3 * ALPHA + j][l],
+                x[4 * ALPHA + j][l],
+                x[5 * ALPHA + j][l],
             ]);
             for (i, o) in o.into_iter().enumerate() {
                 r[i * ALPHA + j][l] = o;
             }
         }
     }
-    // Rows: v = (Bᵀ d) B.
-    for i in 0..ALPHA {
+    // Rows: out = (Tᵀ x) T.
+    for i in 0..N {
         for l in 0..LANES {
             let row = &r[i * ALPHA..][..ALPHA];
-            let o = input_1d([
+            let o = t([
                 row[0][l], row[1][l], row[2][l], row[3][l], row[4][l], row[5][l],
             ]);
             for (j, o) in o.into_iter().enumerate() {
-                v[i * ALPHA + j][l] = o;
-            }
-        }
-    }
-}
-
-/// `(Aᵀ m A)` of a tile of [`LANES`] channels: row-major 6x6 in, 4x4 out; `r` is scratch.
-#[inline(always)]
-fn output_2d(m: &[Lanes; POSITIONS], r: &mut [Lanes; TILE * ALPHA], y: &mut [Lanes; TILE * TILE]) {
-    // Columns: r = Aᵀ m (4x6).
-    for j in 0..ALPHA {
-        for l in 0..LANES {
-            let o = output_1d([
-                m[j][l],
-                m[ALPHA + j][l],
-                m[2 * ALPHA + j][l],
-                m[3 * ALPHA + j][l],
-                m[4 * ALPHA + j][l],
-                m[5 * ALPHA + j][l],
-            ]);
-            for (i, o) in o.into_iter().enumerate() {
-                r[i * ALPHA + j][l] = o;
-            }
-        }
-    }
-    // Rows: y = (Aᵀ m) A (4x4).
-    for i in 0..TILE {
-        for l in 0..LANES {
-            let row = &r[i * ALPHA..][..ALPHA];
-            let o = output_1d([
-                row[0][l], row[1][l], row[2][l], row[3][l], row[4][l], row[5][l],
-            ]);
-            for (j, o) in o.into_iter().enumerate() {
-                y[i * TILE + j][l] = o;
+                out[i * N + j][l] = o;
             }
         }
     }
@@ -422,7 +397,7 @@ fn transform_input(s: Shape3x3, x: &[f32], first: usize, count: usize, v: &mut [
                         [0.0; LANES]
                     };
                 }
-                input_2d(&d, &mut r, &mut vt);
+                transform_2d(&d, input_1d, &mut r, &mut vt);
                 for (k, lanes) in vt.iter().enumerate() {
                     store(&mut v[k * v_stride + t * ci + c0..][..cb], lanes);
                 }
@@ -459,7 +434,7 @@ fn transform_output(
                 for (k, mt) in mt.iter_mut().enumerate() {
                     *mt = load(&m[k * m_stride + t * co + c0..][..cb]);
                 }
-                output_2d(&mt, &mut r, &mut y);
+                transform_2d(&mt, output_1d, &mut r, &mut y);
                 let bias = load(&bias[c0..][..cb]);
                 // Pixel (py, px) of this image's output, counted from the slab's first row.
                 let at = |py: usize, px: usize| ((b * oh + py - base) * ow + px) * co + c0;
