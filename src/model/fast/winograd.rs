@@ -43,25 +43,29 @@ const TASK_FLOATS: usize = 64 * 1024;
 /// The late layers at batch 1 have few tiles in all; 8 gave batch 1 a few percent over 4 and 32.
 const MIN_TASK_TILES: usize = 8;
 
+/// Floats in a cache line (64 bytes).
+const LINE_FLOATS: usize = 16;
+
 /// The distance, in floats, between the matrices of two positions in a task's buffers: at least
 /// `floats`, a whole number of cache lines, and an odd number of them. The 36 matrices are
 /// written (and read) a few channels at a time, tile by tile; at a distance that is a multiple
 /// of 4 KiB they would all fall in the same sets of the L1 cache and evict one another.
 fn position_stride(floats: usize) -> usize {
-    const LINE: usize = 16;
-    let lines = floats.div_ceil(LINE);
-    LINE * (lines | 1)
+    let lines = floats.div_ceil(LINE_FLOATS);
+    LINE_FLOATS * (lines | 1)
 }
 
 /// The first `len` floats of `buf` from a cache-line boundary on, growing `buf` as needed: the
 /// transforms write and read whole lines of 16 channels, and a line split across two costs
 /// two accesses.
 fn cache_aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    const LINE_FLOATS: usize = 16;
     if buf.len() < len + LINE_FLOATS {
         buf.resize(len + LINE_FLOATS, 0.0);
     }
-    let skip = buf.as_ptr().align_offset(64).min(LINE_FLOATS);
+    let skip = buf
+        .as_ptr()
+        .align_offset(LINE_FLOATS * size_of::<f32>())
+        .min(LINE_FLOATS);
     &mut buf[skip..][..len]
 }
 
