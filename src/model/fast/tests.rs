@@ -843,3 +843,51 @@ fn inference_blocks_with_fixed_weights_run_winograd_and_match_candle() {
         );
     }
 }
+
+#[test]
+fn one_channel_inference_blocks_match_candle() {
+    let mut rng = StdRng::seed_from_u64(13);
+    // (batch, height, width, out, stride): the stem's shape, odd sizes, one pixel, batch 1.
+    for &(n, h, w, co, stride) in &[
+        (2, 32, 32, 32, 2),
+        (3, 13, 9, 5, 2),
+        (1, 7, 11, 16, 1),
+        (1, 1, 1, 4, 2),
+    ] {
+        let case = format!("one-channel block n={n} {h}x{w} 1->{co} stride {stride}");
+        let x = uniform(&mut rng, &[n, 1, h, w], -1.0, 1.0);
+        let conv = Conv2d::new(
+            uniform(&mut rng, &[co, 1, 3, 3], -0.5, 0.5),
+            None,
+            Conv2dConfig {
+                padding: 1,
+                stride,
+                ..Default::default()
+            },
+        );
+        let bn = BatchNorm::new(
+            co,
+            uniform(&mut rng, &[co], -0.2, 0.2),
+            uniform(&mut rng, &[co], 0.5, 1.5),
+            uniform(&mut rng, &[co], 0.5, 1.5),
+            uniform(&mut rng, &[co], -0.5, 0.5),
+            1e-5,
+        )
+        .unwrap();
+        let z = candle_nn::Module::forward(&conv, &x).unwrap();
+        let want = candle_nn::ModuleT::forward_t(&bn, &z, false)
+            .unwrap()
+            .relu()
+            .unwrap();
+        let got = conv_bn_relu(
+            &nchw_to_nhwc(&x).unwrap(),
+            &conv,
+            &bn,
+            false,
+            false,
+            &FoldCache::new(),
+        )
+        .unwrap();
+        assert_close(&case, &nhwc_to_nchw(&got).unwrap(), &want);
+    }
+}
