@@ -787,6 +787,45 @@ fn winograd_refuses_a_pool_without_a_window() {
     assert_eq!(got.dims(), [1, 1, 5, 4]);
 }
 
+/// A block with fixed random weights, as loaded from a checkpoint: a 3x3 convolution (padding 1,
+/// weights in `±weight_range`) and a batch norm with running statistics.
+fn fixed_block(
+    rng: &mut StdRng,
+    ci: usize,
+    co: usize,
+    stride: usize,
+    weight_range: f32,
+) -> (Conv2d, BatchNorm) {
+    let conv = Conv2d::new(
+        uniform(rng, &[co, ci, 3, 3], -weight_range, weight_range),
+        None,
+        Conv2dConfig {
+            padding: 1,
+            stride,
+            ..Default::default()
+        },
+    );
+    let bn = BatchNorm::new(
+        co,
+        uniform(rng, &[co], -0.2, 0.2),
+        uniform(rng, &[co], 0.5, 1.5),
+        uniform(rng, &[co], 0.5, 1.5),
+        uniform(rng, &[co], -0.5, 0.5),
+        1e-5,
+    )
+    .unwrap();
+    (conv, bn)
+}
+
+/// Stock candle's inference block on NCHW `x`: convolution, batch norm, `ReLU`.
+fn reference_block(conv: &Conv2d, bn: &BatchNorm, x: &Tensor) -> Tensor {
+    let z = candle_nn::Module::forward(conv, x).unwrap();
+    candle_nn::ModuleT::forward_t(bn, &z, false)
+        .unwrap()
+        .relu()
+        .unwrap()
+}
+
 #[test]
 fn inference_blocks_with_fixed_weights_run_winograd_and_match_candle() {
     let mut rng = StdRng::seed_from_u64(12);
@@ -797,29 +836,8 @@ fn inference_blocks_with_fixed_weights_run_winograd_and_match_candle() {
     ] {
         let case = format!("fixed block n={n} {h}x{w} {ci}->{co} pool={pool}");
         let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
-        let wt = uniform(&mut rng, &[co, ci, 3, 3], -0.3, 0.3);
-        let conv = Conv2d::new(
-            wt,
-            None,
-            Conv2dConfig {
-                padding: 1,
-                ..Default::default()
-            },
-        );
-        let bn = BatchNorm::new(
-            co,
-            uniform(&mut rng, &[co], -0.2, 0.2),
-            uniform(&mut rng, &[co], 0.5, 1.5),
-            uniform(&mut rng, &[co], 0.5, 1.5),
-            uniform(&mut rng, &[co], -0.5, 0.5),
-            1e-5,
-        )
-        .unwrap();
-        let z = candle_nn::Module::forward(&conv, &x).unwrap();
-        let want = candle_nn::ModuleT::forward_t(&bn, &z, false)
-            .unwrap()
-            .relu()
-            .unwrap();
+        let (conv, bn) = fixed_block(&mut rng, ci, co, 1, 0.3);
+        let want = reference_block(&conv, &bn, &x);
         let want = if pool { reference_pool(&want) } else { want };
         let cache = FoldCache::new();
         let xs = nchw_to_nhwc(&x).unwrap();
@@ -856,29 +874,8 @@ fn one_channel_inference_blocks_match_candle() {
     ] {
         let case = format!("one-channel block n={n} {h}x{w} 1->{co} stride {stride}");
         let x = uniform(&mut rng, &[n, 1, h, w], -1.0, 1.0);
-        let conv = Conv2d::new(
-            uniform(&mut rng, &[co, 1, 3, 3], -0.5, 0.5),
-            None,
-            Conv2dConfig {
-                padding: 1,
-                stride,
-                ..Default::default()
-            },
-        );
-        let bn = BatchNorm::new(
-            co,
-            uniform(&mut rng, &[co], -0.2, 0.2),
-            uniform(&mut rng, &[co], 0.5, 1.5),
-            uniform(&mut rng, &[co], 0.5, 1.5),
-            uniform(&mut rng, &[co], -0.5, 0.5),
-            1e-5,
-        )
-        .unwrap();
-        let z = candle_nn::Module::forward(&conv, &x).unwrap();
-        let want = candle_nn::ModuleT::forward_t(&bn, &z, false)
-            .unwrap()
-            .relu()
-            .unwrap();
+        let (conv, bn) = fixed_block(&mut rng, 1, co, stride, 0.5);
+        let want = reference_block(&conv, &bn, &x);
         let got = conv_bn_relu(
             &nchw_to_nhwc(&x).unwrap(),
             &conv,
