@@ -422,13 +422,12 @@ impl App {
                                 card.training.validation_images
                             ),
                         );
-                        row("Validation", metrics_line(&card.validation));
-                        row(
-                            "Test set",
-                            card.test
-                                .as_ref()
-                                .map_or_else(|| "not measured yet".to_owned(), metrics_line),
-                        );
+                        for (what, line) in card.source_figures() {
+                            row(&what, line);
+                        }
+                        if card.test.is_none() {
+                            row("Test set", "not measured yet".to_owned());
+                        }
                         row("Weights SHA-256", card.weights_sha256.clone());
                     });
                 ui.add_space(8.0);
@@ -460,20 +459,6 @@ impl App {
             ui.label(format!("Decision store: {}", path.display()));
         }
     }
-}
-
-/// Sensitivity, specificity and AUC of an evaluation, in one line.
-pub(super) fn metrics_line(e: &crate::model::card::EvalSummary) -> String {
-    format!(
-        "{} images: sensitivity {:.1}%, specificity {:.1}% at {:.3}; AUC {:.3} ({:.3}–{:.3})",
-        e.images,
-        e.sensitivity * 100.0,
-        e.specificity * 100.0,
-        e.threshold,
-        e.auc.estimate,
-        e.auc.low,
-        e.auc.high
-    )
 }
 
 #[cfg(test)]

@@ -519,12 +519,11 @@ impl App {
                             row.patient_id = dicom.as_ref().and_then(|d| d.patient_id.clone());
                             row.study_uid =
                                 dicom.as_ref().and_then(|d| d.study_instance_uid.clone());
-                            row.scope_warning = dicom.as_ref().and_then(|d| {
-                                crate::worklist::scope_warning(
-                                    d.body_part_examined.as_deref(),
-                                    d.view_position.as_deref(),
-                                )
-                            });
+                            row.scope_warning = crate::worklist::scope_warning(
+                                dicom.as_ref().and_then(|d| d.body_part_examined.as_deref()),
+                                dicom.as_ref().and_then(|d| d.view_position.as_deref()),
+                                study.not_seen.as_deref(),
+                            );
                             row.sha256 = Some(meta.sha256);
                         }
                         row.score = match study.outcome {

@@ -47,6 +47,8 @@ pub(crate) struct ScoredStudy {
     pub meta: Option<StudyMeta>,
     /// Its score, or why there is none.
     pub outcome: Result<f32, String>,
+    /// Why the model flags the image as unlike its training films, if it does.
+    pub not_seen: Option<String>,
     /// The reader's label in force in the decision store.
     pub final_label: Option<Label>,
 }
@@ -332,6 +334,7 @@ fn run_job(
                     id: StudyId(s.index),
                     meta: s.meta,
                     outcome: s.outcome,
+                    not_seen: s.not_seen,
                     final_label,
                 }
             })

@@ -35,11 +35,15 @@ pub(crate) fn read_paths(
                     index: base + i,
                     meta: Some(study.meta),
                     outcome: Err(reason.to_owned()),
+                    ood_distance: None,
+                    not_seen: None,
                 },
                 Err(e) => Scored {
                     index: base + i,
                     meta: None,
                     outcome: Err(e.to_string()),
+                    ood_distance: None,
+                    not_seen: None,
                 },
             })
             .collect();

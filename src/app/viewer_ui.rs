@@ -31,23 +31,22 @@ struct Overlay<'a> {
     pending_text: &'static str,
 }
 
-/// The tooltip on the score and threshold: what they mean, with the validation figures.
+/// The tooltip on the score and threshold: what they mean, with the figures of every set the
+/// model was measured on.
 pub(super) fn score_explanation(card: &ModelCard) -> String {
-    let v = &card.validation;
+    let figures: String = card
+        .source_figures()
+        .iter()
+        .map(|(what, line)| format!("\n• {what}: {line}"))
+        .collect();
     format!(
-        "The score is the model's estimate of the probability of pneumonia, from 0 to 1. A study \
-         scoring {t:.3} (the threshold) or more is called PNEUMONIA.\n\n\
-         At this threshold, on {n} validation images ({p} with pneumonia, {m} normal), the model \
-         flagged {sens:.1}% of the pneumonia films (sensitivity) and left {spec:.1}% of the \
-         normal films unflagged (specificity). The threshold was chosen for high sensitivity: it \
-         raises the priority of likely cases; it is not a diagnosis.\n\n\
+        "The score is the model's estimate of the probability of pneumonia, from 0 to 1, \
+         calibrated on its validation films. A study scoring {t:.3} (the threshold) or more is \
+         called PNEUMONIA. The threshold was chosen for high sensitivity on every validation \
+         source: it raises the priority of likely cases; it is not a diagnosis.\n\n\
+         At this threshold:{figures}\n\n\
          {limits}",
         t = card.threshold,
-        n = v.images,
-        p = v.pneumonia,
-        m = v.normal,
-        sens = v.sensitivity * 100.0,
-        spec = v.specificity * 100.0,
         limits = super::shell_ui::not_seen_sentence(&card.intended_use),
     )
 }

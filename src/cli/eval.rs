@@ -1,4 +1,5 @@
-//! `cxr-triage eval --data DIR`: metrics of a model on labelled folders, `report.json` and plots.
+//! `cxr-triage eval --data DIR`: metrics of a model on labelled folders (or a folder with the NIH
+//! layout's `labels.csv`), `report.json` and plots.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,14 +7,20 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::model::dataset;
 use crate::model::report;
 
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    /// Folder holding NORMAL/ and PNEUMONIA/.
+    /// Folder holding NORMAL/ and PNEUMONIA/, or a labels.csv in the NIH adult layout.
     #[arg(long)]
     pub data: PathBuf,
+    /// With a labels.csv: which films of the model's patient-level split of that source to
+    /// measure (the split the model card records), always leaving out films with another
+    /// finding than pneumonia.
+    #[arg(long, value_enum, default_value_t = Part::Validation)]
+    pub part: Part,
     /// The model card (weights beside it) [default: the shipped model].
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -26,23 +33,47 @@ pub struct EvalArgs {
     pub record_test: bool,
 }
 
+/// Which part of a split source `eval` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The validation part (never trained on).
+    Validation,
+    /// The training part.
+    Train,
+    /// Every normal and pneumonia film.
+    All,
+}
+
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let classifier = super::load_classifier(args.weights.as_deref())?;
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template(
         "scoring [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
     )?);
-    let report = report::evaluate_folder(&classifier, &args.data, &mut |done, total| {
+    let mut progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })?;
+    };
+    let report = if args.data.join(dataset::NIH_LABELS_FILE).is_file() {
+        let samples = nih_part(&classifier, args)?;
+        report::evaluate_samples(&classifier, &args.data, &samples, &mut progress)?
+    } else {
+        report::evaluate_folder(&classifier, &args.data, &mut progress)?
+    };
     bar.finish_and_clear();
     let card = classifier.card();
     println!("{}", report.text());
-    let data_name = args
+    let mut data_name = args
         .data
         .file_name()
         .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
+    if args.data.join(dataset::NIH_LABELS_FILE).is_file() {
+        data_name += match args.part {
+            Part::Validation => "-validation",
+            Part::Train => "-train",
+            Part::All => "-all",
+        };
+    }
     let out = args
         .out
         .clone()
@@ -76,4 +107,34 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         println!("recorded the test metrics in {}", card_path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The films of a `labels.csv` folder that `--part` selects, by the split the model card
+/// records for that source (or, for a model that did not train on it, every film).
+fn nih_part(
+    classifier: &crate::model::Classifier,
+    args: &EvalArgs,
+) -> anyhow::Result<Vec<dataset::Sample>> {
+    let all = dataset::list_nih_adult(&args.data)?;
+    let record = classifier
+        .card()
+        .training
+        .sources
+        .iter()
+        .find(|s| s.name == dataset::Source::NihAdult.name());
+    let picked: Vec<dataset::Sample> = match (args.part, record) {
+        (Part::All, _) => all,
+        (_, None) => {
+            eprintln!(
+                "the model did not train on this source: measuring every normal and pneumonia film"
+            );
+            all
+        }
+        (part, Some(r)) => {
+            let (train, val) = dataset::split_nih_adult(&all, r.validation_fraction, r.split_seed);
+            let idx = if part == Part::Validation { val } else { train };
+            idx.into_iter().map(|i| all[i].clone()).collect()
+        }
+    };
+    Ok(picked.into_iter().filter(|s| !s.other_finding).collect())
 }

@@ -16,7 +16,8 @@ use crate::worklist::Label;
 pub struct ScoreArgs {
     /// The folder to score, recursively.
     pub dir: PathBuf,
-    /// Also write the ranking to this CSV file (`path`, `sha256`, `score`, `label`, `model_id`, `error`).
+    /// Also write the ranking to this CSV file (`path`, `sha256`, `score`, `label`, `model_id`,
+    /// `not_seen`, `ood_distance`, `error`).
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// Print only the N highest scores.
@@ -55,6 +56,12 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
     let card = classifier.card();
     let threshold = card.threshold;
     let rel = |i: usize| discovery.files[i].rel_path.display().to_string();
+    let result = |i: usize| results.iter().find(|r| r.index == i);
+    let not_seen = |i: usize| {
+        result(i)
+            .and_then(|r| r.not_seen.clone())
+            .unwrap_or_default()
+    };
     let mut ranked: Vec<(usize, f32)> = results
         .iter()
         .filter_map(|r| r.outcome.as_ref().ok().map(|&s| (r.index, s)))
@@ -76,11 +83,17 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         .enumerate()
     {
         let label = Label::from_score(score, threshold);
+        let flag = not_seen(i);
         println!(
-            "{:>5}  {score:>6.4}  {:<9}  {}",
+            "{:>5}  {score:>6.4}  {:<9}  {}{}",
             rank + 1,
             label.as_str(),
-            rel(i)
+            rel(i),
+            if flag.is_empty() {
+                String::new()
+            } else {
+                format!("  (not seen: {flag})")
+            }
         );
     }
     if !failed.is_empty() {
@@ -96,8 +109,13 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|&&(_, s)| Label::from_score(s, threshold) == Label::Pneumonia)
         .count();
+    let unlike = ranked
+        .iter()
+        .filter(|&&(i, _)| !not_seen(i).is_empty())
+        .count();
     println!(
-        "\n{} studies scored, {flagged} flagged PNEUMONIA, {} could not be scored",
+        "\n{} studies scored, {flagged} flagged PNEUMONIA, {unlike} unlike the films the model was \
+         trained on, {} could not be scored",
         ranked.len(),
         failed.len()
     );
@@ -105,13 +123,25 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
     if let Some(csv_path) = &args.csv {
         let mut w = csv::Writer::from_path(csv_path)
             .with_context(|| format!("cannot write {}", csv_path.display()))?;
-        w.write_record(["path", "sha256", "score", "label", "model_id", "error"])?;
+        w.write_record([
+            "path",
+            "sha256",
+            "score",
+            "label",
+            "model_id",
+            "not_seen",
+            "ood_distance",
+            "error",
+        ])?;
         let sha = |i: usize| {
-            results
-                .iter()
-                .find(|r| r.index == i)
+            result(i)
                 .and_then(|r| r.meta.as_ref())
                 .map_or_else(String::new, |m| m.sha256.clone())
+        };
+        let distance = |i: usize| {
+            result(i)
+                .and_then(|r| r.ood_distance)
+                .map_or_else(String::new, |d| format!("{d:.3}"))
         };
         for &(i, score) in &ranked {
             w.write_record([
@@ -120,6 +150,8 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 format!("{score:.6}"),
                 Label::from_score(score, threshold).as_str().to_owned(),
                 card.model_id.clone(),
+                not_seen(i),
+                distance(i),
                 String::new(),
             ])?;
         }
@@ -130,6 +162,8 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 String::new(),
                 String::new(),
                 card.model_id.clone(),
+                String::new(),
+                String::new(),
                 err.to_owned(),
             ])?;
         }

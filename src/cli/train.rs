@@ -7,7 +7,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model::CnnConfig;
-use crate::model::train::{self, TrainEvent, TrainOptions};
+use crate::model::preprocess::Contrast;
+use crate::model::train::{self, AdultOptions, OtherFindings, TrainEvent, TrainOptions};
 
 /// Arguments of `train`.
 #[derive(Debug, clap::Args)]
@@ -15,9 +16,40 @@ pub struct TrainArgs {
     /// Folder with train/ (and test/), each holding NORMAL/ and PNEUMONIA/.
     #[arg(long, default_value = "../shared/data/kermany-224")]
     pub data: PathBuf,
-    /// Output path without extension: writes OUT.safetensors and OUT.json.
-    #[arg(long, default_value = "weights/cxrnet")]
+    /// Output path without extension: writes OUT.safetensors and OUT.json (never over an
+    /// existing model unless --force).
+    #[arg(long, default_value = "runs/cxrnet-new")]
     pub out: PathBuf,
+    /// Replace the model at OUT if there is one.
+    #[arg(long)]
+    pub force: bool,
+    /// Adult films in the NIH layout (a folder with labels.csv), trained and validated on as a
+    /// second source.
+    #[arg(long, default_value = "../shared/data/nih-adult")]
+    pub adult_data: PathBuf,
+    /// Train on the Kermany folders alone.
+    #[arg(long)]
+    pub no_adult: bool,
+    /// Fraction of the adult films held out for validation (by patient, stratified by label and
+    /// label source).
+    #[arg(long, default_value_t = AdultOptions::default().validation_fraction)]
+    pub adult_validation_fraction: f64,
+    /// How many times each adult training film is shown per epoch.
+    #[arg(long, default_value_t = AdultOptions::default().repeat)]
+    pub adult_repeat: usize,
+    /// How adult films with another finding than pneumonia are used.
+    #[arg(long, value_enum, default_value_t = OtherFindings::LeftOut)]
+    pub other_findings: OtherFindings,
+    /// Contrast equalisation of the input: CLAHE tiles per side (1 with --clahe-clip 0 is plain
+    /// histogram equalisation; 0 turns it off).
+    #[arg(long, default_value_t = 0)]
+    pub clahe_tiles: usize,
+    /// CLAHE clip limit, in multiples of the mean bin count (0: no clipping).
+    #[arg(long, default_value_t = 2.0)]
+    pub clahe_clip: f32,
+    /// The threshold is the highest with at least this validation sensitivity on every source.
+    #[arg(long, default_value_t = TrainOptions::default().min_sensitivity)]
+    pub min_sensitivity: f64,
     /// Folder for resumable checkpoints [default: runs/<name of OUT>].
     #[arg(long)]
     pub checkpoints: Option<PathBuf>,
@@ -104,6 +136,23 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         evaluate_test: !args.no_test,
         test_curve: args.test_curve,
         labels: args.labels.clone(),
+        adult: (!args.no_adult).then(|| AdultOptions {
+            data: args.adult_data.clone(),
+            validation_fraction: args.adult_validation_fraction,
+            repeat: args.adult_repeat,
+            other_findings: args.other_findings,
+            ..AdultOptions::default()
+        }),
+        contrast: if args.clahe_tiles == 0 {
+            Contrast::None
+        } else {
+            Contrast::Clahe {
+                tiles: args.clahe_tiles,
+                clip: args.clahe_clip,
+            }
+        },
+        min_sensitivity: args.min_sensitivity,
+        overwrite: args.force,
         ..defaults
     };
     let style = ProgressStyle::with_template(
@@ -138,15 +187,30 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         }
         TrainEvent::EpochEnd(r) => {
             last_val = format!("val AUC {:.4}", r.validation_auc);
+            let per_source: String = r
+                .validation_auc_sources
+                .iter()
+                .map(|(name, auc)| format!(" {name} {auc:.4}"))
+                .collect();
             if let Some(b) = bar.take() {
                 b.finish_and_clear();
             }
             eprintln!(
-                "epoch {:>3}: loss {:.4}, val loss {:.4}, val AUC {:.4}, val acc {:.3}, lr {:.2e}, {:.0} s",
+                "epoch {:>3}: loss {:.4}, val loss {:.4}, val AUC {:.4}{}{}, val acc {:.3}, lr {:.2e}, {:.0} s",
                 r.epoch,
                 r.train_loss,
                 r.validation_loss,
                 r.validation_auc,
+                if per_source.is_empty() {
+                    ""
+                } else {
+                    " (lowest of"
+                },
+                if per_source.is_empty() {
+                    String::new()
+                } else {
+                    format!("{per_source})")
+                },
                 r.validation_accuracy,
                 r.learning_rate,
                 r.secs
@@ -172,9 +236,38 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         c.training.images_per_sec
     );
     println!(
-        "validation: AUC {:.4}, threshold {:.4} (sensitivity {:.3}, specificity {:.3})",
-        c.validation.auc.estimate, c.threshold, c.validation.sensitivity, c.validation.specificity
+        "threshold {:.4}; calibration: score = sigmoid({:.4} x logit {:+.4})",
+        c.threshold, c.calibration.scale, c.calibration.bias
     );
+    for s in &c.validation_sources {
+        let v = &s.summary;
+        println!(
+            "validation {:<15} {:>4} films: AUC {:.4} [{:.4}, {:.4}], sensitivity {:.3}, \
+             specificity {:.3}, accuracy {:.3}, ECE {:.3}",
+            s.name,
+            v.images,
+            v.auc.estimate,
+            v.auc.low,
+            v.auc.high,
+            v.sensitivity,
+            v.specificity,
+            v.accuracy,
+            v.ece
+        );
+    }
+    if let Some(o) = &c.ood {
+        let flagged: Vec<String> = o
+            .validation_flagged
+            .iter()
+            .map(|(n, f)| format!("{n} {:.1}%", 100.0 * f))
+            .collect();
+        println!(
+            "not-seen flag: distance above {:.2} ({}); validation flagged: {}",
+            o.threshold,
+            o.threshold_rule,
+            flagged.join(", ")
+        );
+    }
     if let Some(t) = &c.test {
         println!(
             "test: AUC {:.4} [{:.4}, {:.4}], accuracy {:.4} at the threshold ({:.4} at 0.5), \

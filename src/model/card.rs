@@ -13,7 +13,11 @@ pub struct ModelCard {
     pub config: CnnConfig,
     /// Input size and normalisation.
     pub normalisation: Normalisation,
-    /// Triage threshold: a score at or above it is called pneumonia.
+    /// Maps the network's logit to the score: `sigmoid(scale * logit + bias)`, fitted on
+    /// validation so that a score of 0.97 means about 97% (identity for older models).
+    #[serde(default)]
+    pub calibration: Calibration,
+    /// Triage threshold on the (calibrated) score: a score at or above it is called pneumonia.
     pub threshold: f32,
     /// How the threshold was chosen.
     pub threshold_rule: String,
@@ -21,16 +25,123 @@ pub struct ModelCard {
     pub weights_sha256: String,
     /// How the weights were trained.
     pub training: TrainingRecord,
-    /// Metrics on the validation split (used for checkpoint and threshold choice).
+    /// Metrics on the validation split (used for checkpoint and threshold choice): every
+    /// source's validation films pooled. Read it with [`Self::validation_sources`]: pooled
+    /// figures hide how the model does on each hospital's films.
     pub validation: EvalSummary,
+    /// Metrics on each source's validation films (and each label source's, where a source has
+    /// more than one), in a fixed order.
+    #[serde(default)]
+    pub validation_sources: Vec<SourceSummary>,
     /// Metrics on the held-out test split, computed once after training.
     pub test: Option<EvalSummary>,
+    /// The image-based "not seen" flag (see [`crate::model::ood`]); absent for older models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<OodCard>,
     /// What the model has and has not seen.
     pub intended_use: String,
     /// When the weights were written (RFC 3339, UTC).
     pub created_at: String,
     /// The cxr-triage version that trained them.
     pub app_version: String,
+}
+
+impl ModelCard {
+    /// Where the model was measured, one line per set, the held-out test split first, then each
+    /// validation source: `(what the films are, the figures at the threshold)`. The score's
+    /// tooltip, Help > Model information and `train` quote these, never a pooled figure alone.
+    pub fn source_figures(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.test {
+            out.push((
+                "Test, Kermany (paediatric, held out)".to_owned(),
+                t.figures_line(),
+            ));
+        }
+        for s in &self.validation_sources {
+            out.push((
+                format!("Validation, {}", s.description),
+                s.summary.figures_line(),
+            ));
+        }
+        if self.validation_sources.is_empty() {
+            out.push(("Validation".to_owned(), self.validation.figures_line()));
+        }
+        out
+    }
+}
+
+impl EvalSummary {
+    /// The figures at the threshold in one line: films, sensitivity, specificity, AUC with its
+    /// interval, calibration error.
+    pub fn figures_line(&self) -> String {
+        format!(
+            "{} films ({} pneumonia): sensitivity {:.1}%, specificity {:.1}% at {:.3}; AUC {:.3} \
+             ({:.3}-{:.3}); calibration error {:.3}",
+            self.images,
+            self.pneumonia,
+            self.sensitivity * 100.0,
+            self.specificity * 100.0,
+            self.threshold,
+            self.auc.estimate,
+            self.auc.low,
+            self.auc.high,
+            self.ece
+        )
+    }
+}
+
+/// The logit-to-score map of [`ModelCard::calibration`] (Platt scaling).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Calibration {
+    /// Multiplies the logit (1 / temperature).
+    pub scale: f32,
+    /// Added to the scaled logit.
+    pub bias: f32,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Self {
+            scale: 1.0,
+            bias: 0.0,
+        }
+    }
+}
+
+impl Calibration {
+    /// The score of a logit.
+    pub fn score(&self, logit: f32) -> f32 {
+        1.0 / (1.0 + (-(self.scale * logit + self.bias)).exp())
+    }
+}
+
+/// Metrics on one source's films (or one label source's within it).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceSummary {
+    /// Short name: `kermany`, `nih-adult`, `nih-adult/rsna`, `nih-adult/nih`.
+    pub name: String,
+    /// What the films are, in words.
+    pub description: String,
+    /// The metrics at the model's threshold.
+    pub summary: EvalSummary,
+}
+
+/// The "not seen" flag's settings, fixed at training (see [`crate::model::ood`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OodCard {
+    /// Length of the feature vectors (the head's input).
+    pub feature_dim: usize,
+    /// Shrinkage of the covariance towards the identity.
+    pub shrinkage: f64,
+    /// Training films the statistics were fitted on.
+    pub fitted_on: usize,
+    /// A study whose distance is above this is flagged.
+    pub threshold: f32,
+    /// How the threshold was chosen.
+    pub threshold_rule: String,
+    /// Share of each source's validation films flagged at the threshold.
+    pub validation_flagged: Vec<(String, f64)>,
 }
 
 /// How a model was trained.
@@ -81,8 +192,33 @@ pub struct TrainingRecord {
     pub threads: usize,
     /// Corrected labels trained with, if any.
     pub corrections: Option<Corrections>,
+    /// Each source's films: how many trained and validated, and how each training film was
+    /// weighted (empty for models trained on Kermany alone, before sources existed).
+    pub sources: Vec<SourceRecord>,
     /// One row per epoch.
     pub history: Vec<EpochRecord>,
+}
+
+/// One source of training data (see [`TrainingRecord::sources`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceRecord {
+    /// Short name (`kermany`, `nih-adult`).
+    pub name: String,
+    /// The folder.
+    pub data: String,
+    /// Training films (before repetition).
+    pub train_images: usize,
+    /// Validation films.
+    pub validation_images: usize,
+    /// Fraction of the source's films held out for validation (by patient, stratified).
+    pub validation_fraction: f64,
+    /// Seed of the split.
+    pub split_seed: u64,
+    /// How many times each training film is shown per epoch.
+    pub repeat: usize,
+    /// How films with another finding than pneumonia were used (`left out`, `as not pneumonia`),
+    /// where the source has them.
+    pub other_findings: String,
 }
 
 /// Corrected labels applied to the training data.
@@ -105,8 +241,12 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Validation loss (same weighting, no augmentation).
     pub validation_loss: f64,
-    /// Validation ROC AUC.
+    /// Validation ROC AUC: with several sources, the lowest of the sources' AUCs (the criterion
+    /// that chooses the epoch).
     pub validation_auc: f64,
+    /// Each source's validation ROC AUC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_auc_sources: Vec<(String, f64)>,
     /// Validation accuracy at 0.5.
     pub validation_accuracy: f64,
     /// Learning rate at the end of the epoch.

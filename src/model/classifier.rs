@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 
 use crate::io::{GrayImage, Window, sha256_hex};
 use crate::model::card::ModelCard;
+use crate::model::ood::{FeatureGaussian, OodError};
 use crate::model::preprocess::{self, PreprocessError};
 use crate::model::{ARCH_ID, CxrNet};
 
@@ -52,6 +53,19 @@ pub enum ModelError {
     /// An image could not be prepared.
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
+    /// The "not seen" flag's statistics are missing or damaged.
+    #[error(transparent)]
+    Ood(#[from] OodError),
+}
+
+/// What the model says of one study.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Assessment {
+    /// The (calibrated) pneumonia probability.
+    pub score: f32,
+    /// How unlike the training films the study is (see [`crate::model::ood`]); `None` for a
+    /// model without the flag.
+    pub ood_distance: Option<f32>,
 }
 
 /// A network with its card: what `score`, `explain`, `eval` and the app use.
@@ -59,6 +73,7 @@ pub struct Classifier {
     net: CxrNet,
     card: ModelCard,
     device: Device,
+    ood: Option<FeatureGaussian>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -102,10 +117,19 @@ impl Classifier {
             });
         }
         let device = Device::Cpu;
+        let ood = match &card.ood {
+            Some(o) => Some(FeatureGaussian::from_weights(&weights, o.feature_dim)?),
+            None => None,
+        };
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(ModelError::Weights)?;
         let net = CxrNet::new(&card.config, &vb).map_err(ModelError::Weights)?;
-        Ok(Self { net, card, device })
+        Ok(Self {
+            net,
+            card,
+            device,
+            ood,
+        })
     }
 
     /// The model card.
@@ -134,12 +158,46 @@ impl Classifier {
 
     /// Pneumonia probabilities for prepared inputs, one per input, in order.
     pub fn score_prepared(&self, inputs: &[Vec<f32>]) -> Result<Vec<f32>, ModelError> {
+        Ok(self
+            .assess_prepared(inputs)?
+            .into_iter()
+            .map(|a| a.score)
+            .collect())
+    }
+
+    /// The score and the "not seen" distance of prepared inputs, one per input, in order.
+    pub fn assess_prepared(&self, inputs: &[Vec<f32>]) -> Result<Vec<Assessment>, ModelError> {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
         let xs = self.batch(inputs)?;
-        let logits = self.net.forward_t(&xs, false)?;
-        Ok(candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?)
+        let (pooled, logits) = self.net.pooled_and_logits(&xs)?;
+        let logits = logits.to_vec1::<f32>()?;
+        let distances: Vec<Option<f32>> = match &self.ood {
+            Some(g) => pooled
+                .to_vec2::<f32>()?
+                .iter()
+                .map(|f| Some(g.distance(f)))
+                .collect(),
+            None => vec![None; logits.len()],
+        };
+        Ok(logits
+            .iter()
+            .zip(distances)
+            .map(|(&z, ood_distance)| Assessment {
+                score: self.card.calibration.score(z),
+                ood_distance,
+            })
+            .collect())
+    }
+
+    /// Whether a "not seen" distance lies beyond the card's threshold: the study is unlike the
+    /// films the model was trained and validated on.
+    pub fn is_unlike_training(&self, distance: f32) -> bool {
+        self.card
+            .ood
+            .as_ref()
+            .is_some_and(|o| !(distance <= o.threshold))
     }
 
     /// Stacks prepared inputs into a `[n, 1, s, s]` tensor.

@@ -75,7 +75,12 @@ impl Classifier {
         let features = self.net().features_t(&xs, false)?.detach();
         let features = Var::from_tensor(&features)?;
         let logits = self.net().head_t(features.as_tensor(), false)?;
-        let score = candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?[0];
+        let logit = logits
+            .to_vec1::<f32>()?
+            .first()
+            .copied()
+            .unwrap_or(f32::NAN);
+        let score = self.card().calibration.score(logit);
         let grads = logits.sum_all()?.backward()?;
         let (_, c, h, w) = features.dims4()?;
         let Some(grad) = grads.get(features.as_tensor()) else {

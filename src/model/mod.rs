@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod fast;
 pub mod gradcam;
 pub mod metrics;
+pub mod ood;
 pub mod optim;
 pub mod preprocess;
 pub mod report;

@@ -17,10 +17,110 @@ use crate::io::{GrayImage, Samples, Window};
 pub struct Normalisation {
     /// Side of the square input, in pixels (aspect ratio is not kept, as in the training data).
     pub input_size: usize,
-    /// Mean of the `[0, 1]` training inputs, subtracted.
+    /// Mean of the `[0, 1]` training inputs (after [`Self::contrast`]), subtracted.
     pub mean: f32,
-    /// Standard deviation of the `[0, 1]` training inputs, divided by.
+    /// Standard deviation of the `[0, 1]` training inputs (after [`Self::contrast`]), divided by.
     pub std: f32,
+    /// Contrast equalisation applied to the `[0, 1]` input before standardising (none for
+    /// models trained before it existed).
+    #[serde(default)]
+    pub contrast: Contrast,
+}
+
+/// Contrast equalisation at the network's input size, meant to cancel the differences between
+/// hospitals' exposure, processing and display (see [`equalise`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Contrast {
+    /// None: the window's `[0, 1]` values as they are.
+    #[default]
+    None,
+    /// Contrast-limited adaptive histogram equalisation (Zuiderveld 1994) on `tiles` x `tiles`
+    /// tiles, each tile's histogram clipped at `clip` times its mean bin count (the excess spread
+    /// evenly) and the tiles' mappings blended bilinearly. One tile and no clip (`clip` 0) is
+    /// plain histogram equalisation.
+    Clahe {
+        /// Tiles along each side.
+        tiles: usize,
+        /// Clip limit, in multiples of the mean bin count (0: no clipping).
+        clip: f32,
+    },
+}
+
+/// Histogram bins of [`equalise`].
+const EQUALISE_BINS: usize = 256;
+
+/// Applies `contrast` in place to a square `[0, 1]` image of side `size`.
+pub fn equalise(unit: &mut [f32], size: usize, contrast: Contrast) {
+    let Contrast::Clahe { tiles, clip } = contrast else {
+        return;
+    };
+    if size == 0 || unit.len() != size * size {
+        return;
+    }
+    let tiles = tiles.clamp(1, size);
+    let bin = |v: f32| ((v.clamp(0.0, 1.0) * (EQUALISE_BINS - 1) as f32).round()) as usize;
+    // Tile t covers [bounds[t], bounds[t + 1]) along each axis.
+    let bounds: Vec<usize> = (0..=tiles).map(|t| t * size / tiles).collect();
+    let mut maps = vec![[0f32; EQUALISE_BINS]; tiles * tiles];
+    for ty in 0..tiles {
+        for tx in 0..tiles {
+            let mut hist = [0f32; EQUALISE_BINS];
+            for y in bounds[ty]..bounds[ty + 1] {
+                for &v in &unit[y * size + bounds[tx]..y * size + bounds[tx + 1]] {
+                    hist[bin(v)] += 1.0;
+                }
+            }
+            let count: f32 = hist.iter().sum();
+            if clip > 0.0 {
+                let limit = (clip * count / EQUALISE_BINS as f32).max(1.0);
+                let mut excess = 0.0;
+                for h in &mut hist {
+                    if *h > limit {
+                        excess += *h - limit;
+                        *h = limit;
+                    }
+                }
+                let share = excess / EQUALISE_BINS as f32;
+                for h in &mut hist {
+                    *h += share;
+                }
+            }
+            let map = &mut maps[ty * tiles + tx];
+            let mut cumulative = 0.0;
+            for (m, h) in map.iter_mut().zip(hist) {
+                cumulative += h;
+                *m = cumulative / count.max(1.0);
+            }
+        }
+    }
+    // Each pixel blends the mappings of the (up to) four tiles whose centres surround it.
+    let centre = |t: usize| (bounds[t] + bounds[t + 1]) as f32 / 2.0 - 0.5;
+    let locate = |p: usize| -> (usize, usize, f32) {
+        let p = p as f32;
+        if tiles == 1 || p <= centre(0) {
+            return (0, 0, 0.0);
+        }
+        if p >= centre(tiles - 1) {
+            return (tiles - 1, tiles - 1, 0.0);
+        }
+        let mut t = 0;
+        while p > centre(t + 1) {
+            t += 1;
+        }
+        (t, t + 1, (p - centre(t)) / (centre(t + 1) - centre(t)))
+    };
+    let columns: Vec<(usize, usize, f32)> = (0..size).map(locate).collect();
+    for y in 0..size {
+        let (y0, y1, fy) = locate(y);
+        for (x, &(x0, x1, fx)) in columns.iter().enumerate() {
+            let b = bin(unit[y * size + x]);
+            let m = |ty: usize, tx: usize| maps[ty * tiles + tx][b];
+            let top = m(y0, x0) * (1.0 - fx) + m(y0, x1) * fx;
+            let bottom = m(y1, x0) * (1.0 - fx) + m(y1, x1) * fx;
+            unit[y * size + x] = top * (1.0 - fy) + bottom * fy;
+        }
+    }
 }
 
 /// Preprocessing failed (only on a degenerate image).
@@ -87,8 +187,15 @@ pub fn unit_resized(
     Ok(out)
 }
 
-/// Standardises `[0, 1]` inputs in place: `(x - mean) / std`.
+/// Turns a `[0, 1]` input into the network's input in place: [`equalise`] with the model's
+/// contrast step, then `(x - mean) / std`.
 pub fn normalise(unit: &mut [f32], norm: &Normalisation) {
+    equalise(unit, norm.input_size, norm.contrast);
+    standardise(unit, norm);
+}
+
+/// Standardises `[0, 1]` inputs in place: `(x - mean) / std`.
+pub fn standardise(unit: &mut [f32], norm: &Normalisation) {
     let inv_std = 1.0 / norm.std.max(f32::EPSILON);
     for v in unit {
         *v = (*v - norm.mean) * inv_std;
@@ -151,10 +258,97 @@ mod tests {
             input_size: 2,
             mean: 0.5,
             std: 0.25,
+            contrast: Contrast::None,
         };
         let x = preprocess(&img, Window::from_range(1000.0, 2000.0), &norm).unwrap();
         // Upscaling 2x1 to 2x2 keeps the columns; both are clamped by the window.
         assert_eq!(x, vec![-2.0, 2.0, -2.0, 2.0]);
+    }
+
+    #[test]
+    fn histogram_equalisation_flattens_the_histogram_and_keeps_the_order() {
+        // A dark, low-contrast ramp: values 0.2 to 0.3.
+        let size = 32;
+        let src: Vec<f32> = (0..size * size)
+            .map(|i| 0.2 + 0.1 * i as f32 / (size * size - 1) as f32)
+            .collect();
+        let mut he = src.clone();
+        equalise(
+            &mut he,
+            size,
+            Contrast::Clahe {
+                tiles: 1,
+                clip: 0.0,
+            },
+        );
+        // The order of the pixels is kept, and the output spans nearly all of [0, 1].
+        assert!(he.windows(2).all(|w| w[0] <= w[1]));
+        assert!(
+            he[0] < 0.05 && he[size * size - 1] > 0.99,
+            "{} {}",
+            he[0],
+            he[size * size - 1]
+        );
+        // About a quarter of the pixels fall below 0.25 (a flat histogram).
+        let below = he.iter().filter(|&&v| v < 0.25).count() as f32 / he.len() as f32;
+        assert!((0.2..0.3).contains(&below), "{below}");
+        // A monotonic change of the input (gamma) gives nearly the same output.
+        let mut gamma: Vec<f32> = src.iter().map(|v| v.powf(0.7)).collect();
+        equalise(
+            &mut gamma,
+            size,
+            Contrast::Clahe {
+                tiles: 1,
+                clip: 0.0,
+            },
+        );
+        let max_diff = he
+            .iter()
+            .zip(&gamma)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(max_diff < 0.06, "{max_diff}");
+    }
+
+    #[test]
+    fn clahe_is_local_and_clipping_limits_the_stretch() {
+        // Left half dark (0.1 to 0.2), right half bright (0.7 to 0.8), each a vertical ramp.
+        let size = 32;
+        let src: Vec<f32> = (0..size * size)
+            .map(|i| {
+                let (x, y) = (i % size, i / size);
+                let base = if x < size / 2 { 0.1 } else { 0.7 };
+                base + 0.1 * y as f32 / (size - 1) as f32
+            })
+            .collect();
+        let mut local = src.clone();
+        equalise(
+            &mut local,
+            size,
+            Contrast::Clahe {
+                tiles: 4,
+                clip: 0.0,
+            },
+        );
+        // Each half is stretched on its own: the dark half's top and bottom differ widely.
+        let (top, bottom) = (local[2], local[(size - 1) * size + 2]);
+        assert!(bottom - top > 0.6, "{top} {bottom}");
+        let mut clipped = src.clone();
+        equalise(
+            &mut clipped,
+            size,
+            Contrast::Clahe {
+                tiles: 4,
+                clip: 1.5,
+            },
+        );
+        let (ctop, cbottom) = (clipped[2], clipped[(size - 1) * size + 2]);
+        assert!(cbottom - ctop < bottom - top, "clip {ctop} {cbottom}");
+        assert!(clipped.iter().all(|v| (0.0..=1.0).contains(v)));
+        // None leaves the image alone.
+        let mut same = src.clone();
+        equalise(&mut same, size, Contrast::None);
+        assert_eq!(same, src);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use rayon::prelude::*;
 
-use crate::model::card::{EpochRecord, EvalSummary};
+use crate::model::card::{EpochRecord, EvalSummary, SourceSummary};
 use crate::model::classifier::{Classifier, ModelError};
 use crate::model::dataset::{self, DatasetError};
 use crate::model::metrics::{self, CalibrationBin, RocPoint};
@@ -27,6 +27,10 @@ pub struct EvalReport {
     pub roc: Vec<RocPoint>,
     /// Reliability diagram, 10 bins.
     pub calibration: Vec<CalibrationBin>,
+    /// The same metrics for each label source, where the films' labels come from more than
+    /// one (for example RSNA radiologists and NIH text mining).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_sources: Vec<SourceSummary>,
     /// Per image: path relative to the data folder, label (true = pneumonia) and score.
     pub cases: Vec<EvalCase>,
     /// Images that could not be read, with the reason.
@@ -42,6 +46,12 @@ pub struct EvalCase {
     pub pneumonia: bool,
     /// The model's probability of pneumonia.
     pub score: f32,
+    /// Who gave the label, where the data says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_source: Option<String>,
+    /// How unlike the training films the image is (see [`crate::model::ood`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood_distance: Option<f32>,
 }
 
 impl EvalReport {
@@ -56,6 +66,32 @@ impl EvalReport {
     ) -> Self {
         let scores: Vec<f32> = cases.iter().map(|c| c.score).collect();
         let labels: Vec<bool> = cases.iter().map(|c| c.pneumonia).collect();
+        let mut groups: Vec<&str> = cases
+            .iter()
+            .filter_map(|c| c.label_source.as_deref())
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let label_sources = if groups.len() > 1 {
+            groups
+                .iter()
+                .map(|&g| {
+                    let of: Vec<&EvalCase> = cases
+                        .iter()
+                        .filter(|c| c.label_source.as_deref() == Some(g))
+                        .collect();
+                    let s: Vec<f32> = of.iter().map(|c| c.score).collect();
+                    let l: Vec<bool> = of.iter().map(|c| c.pneumonia).collect();
+                    SourceSummary {
+                        name: g.to_owned(),
+                        description: format!("labels from {g}"),
+                        summary: EvalSummary::compute(&s, &l, threshold, 2018),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
             model_id: model_id.to_owned(),
             weights_sha256: weights_sha256.to_owned(),
@@ -63,6 +99,7 @@ impl EvalReport {
             summary: EvalSummary::compute(&scores, &labels, threshold, 2018),
             roc: metrics::roc_curve(&scores, &labels),
             calibration: metrics::calibration(&scores, &labels, 10).0,
+            label_sources,
             cases,
             failed,
         }
@@ -70,6 +107,28 @@ impl EvalReport {
 
     /// The human-readable summary `eval` prints.
     pub fn text(&self) -> String {
+        let mut text = self.summary_text();
+        for g in &self.label_sources {
+            let v = &g.summary;
+            text += &format!(
+                "\n{} ({} films: {} pneumonia, {} normal): AUC {:.4} (95% CI {:.4} to {:.4}), \
+                 sensitivity {:.1}%, specificity {:.1}%, accuracy {:.1}%",
+                g.description,
+                v.images,
+                v.pneumonia,
+                v.normal,
+                v.auc.estimate,
+                v.auc.low,
+                v.auc.high,
+                100.0 * v.sensitivity,
+                100.0 * v.specificity,
+                100.0 * v.accuracy
+            );
+        }
+        text
+    }
+
+    fn summary_text(&self) -> String {
         let s = &self.summary;
         let pct = |v: f64| format!("{:.1}%", 100.0 * v);
         let matrix = |c: &metrics::Confusion| {
@@ -141,6 +200,17 @@ pub fn evaluate_folder(
     on_progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport, EvalError> {
     let samples = dataset::list_labelled(dir)?;
+    evaluate_samples(classifier, dir, &samples, on_progress)
+}
+
+/// Scores `samples` (paths under `dir`) with `classifier` and builds the report, as
+/// [`evaluate_folder`] does.
+pub fn evaluate_samples(
+    classifier: &Classifier,
+    dir: &Path,
+    samples: &[dataset::Sample],
+    on_progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport, EvalError> {
     let rel = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
     let mut cases = Vec::with_capacity(samples.len());
     let mut failed = Vec::new();
@@ -166,12 +236,14 @@ pub fn evaluate_folder(
                 Err(e) => failed.push((rel(&s.path), e)),
             }
         }
-        let scores = classifier.score_prepared(&inputs)?;
-        for (s, score) in scored.into_iter().zip(scores) {
+        let assessed = classifier.assess_prepared(&inputs)?;
+        for (s, a) in scored.into_iter().zip(assessed) {
             cases.push(EvalCase {
                 path: rel(&s.path),
                 pneumonia: s.label == Label::Pneumonia,
-                score,
+                score: a.score,
+                label_source: s.label_source.clone(),
+                ood_distance: a.ood_distance,
             });
         }
         done += chunk.len();
@@ -536,6 +608,8 @@ mod tests {
                 } else {
                     0.5 - i as f32 / 100.0
                 },
+                label_source: None,
+                ood_distance: None,
             })
             .collect();
         let report = EvalReport::new("m", "00", "data", 0.55, cases, vec![]);

@@ -19,7 +19,16 @@ pub struct Scored {
     pub meta: Option<StudyMeta>,
     /// The pneumonia probability, or why there is none (in words for the reader).
     pub outcome: Result<f32, String>,
+    /// How unlike the training films the study is (see [`crate::model::ood`]), when the model
+    /// measures it.
+    pub ood_distance: Option<f32>,
+    /// Why the score may not hold for this study, in words, when the image itself lies beyond
+    /// the model's "not seen" threshold.
+    pub not_seen: Option<String>,
 }
+
+/// The reader-facing reason of the image-based "not seen" flag.
+pub const UNLIKE_TRAINING: &str = "unlike the films the model was trained on";
 
 /// A study read and turned into the network's input, or why it could not be.
 type Prepared = (Option<StudyMeta>, Result<Vec<f32>, String>);
@@ -55,8 +64,8 @@ pub fn score_paths(
             .iter()
             .filter_map(|(_, r)| r.as_ref().ok().cloned())
             .collect();
-        let scores = classifier.score_prepared(&inputs);
-        let mut scores = match scores {
+        let assessed = classifier.assess_prepared(&inputs);
+        let mut assessed = match assessed {
             Ok(s) => s.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => vec![Err(format!("the model failed: {e}")); inputs.len()],
         }
@@ -64,15 +73,23 @@ pub fn score_paths(
         let out = prepared
             .into_iter()
             .enumerate()
-            .map(|(i, (meta, input))| Scored {
-                index: base + i,
-                meta,
-                outcome: match input {
-                    Ok(_) => scores
+            .map(|(i, (meta, input))| {
+                let assessment = match input {
+                    Ok(_) => assessed
                         .next()
                         .unwrap_or_else(|| Err("the model gave no score".to_owned())),
                     Err(e) => Err(e),
-                },
+                };
+                let ood_distance = assessment.as_ref().ok().and_then(|a| a.ood_distance);
+                Scored {
+                    index: base + i,
+                    meta,
+                    outcome: assessment.map(|a| a.score),
+                    ood_distance,
+                    not_seen: ood_distance
+                        .filter(|&d| classifier.is_unlike_training(d))
+                        .map(|_| UNLIKE_TRAINING.to_owned()),
+                }
             })
             .collect();
         on_batch(out);

@@ -17,12 +17,63 @@ use rayon::prelude::*;
 use crate::io::sha256_hex;
 use crate::model::augment::Augment;
 use crate::model::card::{
-    Corrections, EpochRecord, EpochTest, EvalSummary, INTENDED_USE, ModelCard, TrainingRecord,
+    Calibration, Corrections, EpochRecord, EpochTest, EvalSummary, INTENDED_USE, ModelCard,
+    OodCard, SourceRecord, SourceSummary, TrainingRecord,
 };
-use crate::model::dataset::{self, Sample};
+use crate::model::dataset::{self, Sample, Source};
+use crate::model::ood::{self, FeatureGaussian};
 use crate::model::optim::AdamW;
-use crate::model::preprocess::{self, Normalisation};
+use crate::model::preprocess::{self, Contrast, Normalisation};
 use crate::model::{ARCH_ID, CnnConfig, CxrNet, metrics};
+
+/// Shrinkage of the training features' covariance for the "not seen" flag.
+const OOD_SHRINKAGE: f64 = 0.05;
+
+/// How adult films with another finding than pneumonia (NIH `other`) are used in training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtherFindings {
+    /// Not used.
+    LeftOut,
+    /// As "not pneumonia" (label 0).
+    AsNotPneumonia,
+}
+
+impl OtherFindings {
+    /// In words, for the model card.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::LeftOut => "left out",
+            Self::AsNotPneumonia => "as not pneumonia",
+        }
+    }
+}
+
+/// The second source: adult films in the NIH layout (`labels.csv`).
+#[derive(Clone, Debug)]
+pub struct AdultOptions {
+    /// The folder holding `labels.csv` and the images.
+    pub data: PathBuf,
+    /// Fraction of each stratum's patients held out for validation.
+    pub validation_fraction: f64,
+    /// Seed of the split.
+    pub split_seed: u64,
+    /// How many times each adult training film is shown per epoch (the adult films are few).
+    pub repeat: usize,
+    /// How films with another finding are used.
+    pub other_findings: OtherFindings,
+}
+
+impl Default for AdultOptions {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::from("../shared/data/nih-adult"),
+            validation_fraction: 0.5,
+            split_seed: 2017,
+            repeat: 6,
+            other_findings: OtherFindings::LeftOut,
+        }
+    }
+}
 
 type Rng = rand::rngs::Xoshiro256PlusPlus;
 
@@ -71,6 +122,15 @@ pub struct TrainOptions {
     /// Corrected labels to train with (a `path,label` CSV, or `cxr-triage export`'s reviewed
     /// cases): they override the folder labels of `train/` and add the images they list.
     pub labels: Option<PathBuf>,
+    /// Adult films as a second source, trained on and validated on their own (see
+    /// [`AdultOptions`]).
+    pub adult: Option<AdultOptions>,
+    /// Contrast equalisation of the input (recorded in the card; scoring does the same).
+    pub contrast: Contrast,
+    /// The "not seen" flag's threshold is this quantile of the validation films' distances.
+    pub ood_quantile: f64,
+    /// Replace an existing model at `out`.
+    pub overwrite: bool,
 }
 
 impl Default for TrainOptions {
@@ -96,6 +156,10 @@ impl Default for TrainOptions {
             evaluate_test: true,
             test_curve: false,
             labels: None,
+            adult: Some(AdultOptions::default()),
+            contrast: Contrast::None,
+            ood_quantile: 0.99,
+            overwrite: false,
         }
     }
 }
@@ -120,6 +184,15 @@ pub enum TrainError {
     /// Too few images to train.
     #[error("not enough images: {0}")]
     TooFew(String),
+    /// The output exists and overwriting was not asked for.
+    #[error(
+        "{} exists: choose another --out, or add --force to replace that model",
+        path.display()
+    )]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
     /// Writing the weights, card or checkpoint failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -319,21 +392,7 @@ fn trainable(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
 
 /// Saves every variable of `varmap` to `path`, atomically (write then rename).
 fn save_varmap(varmap: &VarMap, path: &Path) -> Result<(), TrainError> {
-    let tensors: HashMap<String, Tensor> = {
-        let data = varmap
-            .data()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        data.iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect()
-    };
-    let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(|source| TrainError::Write {
-        path: path.to_owned(),
-        source,
-    })
+    save_with(varmap, HashMap::new(), path)
 }
 
 /// Copies the values of `varmap` (a snapshot of the best epoch).
@@ -360,15 +419,15 @@ fn restore(varmap: &VarMap, values: &HashMap<String, Tensor>) -> candle_core::Re
     Ok(())
 }
 
-/// Scores `units` in inference mode (no augmentation), in batches.
+/// Logits and penultimate features of `units` in inference mode (no augmentation), in batches.
 fn predict(
     net: &CxrNet,
     units: &[Vec<f32>],
     norm: &Normalisation,
     device: &Device,
-) -> candle_core::Result<Vec<f32>> {
+) -> candle_core::Result<Inferred> {
     let s = norm.input_size;
-    let mut scores = Vec::with_capacity(units.len());
+    let mut out = Inferred::default();
     for chunk in units.chunks(64) {
         let mut flat = Vec::with_capacity(chunk.len() * s * s);
         for u in chunk {
@@ -377,10 +436,25 @@ fn predict(
             flat.extend_from_slice(&x);
         }
         let xs = Tensor::from_vec(flat, (chunk.len(), 1, s, s), device)?;
-        let logits = net.forward_t(&xs, false)?;
-        scores.extend(candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?);
+        let (pooled, logits) = net.pooled_and_logits(&xs)?;
+        out.logits.extend(logits.to_vec1::<f32>()?);
+        out.features.extend(pooled.to_vec2::<f32>()?);
     }
-    Ok(scores)
+    Ok(out)
+}
+
+/// What [`predict`] gives: one logit and one feature vector per image.
+#[derive(Default)]
+struct Inferred {
+    logits: Vec<f32>,
+    features: Vec<Vec<f32>>,
+}
+
+impl Inferred {
+    /// Probabilities under `calibration`.
+    fn scores(&self, calibration: Calibration) -> Vec<f32> {
+        self.logits.iter().map(|&z| calibration.score(z)).collect()
+    }
 }
 
 /// Mean weighted BCE of probabilities (for the validation loss).
@@ -398,6 +472,121 @@ fn mean_bce(scores: &[f32], labels: &[bool], class_weights: (f32, f32)) -> f64 {
     total / scores.len().max(1) as f64
 }
 
+/// Fits Platt scaling, `sigmoid(a z + b)`, to `logits` against `labels` by weighted maximum
+/// likelihood (Newton's method on the two parameters), each case weighted by `weights`.
+pub(crate) fn fit_calibration(logits: &[f32], labels: &[bool], weights: &[f64]) -> Calibration {
+    let (mut a, mut b) = (1.0f64, 0.0f64);
+    for _ in 0..100 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for ((&z, &y), &w) in logits.iter().zip(labels).zip(weights) {
+            let z = f64::from(z);
+            let p = 1.0 / (1.0 + (-(a * z + b)).exp());
+            let r = p - if y { 1.0 } else { 0.0 };
+            let h = (p * (1.0 - p)).max(1e-12);
+            ga += w * r * z;
+            gb += w * r;
+            haa += w * h * z * z;
+            hab += w * h * z;
+            hbb += w * h;
+        }
+        // A little ridge keeps the step finite when the classes are separable.
+        let (haa, hbb) = (haa + 1e-6, hbb + 1e-6);
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-18 {
+            break;
+        }
+        let da = (hbb * ga - hab * gb) / det;
+        let db = (haa * gb - hab * ga) / det;
+        a -= da.clamp(-1.0, 1.0);
+        b -= db.clamp(-2.0, 2.0);
+        if da.abs() < 1e-9 && db.abs() < 1e-9 {
+            break;
+        }
+    }
+    if !(a.is_finite() && b.is_finite()) || a <= 0.0 {
+        return Calibration::default();
+    }
+    Calibration {
+        scale: a as f32,
+        bias: b as f32,
+    }
+}
+
+/// One source's validation films, loaded.
+struct ValidationSet {
+    source: Source,
+    loaded: Loaded,
+    /// Who labelled each film, where the source says.
+    label_sources: Vec<Option<String>>,
+}
+
+impl ValidationSet {
+    fn new(source: Source, samples: &[Sample], size: usize) -> Result<Self, TrainError> {
+        Ok(Self {
+            source,
+            loaded: load_units(samples, size)?,
+            label_sources: samples.iter().map(|s| s.label_source.clone()).collect(),
+        })
+    }
+}
+
+/// Per-source and per-label-source summaries of validation `scores` (one vector per set).
+fn source_summaries(
+    sets: &[ValidationSet],
+    scores: &[Vec<f32>],
+    threshold: f32,
+    seed: u64,
+) -> Vec<SourceSummary> {
+    let mut out = Vec::new();
+    for (set, scores) in sets.iter().zip(scores) {
+        let labels = &set.loaded.labels;
+        out.push(SourceSummary {
+            name: set.source.name().to_owned(),
+            description: source_description(set.source).to_owned(),
+            summary: EvalSummary::compute(scores, labels, threshold, seed),
+        });
+        let mut groups: Vec<&str> = set
+            .label_sources
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        if groups.len() > 1 {
+            for group in groups {
+                let keep: Vec<usize> = (0..labels.len())
+                    .filter(|&i| set.label_sources[i].as_deref() == Some(group))
+                    .collect();
+                let s: Vec<f32> = keep.iter().map(|&i| scores[i]).collect();
+                let l: Vec<bool> = keep.iter().map(|&i| labels[i]).collect();
+                out.push(SourceSummary {
+                    name: format!("{}/{group}", set.source.name()),
+                    description: format!(
+                        "{}, labels from {}",
+                        source_description(set.source),
+                        match group {
+                            "rsna" => "RSNA radiologists",
+                            "nih" => "NIH report text mining",
+                            other => other,
+                        }
+                    ),
+                    summary: EvalSummary::compute(&s, &l, threshold, seed),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What a source's films are, in words.
+pub fn source_description(source: Source) -> &'static str {
+    match source {
+        Source::Kermany => "paediatric films (1-5 years), Guangzhou (Kermany et al. 2018)",
+        Source::NihAdult => "adult films, NIH Clinical Center (ChestX-ray14)",
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CheckpointState {
     epochs_done: usize,
@@ -409,16 +598,17 @@ struct CheckpointState {
     images_seen: usize,
 }
 
-/// Trains a model and writes `OUT.safetensors` and `OUT.json`.
-pub fn train(
-    opts: &TrainOptions,
-    on_event: &mut dyn FnMut(TrainEvent),
-) -> Result<Trained, TrainError> {
-    let started = Instant::now();
-    let device = Device::Cpu;
-    let size = opts.cnn.input_size;
+/// The training and validation films of every source.
+struct Splits {
+    train: Vec<Sample>,
+    /// One entry per source, Kermany first.
+    validation: Vec<(Source, Vec<Sample>)>,
+    records: Vec<SourceRecord>,
+    corrections: Option<Corrections>,
+}
 
-    // Data: the patient-level split of train/.
+/// Lists and splits the sources of `opts`.
+fn split_sources(opts: &TrainOptions) -> Result<Splits, TrainError> {
     let mut samples = dataset::list_labelled(&opts.data.join("train"))?;
     if let Some(limit) = opts.limit_per_class {
         let mut kept = HashMap::new();
@@ -442,20 +632,117 @@ pub fn train(
     };
     let (train_idx, val_idx) =
         dataset::split_by_patient(&samples, opts.validation_fraction, opts.split_seed);
-    if train_idx.len() < opts.batch_size.max(2) || val_idx.is_empty() {
+    let pick =
+        |all: &[Sample], idx: &[usize]| idx.iter().map(|&i| all[i].clone()).collect::<Vec<_>>();
+    let mut train = pick(&samples, &train_idx);
+    let mut validation = vec![(Source::Kermany, pick(&samples, &val_idx))];
+    let mut records = vec![SourceRecord {
+        name: Source::Kermany.name().to_owned(),
+        data: opts.data.display().to_string(),
+        train_images: train.len(),
+        validation_images: val_idx.len(),
+        validation_fraction: opts.validation_fraction,
+        split_seed: opts.split_seed,
+        repeat: 1,
+        other_findings: String::new(),
+    }];
+    if let Some(adult) = &opts.adult {
+        let mut all = dataset::list_nih_adult(&adult.data)?;
+        if let Some(limit) = opts.limit_per_class {
+            all.truncate(limit.max(8) * 4);
+        }
+        let (train_idx, val_idx) =
+            dataset::split_nih_adult(&all, adult.validation_fraction, adult.split_seed);
+        let adult_train: Vec<Sample> = pick(&all, &train_idx)
+            .into_iter()
+            .filter(|s| !s.other_finding || adult.other_findings == OtherFindings::AsNotPneumonia)
+            .collect();
+        // Films with another finding are never in a validation metric.
+        let adult_val: Vec<Sample> = pick(&all, &val_idx)
+            .into_iter()
+            .filter(|s| !s.other_finding)
+            .collect();
+        records.push(SourceRecord {
+            name: Source::NihAdult.name().to_owned(),
+            data: adult.data.display().to_string(),
+            train_images: adult_train.len(),
+            validation_images: adult_val.len(),
+            validation_fraction: adult.validation_fraction,
+            split_seed: adult.split_seed,
+            repeat: adult.repeat,
+            other_findings: adult.other_findings.describe().to_owned(),
+        });
+        train.extend(adult_train);
+        validation.push((Source::NihAdult, adult_val));
+    }
+    Ok(Splits {
+        train,
+        validation,
+        records,
+        corrections,
+    })
+}
+
+/// Saves every variable of `varmap` and the `extra` tensors to `path`, atomically (write then
+/// rename).
+fn save_with(
+    varmap: &VarMap,
+    extra: HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<(), TrainError> {
+    let mut tensors: HashMap<String, Tensor> = {
+        let data = varmap
+            .data()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    };
+    tensors.extend(extra);
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|source| TrainError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Trains a model and writes `OUT.safetensors` and `OUT.json`.
+pub fn train(
+    opts: &TrainOptions,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<Trained, TrainError> {
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let size = opts.cnn.input_size;
+    for ext in ["json", "safetensors"] {
+        let path = opts.out.with_extension(ext);
+        if path.exists() && !opts.overwrite {
+            return Err(TrainError::Exists { path });
+        }
+    }
+
+    // Data: the patient-level splits of every source.
+    let splits = split_sources(opts)?;
+    let validation_count: usize = splits.validation.iter().map(|(_, v)| v.len()).sum();
+    if splits.train.len() < opts.batch_size.max(2)
+        || splits.validation.iter().any(|(_, v)| v.is_empty())
+    {
         return Err(TrainError::TooFew(format!(
-            "{} training and {} validation images",
-            train_idx.len(),
-            val_idx.len()
+            "{} training and {validation_count} validation images",
+            splits.train.len(),
         )));
     }
-    let pick = |idx: &[usize]| idx.iter().map(|&i| samples[i].clone()).collect::<Vec<_>>();
-    let (train_samples, val_samples) = (pick(&train_idx), pick(&val_idx));
     on_event(TrainEvent::Loading {
-        images: samples.len(),
+        images: splits.train.len() + validation_count,
     });
-    let train_set = load_units(&train_samples, size)?;
-    let val_set = load_units(&val_samples, size)?;
+    let train_set = load_units(&splits.train, size)?;
+    let val_sets = splits
+        .validation
+        .iter()
+        .map(|(source, samples)| ValidationSet::new(*source, samples, size))
+        .collect::<Result<Vec<_>, _>>()?;
     let test_dir = opts.data.join("test");
     let curve_set = if opts.test_curve {
         Some(load_units(&dataset::list_labelled(&test_dir)?, size)?)
@@ -464,13 +751,28 @@ pub fn train(
     };
     on_event(TrainEvent::Loaded {
         train: train_set.units.len(),
-        validation: val_set.units.len(),
+        validation: validation_count,
         secs: started.elapsed().as_secs_f64(),
     });
 
-    let n_pos = train_set.labels.iter().filter(|&&y| y).count();
-    let n_neg = train_set.labels.len() - n_pos;
-    let n = train_set.labels.len() as f32;
+    // Each epoch shows every training film once, and each adult film `repeat` times.
+    let adult_repeat = opts.adult.as_ref().map_or(1, |a| a.repeat.max(1));
+    let epoch_order: Vec<usize> = splits
+        .train
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            let times = if s.source == Source::NihAdult {
+                adult_repeat
+            } else {
+                1
+            };
+            std::iter::repeat_n(i, times)
+        })
+        .collect();
+    let n_pos = epoch_order.iter().filter(|&&i| train_set.labels[i]).count();
+    let n_neg = epoch_order.len() - n_pos;
+    let n = epoch_order.len() as f32;
     let class_weights = (
         n / (2.0 * n_neg.max(1) as f32),
         n / (2.0 * n_pos.max(1) as f32),
@@ -492,7 +794,18 @@ pub fn train(
     let ckpt_best = opts.checkpoint_dir.join("best.safetensors");
     let ckpt_state = opts.checkpoint_dir.join("state.json");
 
-    let (mean, std) = pixel_stats(&train_set.units);
+    let (mean, std) = {
+        let equalised: Vec<Vec<f32>> = train_set
+            .units
+            .par_iter()
+            .map(|u| {
+                let mut u = u.clone();
+                preprocess::equalise(&mut u, size, opts.contrast);
+                u
+            })
+            .collect();
+        pixel_stats(&equalised)
+    };
     let mut state = CheckpointState {
         epochs_done: 0,
         best_auc: f64::NEG_INFINITY,
@@ -502,6 +815,7 @@ pub fn train(
             input_size: size,
             mean,
             std,
+            contrast: opts.contrast,
         },
         train_secs: 0.0,
         images_seen: 0,
@@ -529,10 +843,10 @@ pub fn train(
     }
     let norm = state.normalisation;
 
-    let steps_per_epoch = train_set.units.len() / opts.batch_size;
+    let steps_per_epoch = epoch_order.len() / opts.batch_size;
     let total_steps = steps_per_epoch * opts.max_epochs;
     let warmup_steps = ((opts.warmup_epochs * steps_per_epoch as f64) as usize).max(1);
-    let mut order: Vec<usize> = (0..train_set.units.len()).collect();
+    let mut order = epoch_order.clone();
 
     for epoch in state.epochs_done + 1..=opts.max_epochs {
         if epoch > state.best_epoch + opts.patience && state.best_epoch > 0 {
@@ -608,20 +922,34 @@ pub fn train(
             });
         }
         let train_secs = epoch_started.elapsed().as_secs_f64();
-        let val_scores = predict(&net, &val_set.units, &norm, &device)?;
-        let auc = metrics::roc_auc(&val_scores, &val_set.labels);
+        // Validation: every source on its own; the epoch is chosen on the lowest AUC.
+        let mut all_scores = Vec::new();
+        let mut all_labels = Vec::new();
+        let mut aucs = Vec::new();
+        for set in &val_sets {
+            let scores =
+                predict(&net, &set.loaded.units, &norm, &device)?.scores(Calibration::default());
+            aucs.push((
+                set.source.name().to_owned(),
+                metrics::roc_auc(&scores, &set.loaded.labels),
+            ));
+            all_scores.extend(scores);
+            all_labels.extend(set.loaded.labels.iter().copied());
+        }
+        let auc = aucs.iter().map(|(_, a)| *a).fold(f64::INFINITY, f64::min);
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / steps_per_epoch.max(1) as f64,
-            validation_loss: mean_bce(&val_scores, &val_set.labels, class_weights),
+            validation_loss: mean_bce(&all_scores, &all_labels, class_weights),
             validation_auc: auc,
-            validation_accuracy: metrics::Confusion::at(&val_scores, &val_set.labels, 0.5)
-                .accuracy(),
+            validation_auc_sources: if aucs.len() > 1 { aucs } else { Vec::new() },
+            validation_accuracy: metrics::Confusion::at(&all_scores, &all_labels, 0.5).accuracy(),
             learning_rate: opt.learning_rate,
             secs: epoch_started.elapsed().as_secs_f64(),
             test: match &curve_set {
                 Some(set) => {
-                    let scores = predict(&net, &set.units, &norm, &device)?;
+                    let scores =
+                        predict(&net, &set.units, &norm, &device)?.scores(Calibration::default());
                     Some(EpochTest {
                         loss: mean_bce(&scores, &set.labels, class_weights),
                         auc: metrics::roc_auc(&scores, &set.labels),
@@ -651,14 +979,67 @@ pub fn train(
         on_event(TrainEvent::EpochEnd(record));
     }
 
-    // Keep the best epoch, choose the threshold on validation, report test once.
+    // Keep the best epoch; calibrate, choose the threshold and fix the "not seen" flag on
+    // validation; report test once.
     if let Some(best) = &best {
         restore(&varmap, best)?;
     }
-    let val_scores = predict(&net, &val_set.units, &norm, &device)?;
-    let threshold =
-        metrics::threshold_for_sensitivity(&val_scores, &val_set.labels, opts.min_sensitivity);
-    let validation = EvalSummary::compute(&val_scores, &val_set.labels, threshold, opts.seed);
+    let inferred: Vec<Inferred> = val_sets
+        .iter()
+        .map(|set| predict(&net, &set.loaded.units, &norm, &device))
+        .collect::<Result<_, _>>()?;
+    // Calibration: every source counts the same, whatever its size.
+    let (mut cal_logits, mut cal_labels, mut cal_weights) = (Vec::new(), Vec::new(), Vec::new());
+    for (set, inf) in val_sets.iter().zip(&inferred) {
+        let w = 1.0 / set.loaded.labels.len().max(1) as f64;
+        cal_logits.extend_from_slice(&inf.logits);
+        cal_labels.extend_from_slice(&set.loaded.labels);
+        cal_weights.extend(std::iter::repeat_n(w, set.loaded.labels.len()));
+    }
+    let calibration = fit_calibration(&cal_logits, &cal_labels, &cal_weights);
+    let val_scores: Vec<Vec<f32>> = inferred.iter().map(|inf| inf.scores(calibration)).collect();
+    // The threshold holds the sensitivity on every source.
+    let threshold = val_sets
+        .iter()
+        .zip(&val_scores)
+        .map(|(set, scores)| {
+            metrics::threshold_for_sensitivity(scores, &set.loaded.labels, opts.min_sensitivity)
+        })
+        .fold(f32::INFINITY, f32::min);
+    let pooled_scores: Vec<f32> = val_scores.concat();
+    let validation = EvalSummary::compute(&pooled_scores, &cal_labels, threshold, opts.seed);
+    let validation_sources = source_summaries(&val_sets, &val_scores, threshold, opts.seed);
+
+    // "Not seen": the training films' features, and the validation films' distances.
+    let train_features = predict(&net, &train_set.units, &norm, &device)?.features;
+    let gaussian = FeatureGaussian::fit(&train_features, OOD_SHRINKAGE)
+        .map_err(|e| TrainError::TooFew(e.to_string()))?;
+    let distances: Vec<Vec<f32>> = inferred
+        .iter()
+        .map(|inf| inf.features.iter().map(|f| gaussian.distance(f)).collect())
+        .collect();
+    let ood_threshold = ood::quantile(&distances.concat(), opts.ood_quantile);
+    let ood_card = OodCard {
+        feature_dim: gaussian.dim(),
+        shrinkage: OOD_SHRINKAGE,
+        fitted_on: train_features.len(),
+        threshold: ood_threshold,
+        threshold_rule: format!(
+            "the {} quantile of the validation films' distances (every source pooled)",
+            opts.ood_quantile
+        ),
+        validation_flagged: val_sets
+            .iter()
+            .zip(&distances)
+            .map(|(set, d)| {
+                let flagged = d.iter().filter(|&&x| x > ood_threshold).count();
+                (
+                    set.source.name().to_owned(),
+                    flagged as f64 / d.len().max(1) as f64,
+                )
+            })
+            .collect(),
+    };
 
     let weights_path = opts.out.with_extension("safetensors");
     if let Some(parent) = weights_path.parent() {
@@ -667,7 +1048,7 @@ pub fn train(
             source,
         })?;
     }
-    save_varmap(&varmap, &weights_path)?;
+    save_with(&varmap, gaussian.to_tensors()?, &weights_path)?;
     let weights_bytes = std::fs::read(&weights_path).map_err(|source| TrainError::Write {
         path: weights_path.clone(),
         source,
@@ -679,7 +1060,7 @@ pub fn train(
             Some(set) => set,
             None => load_units(&dataset::list_labelled(&test_dir)?, size)?,
         };
-        let scores = predict(&net, &test_set.units, &norm, &device)?;
+        let scores = predict(&net, &test_set.units, &norm, &device)?.scores(calibration);
         Some(EvalSummary::compute(
             &scores,
             &test_set.labels,
@@ -700,22 +1081,28 @@ pub fn train(
             .collect::<std::collections::HashSet<_>>()
             .len()
     };
+    let val_samples: Vec<Sample> = splits
+        .validation
+        .iter()
+        .flat_map(|(_, v)| v.iter().cloned())
+        .collect();
     let card = ModelCard {
         model_id,
         arch_id: ARCH_ID.to_owned(),
         config: opts.cnn.clone(),
         normalisation: norm,
+        calibration,
         threshold,
         threshold_rule: format!(
-            "highest threshold with validation sensitivity >= {}",
+            "highest threshold with validation sensitivity >= {} on every source",
             opts.min_sensitivity
         ),
         weights_sha256: sha256_hex(&weights_bytes),
         training: TrainingRecord {
             data: opts.data.display().to_string(),
             train_images: train_set.units.len(),
-            validation_images: val_set.units.len(),
-            train_patients: count_patients(&train_samples),
+            validation_images: validation_count,
+            train_patients: count_patients(&splits.train),
             validation_patients: count_patients(&val_samples),
             validation_fraction: opts.validation_fraction,
             split_seed: opts.split_seed,
@@ -732,12 +1119,15 @@ pub fn train(
             training_secs: started.elapsed().as_secs_f64(),
             images_per_sec: state.images_seen as f64 / state.train_secs.max(1e-9),
             kernels: format!("{:?}", net.backend()).to_lowercase(),
-            corrections,
+            corrections: splits.corrections,
+            sources: splits.records,
             threads: candle_core::utils::get_num_threads(),
             history: state.history.clone(),
         },
         validation,
+        validation_sources,
         test,
+        ood: Some(ood_card),
         intended_use: INTENDED_USE.to_owned(),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         app_version: env!("CARGO_PKG_VERSION").to_owned(),

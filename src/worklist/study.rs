@@ -129,8 +129,13 @@ impl StudyRow {
 }
 
 /// Why a study is outside what the model has seen (frontal chest films), from its DICOM Body
-/// Part Examined and View Position; `None` when nothing says so (absent attributes say nothing).
-pub fn scope_warning(body_part: Option<&str>, view_position: Option<&str>) -> Option<String> {
+/// Part Examined and View Position and from the model's own image-based flag (`image_reason`,
+/// see [`crate::model::ood`]); `None` when nothing says so (absent attributes say nothing).
+pub fn scope_warning(
+    body_part: Option<&str>,
+    view_position: Option<&str>,
+    image_reason: Option<&str>,
+) -> Option<String> {
     let mut reasons = Vec::new();
     if let Some(part) = body_part.map(str::trim).filter(|p| !p.is_empty()) {
         let upper = part.to_uppercase();
@@ -147,6 +152,7 @@ pub fn scope_warning(body_part: Option<&str>, view_position: Option<&str>) -> Op
             reasons.push(format!("lateral view ({view})"));
         }
     }
+    reasons.extend(image_reason.map(str::to_owned));
     (!reasons.is_empty())
         .then(|| format!("Outside what the model has seen: {}", reasons.join(", ")))
 }
@@ -502,16 +508,37 @@ mod tests {
 
     #[test]
     fn non_chest_and_lateral_films_are_flagged() {
-        assert_eq!(scope_warning(Some("CHEST"), Some("PA")), None);
-        assert_eq!(scope_warning(None, None), None);
-        assert_eq!(scope_warning(Some(" thorax "), Some("AP")), None);
+        assert_eq!(scope_warning(Some("CHEST"), Some("PA"), None), None);
+        assert_eq!(scope_warning(None, None, None), None);
+        assert_eq!(scope_warning(Some(" thorax "), Some("AP"), None), None);
         assert_eq!(
-            scope_warning(Some("EXTREMITY"), None).as_deref(),
+            scope_warning(Some("EXTREMITY"), None, None).as_deref(),
             Some("Outside what the model has seen: body part EXTREMITY")
         );
         assert_eq!(
-            scope_warning(Some("CHEST"), Some("LL")).as_deref(),
+            scope_warning(Some("CHEST"), Some("LL"), None).as_deref(),
             Some("Outside what the model has seen: lateral view (LL)")
+        );
+        assert_eq!(
+            scope_warning(
+                None,
+                None,
+                Some("unlike the films the model was trained on")
+            )
+            .as_deref(),
+            Some("Outside what the model has seen: unlike the films the model was trained on")
+        );
+        assert_eq!(
+            scope_warning(
+                Some("HAND"),
+                None,
+                Some("unlike the films the model was trained on")
+            )
+            .as_deref(),
+            Some(
+                "Outside what the model has seen: body part HAND, unlike the films the model \
+                 was trained on"
+            )
         );
     }
 
