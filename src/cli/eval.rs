@@ -16,9 +16,10 @@ pub struct EvalArgs {
     /// Folder holding NORMAL/ and PNEUMONIA/, or a labels.csv in the NIH adult layout.
     #[arg(long)]
     pub data: PathBuf,
-    /// With a labels.csv: which films of the model's patient-level split of that source to
-    /// measure (the split the model card records), always leaving out films with another
-    /// finding than pneumonia.
+    /// For a source the model was trained on (a labels.csv folder, or the Kermany train/
+    /// folder): which films of the model's patient-level split to measure (the split the model
+    /// card records); films with another finding than pneumonia are always left out. Any other
+    /// folder is measured whole.
     #[arg(long, value_enum, default_value_t = Part::Validation)]
     pub part: Part,
     /// The model card (weights beside it) [default: the shipped model].
@@ -57,6 +58,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let report = if args.data.join(dataset::NIH_LABELS_FILE).is_file() {
         let samples = nih_part(&classifier, args)?;
         report::evaluate_samples(&classifier, &args.data, &samples, &mut progress)?
+    } else if let Some(samples) = training_folder_part(&classifier, args)? {
+        report::evaluate_samples(&classifier, &args.data, &samples, &mut progress)?
     } else {
         report::evaluate_folder(&classifier, &args.data, &mut progress)?
     };
@@ -67,7 +70,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         .data
         .file_name()
         .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
-    if args.data.join(dataset::NIH_LABELS_FILE).is_file() {
+    if args.data.join(dataset::NIH_LABELS_FILE).is_file() || is_training_folder(&classifier, args) {
         data_name += match args.part {
             Part::Validation => "-validation",
             Part::Train => "-train",
@@ -95,11 +98,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         }
     );
     if args.record_test {
-        let card_path = args
-            .weights
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(crate::model::DEFAULT_MODEL))
-            .with_extension("json");
+        let card_path = super::model_path(args.weights.as_deref())?.with_extension("json");
         let mut card = card.clone();
         card.test = Some(report.summary.clone());
         std::fs::write(&card_path, serde_json::to_string_pretty(&card)? + "\n")
@@ -107,6 +106,36 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         println!("recorded the test metrics in {}", card_path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `--data` is the `train/` folder the model was trained on (its validation part was
+/// split from it).
+fn is_training_folder(classifier: &crate::model::Classifier, args: &EvalArgs) -> bool {
+    let trained_on = std::path::Path::new(&classifier.card().training.data).join("train");
+    match (trained_on.canonicalize(), args.data.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// For the folder the model was trained on, the films of the part `--part` selects, by the
+/// card's patient-level split; `None` for any other folder (all of it is measured).
+fn training_folder_part(
+    classifier: &crate::model::Classifier,
+    args: &EvalArgs,
+) -> anyhow::Result<Option<Vec<dataset::Sample>>> {
+    if args.part == Part::All || !is_training_folder(classifier, args) {
+        return Ok(None);
+    }
+    let t = &classifier.card().training;
+    let all = dataset::list_labelled(&args.data)?;
+    let (train, val) = dataset::split_by_patient(&all, t.validation_fraction, t.split_seed);
+    let idx = if args.part == Part::Validation {
+        val
+    } else {
+        train
+    };
+    Ok(Some(idx.into_iter().map(|i| all[i].clone()).collect()))
 }
 
 /// The films of a `labels.csv` folder that `--part` selects, by the split the model card

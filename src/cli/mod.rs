@@ -85,11 +85,19 @@ fn init_logging() {
         .init();
 }
 
+/// The model card at `path`, or the shipped model's (see [`crate::model::find_shipped_model`]).
+pub(crate) fn model_path(path: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    match path {
+        Some(p) => Ok(p.to_owned()),
+        None => crate::model::find_shipped_model().map_err(|e| anyhow::anyhow!(e)),
+    }
+}
+
 /// Loads the model card at `path`, or the shipped model when `path` is `None`.
 pub(crate) fn load_classifier(
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<crate::model::Classifier> {
-    let path = path.unwrap_or_else(|| std::path::Path::new(crate::model::DEFAULT_MODEL));
-    crate::model::Classifier::load(path)
+    let path = model_path(path)?;
+    crate::model::Classifier::load(&path)
         .map_err(|e| anyhow::anyhow!("cannot load the model {}: {e}", path.display()))
 }

@@ -68,18 +68,13 @@ pub fn run(args: OpenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The shipped model: `weights/cxrnet.json` from the working folder, else beside the
-/// executable's build tree, else in this source tree.
+/// The shipped model (see [`crate::model::find_shipped_model`]); when it is nowhere, the first
+/// place looked in, so that the window says it cannot load it there and still lists studies.
 pub(crate) fn default_model() -> PathBuf {
-    let relative = PathBuf::from(crate::model::DEFAULT_MODEL);
-    if relative.is_file() {
-        return relative;
-    }
-    let beside_exe = std::env::current_exe().ok().and_then(|exe| {
-        exe.ancestors()
-            .skip(1)
-            .map(|dir| dir.join(crate::model::DEFAULT_MODEL))
-            .find(|p| p.is_file())
-    });
-    beside_exe.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative))
+    crate::model::find_shipped_model().unwrap_or_else(|_| {
+        crate::model::shipped_model_candidates()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| PathBuf::from(crate::model::DEFAULT_MODEL))
+    })
 }

@@ -42,7 +42,7 @@ pub struct TrainArgs {
     pub other_findings: OtherFindings,
     /// Contrast equalisation of the input: CLAHE tiles per side (1 with --clahe-clip 0 is plain
     /// histogram equalisation; 0 turns it off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 4)]
     pub clahe_tiles: usize,
     /// CLAHE clip limit, in multiples of the mean bin count (0: no clipping).
     #[arg(long, default_value_t = 2.0)]

@@ -140,24 +140,27 @@ impl Default for TrainOptions {
             out: PathBuf::from("weights/cxrnet"),
             checkpoint_dir: PathBuf::from("runs/cxrnet"),
             cnn: CnnConfig::default(),
-            max_epochs: 30,
+            max_epochs: 24,
             batch_size: 32,
             learning_rate: 2e-3,
             weight_decay: 5e-4,
             warmup_epochs: 1.0,
-            patience: 12,
+            patience: 10,
             validation_fraction: 0.15,
             split_seed: 2018,
             seed: 7,
             augment: Augment::default(),
-            min_sensitivity: 0.97,
+            min_sensitivity: 0.95,
             resume: false,
             limit_per_class: None,
             evaluate_test: true,
             test_curve: false,
             labels: None,
             adult: Some(AdultOptions::default()),
-            contrast: Contrast::None,
+            contrast: Contrast::Clahe {
+                tiles: 4,
+                clip: 2.0,
+            },
             ood_quantile: 0.99,
             overwrite: false,
         }
@@ -1155,6 +1158,151 @@ mod tests {
         assert!((learning_rate_at(100, 10, 100, peak) - 0.02 * peak).abs() < 1e-12);
         let mid = learning_rate_at(55, 10, 100, peak);
         assert!((mid - (0.02 * peak + 0.98 * peak * 0.5)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn platt_scaling_recovers_a_known_calibration() {
+        // Labels drawn with P(y) = sigmoid(0.5 z - 1): the fit should find about (0.5, -1).
+        let mut rng = Rng::seed_from_u64(3);
+        let logits: Vec<f32> = (0..20_000)
+            .map(|i| -8.0 + 16.0 * (i as f32 / 20_000.0))
+            .collect();
+        let labels: Vec<bool> = logits
+            .iter()
+            .map(|&z| rng.random::<f64>() < 1.0 / (1.0 + (-(0.5 * f64::from(z) - 1.0)).exp()))
+            .collect();
+        let c = fit_calibration(&logits, &labels, &vec![1.0; logits.len()]);
+        assert!(
+            (c.scale - 0.5).abs() < 0.05 && (c.bias + 1.0).abs() < 0.1,
+            "{c:?}"
+        );
+        // Perfectly separated classes stay finite and keep the order.
+        let c = fit_calibration(
+            &[-2.0, -1.0, 1.0, 2.0],
+            &[false, false, true, true],
+            &[1.0; 4],
+        );
+        assert!(
+            c.scale > 0.0 && c.scale.is_finite() && c.bias.is_finite(),
+            "{c:?}"
+        );
+    }
+
+    /// Writes a tiny two-source data set: Kermany-style folders and an NIH-style `labels.csv`.
+    /// Pneumonia films carry a bright blob in a lung field; normal films do not.
+    fn tiny_sources(root: &Path) -> (PathBuf, PathBuf) {
+        let film = |seed: u64, pneumonia: bool| {
+            let mut rng = Rng::seed_from_u64(seed);
+            image::GrayImage::from_fn(48, 48, |x, y| {
+                let (dx, dy) = (x as f32 - 16.0, y as f32 - 24.0);
+                let blob = pneumonia && dx * dx + dy * dy < 60.0;
+                let base = 60.0 + 2.0 * x as f32 + rng.random::<f32>() * 40.0;
+                image::Luma([if blob { 230 } else { base.min(255.0) as u8 }])
+            })
+        };
+        let kermany = root.join("kermany");
+        for (class, pneumonia) in [("NORMAL", false), ("PNEUMONIA", true)] {
+            let dir = kermany.join("train").join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..40u64 {
+                let name = if pneumonia {
+                    format!("person{i}_bacteria_1.png")
+                } else {
+                    format!("IM-{i:04}-0001.png")
+                };
+                film(i * 2 + u64::from(pneumonia), pneumonia)
+                    .save(dir.join(name))
+                    .unwrap();
+            }
+        }
+        let adult = root.join("adult");
+        std::fs::create_dir_all(adult.join("images")).unwrap();
+        let mut csv = String::from("path,label,label_source,patient_id\n");
+        for i in 0..48u64 {
+            let label = ["normal", "pneumonia", "other"][(i % 3) as usize];
+            let source = if i % 2 == 0 { "rsna" } else { "nih" };
+            let name = format!("images/{i:08}_000.png");
+            film(1000 + i, label == "pneumonia")
+                .save(adult.join(&name))
+                .unwrap();
+            csv += &format!("{name},{label},{source},{i:08}\n");
+        }
+        std::fs::write(adult.join(dataset::NIH_LABELS_FILE), csv).unwrap();
+        (kermany, adult)
+    }
+
+    #[test]
+    fn two_sources_train_into_a_card_with_per_source_figures_and_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kermany, adult) = tiny_sources(dir.path());
+        let opts = TrainOptions {
+            data: kermany,
+            out: dir.path().join("out/tiny"),
+            checkpoint_dir: dir.path().join("ckpt"),
+            cnn: CnnConfig {
+                input_size: 32,
+                widths: vec![8, 8, 16],
+                dropout: 0.0,
+            },
+            max_epochs: 2,
+            batch_size: 8,
+            evaluate_test: false,
+            adult: Some(AdultOptions {
+                data: adult,
+                repeat: 3,
+                ..AdultOptions::default()
+            }),
+            ..TrainOptions::default()
+        };
+        let mut epochs = 0;
+        let trained = train(&opts, &mut |e| {
+            if let TrainEvent::EpochEnd(r) = e {
+                epochs += 1;
+                // The criterion is the lowest of the two sources' AUCs.
+                let lowest = r
+                    .validation_auc_sources
+                    .iter()
+                    .map(|(_, a)| *a)
+                    .fold(1.0, f64::min);
+                assert_eq!(r.validation_auc_sources.len(), 2);
+                assert!((r.validation_auc - lowest).abs() < 1e-12);
+            }
+        })
+        .unwrap();
+        assert_eq!(epochs, 2);
+        let card = &trained.card;
+        let names: Vec<&str> = card
+            .validation_sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["kermany", "nih-adult", "nih-adult/nih", "nih-adult/rsna"]
+        );
+        // 'other' films are left out of training by default and never validated on.
+        let adult_record = &card.training.sources[1];
+        assert_eq!(
+            (adult_record.train_images, adult_record.validation_images),
+            (16, 16)
+        );
+        assert_eq!(card.training.train_images, 68 + 16);
+        // The threshold keeps the sensitivity on every source.
+        for s in &card.validation_sources[..2] {
+            assert!(s.summary.sensitivity >= opts.min_sensitivity, "{}", s.name);
+        }
+        let ood = card.ood.as_ref().unwrap();
+        assert_eq!(ood.feature_dim, 16);
+        assert!(ood.threshold.is_finite() && ood.threshold > 0.0);
+        // The weights file holds the flag's statistics, and the model loads and scores.
+        let classifier = crate::model::Classifier::load(&trained.card_path).unwrap();
+        let x = vec![0.5f32; 32 * 32];
+        let a = classifier.assess_prepared(&[x]).unwrap();
+        assert!(a[0].ood_distance.is_some_and(f32::is_finite));
+        assert!((0.0..=1.0).contains(&a[0].score));
+        // A second run never writes over the model without being told to.
+        let err = train(&opts, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, TrainError::Exists { .. }), "{err}");
     }
 
     #[test]
