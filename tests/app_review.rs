@@ -80,7 +80,7 @@ fn confirm_override_and_undo_are_recorded_in_the_store() {
     assert_eq!(state.last_event.reader, "Test Reader");
     assert_eq!(state.last_event.score, top_row.score_value());
     assert_eq!(state.last_event.threshold, Some(threshold));
-    assert_eq!(state.last_event.model_id.as_deref(), Some("cxrnet"));
+    assert_eq!(state.last_event.model_id.as_deref(), Some("cxrnet-v2"));
     assert_eq!(state.last_event.study_path, top_row.path);
     assert_eq!(row(h.state(), top).final_label, Some(ai));
     assert_eq!(h.state().selected(), Some(second));
@@ -280,8 +280,9 @@ fn a_labels_csv_gives_dataset_labels_and_reopening_restores_decisions() {
     );
     assert!(by_name("ward/study-02.png").dataset_label.is_none());
 
-    // Decide one study with the button, then reopen the folder in a new window.
-    h.get_by_label(&labelled.name).click();
+    // Decide one study with the button, then reopen the folder in a new window. (The selected
+    // study's name is also in the viewer's header; the worklist's row comes first.)
+    h.get_all_by_label(&labelled.name).next().unwrap().click();
     settle(&mut h);
     h.get_by_role_and_label(Role::Button, "NORMAL N").click();
     settle(&mut h);
