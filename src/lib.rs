@@ -5,11 +5,12 @@
 //! - [`worklist`] holds studies, scores and decision states, and sorts and filters them.
 //! - [`audit`] is the append-only, hash-chained decision store (`SQLite`) and its CSV export.
 //! - [`app`] is the review window (eframe). Only this module knows egui.
-//! - [`cli`] is the command line.
+//! - [`cli`] is the command line; [`install`] finds the shipped model and the demo studies.
 
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod install;
 pub mod io;
 pub mod model;
 pub mod worklist;

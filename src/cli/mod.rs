@@ -85,11 +85,11 @@ fn init_logging() {
         .init();
 }
 
-/// The model card at `path`, or the shipped model's (see [`crate::model::find_shipped_model`]).
+/// The model card at `path`, or the shipped model's (see [`crate::install::find_shipped_model`]).
 pub(crate) fn model_path(path: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
     match path {
         Some(p) => Ok(p.to_owned()),
-        None => crate::model::find_shipped_model().map_err(|e| anyhow::anyhow!(e)),
+        None => crate::install::find_shipped_model().map_err(|e| anyhow::anyhow!(e)),
     }
 }
 

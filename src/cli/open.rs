@@ -24,6 +24,9 @@ pub struct OpenArgs {
     /// The model card to score with (default: the shipped model).
     #[arg(long, value_name = "PATH")]
     pub weights: Option<PathBuf>,
+    /// Open the demo studies that come with cxr-triage (instead of DIR).
+    #[arg(long, conflicts_with = "dir")]
+    pub demo: bool,
 }
 
 /// The environment variable that makes the window save a screenshot once the scores are in,
@@ -35,7 +38,10 @@ pub const SCREENSHOT_ENV: &str = "CXR_TRIAGE_SCREENSHOT";
 pub const STATS_ENV: &str = "CXR_TRIAGE_STATS";
 
 /// Opens the window.
-pub fn run(args: OpenArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: OpenArgs) -> anyhow::Result<ExitCode> {
+    if args.demo {
+        args.dir = Some(crate::install::find_demo_folder().map_err(|e| anyhow::anyhow!(e))?);
+    }
     if let Some(dir) = &args.dir
         && !dir.is_dir()
     {
@@ -68,11 +74,11 @@ pub fn run(args: OpenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The shipped model (see [`crate::model::find_shipped_model`]); when it is nowhere, the first
+/// The shipped model (see [`crate::install::find_shipped_model`]); when it is nowhere, the first
 /// place looked in, so that the window says it cannot load it there and still lists studies.
 pub(crate) fn default_model() -> PathBuf {
-    crate::model::find_shipped_model().unwrap_or_else(|_| {
-        crate::model::shipped_model_candidates()
+    crate::install::find_shipped_model().unwrap_or_else(|_| {
+        crate::install::shipped_model_candidates()
             .into_iter()
             .next()
             .unwrap_or_else(|| PathBuf::from(crate::model::DEFAULT_MODEL))
