@@ -1,4 +1,5 @@
-//! `cxr-triage eval --data DIR`: metrics of a model on labelled folders, `report.json` and plots.
+//! `cxr-triage eval --data DIR`: metrics of a model on labelled folders, `report.json` and plots;
+//! `cxr-triage eval --db STORE`: the same on the studies readers labelled (local performance).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,41 +7,53 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::model::report;
+use crate::model::{local, report};
 
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// Folder holding NORMAL/ and PNEUMONIA/.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    pub data: Option<PathBuf>,
+    /// Measure on the studies readers labelled in this decision store instead (local
+    /// performance: the readers' final labels are the truth).
+    #[arg(long, value_name = "STORE")]
+    pub db: Option<PathBuf>,
+    /// With --db: only studies last seen under this folder.
+    #[arg(long, value_name = "DIR", requires = "db")]
+    pub folder: Option<PathBuf>,
     /// The model card (weights beside it) [default: the shipped model].
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Where to write report.json and the plots [default: reports/<model>-<data folder>].
+    /// Where to write report.json and the plots [default: reports/<model>-<data folder>, or
+    /// reports/<model>-local with --db].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Record these metrics in the model card as its test metrics (for the held-out test split,
     /// once, after the model and its threshold are final; the weights are unchanged).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "db")]
     pub record_test: bool,
 }
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let classifier = super::load_classifier(args.weights.as_deref())?;
+    let data = match (&args.data, &args.db) {
+        (_, Some(db)) => return run_local(args, &classifier, db),
+        (Some(data), None) => data,
+        (None, None) => anyhow::bail!("say what to measure on: --data DIR or --db STORE"),
+    };
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template(
         "scoring [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
     )?);
-    let report = report::evaluate_folder(&classifier, &args.data, &mut |done, total| {
+    let report = report::evaluate_folder(&classifier, data, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
     let card = classifier.card();
     println!("{}", report.text());
-    let data_name = args
-        .data
+    let data_name = data
         .file_name()
         .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
     let out = args
@@ -69,11 +82,86 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| PathBuf::from(crate::model::DEFAULT_MODEL))
             .with_extension("json");
-        let mut card = card.clone();
-        card.test = Some(report.summary.clone());
+        // Read as an adapted card, so that an adapted model keeps its `adaptation` record.
+        let text = std::fs::read_to_string(&card_path)
+            .with_context(|| format!("cannot read {}", card_path.display()))?;
+        let mut card: crate::model::card::AdaptedCard = serde_json::from_str(&text)?;
+        card.card.test = Some(report.summary.clone());
         std::fs::write(&card_path, serde_json::to_string_pretty(&card)? + "\n")
             .with_context(|| format!("cannot write {}", card_path.display()))?;
         println!("recorded the test metrics in {}", card_path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `eval --db STORE`: local performance on the studies readers labelled.
+fn run_local(
+    args: &EvalArgs,
+    classifier: &crate::model::Classifier,
+    db: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let store = super::audit::open_existing_store(Some(db))?;
+    let (threshold, source) = super::threshold_in_force(&store, classifier)?;
+    let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template(
+        "scoring studies without a recorded score [{bar:30}] {pos}/{len}",
+    )?);
+    let (cases, left_out) = local::local_cases(
+        &store,
+        classifier,
+        args.folder.as_deref(),
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    let report = local::LocalReport::new(
+        classifier,
+        &db.display().to_string(),
+        threshold,
+        &source,
+        cases,
+        left_out,
+    );
+    println!("{}", report.text());
+    for l in &report.left_out {
+        println!("left out: {}: {}", l.why, l.path.display());
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!("{}-local", classifier.card().model_id))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let json = out.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    if report.figures.is_some() {
+        let card = classifier.card();
+        let plotted = report::EvalReport::new(
+            &card.model_id,
+            &card.weights_sha256,
+            &report.store,
+            threshold,
+            report
+                .cases
+                .iter()
+                .map(|c| report::EvalCase {
+                    path: c.path.display().to_string(),
+                    pneumonia: c.pneumonia,
+                    score: c.score,
+                })
+                .collect(),
+            Vec::new(),
+        );
+        report::write_plots(&plotted, &out)?;
+        println!(
+            "wrote {} and roc.png, calibration.png, histogram.png beside it",
+            json.display()
+        );
+    } else {
+        println!(
+            "wrote {} (no plots: too few reviewed studies)",
+            json.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
