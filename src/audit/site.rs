@@ -497,14 +497,9 @@ impl DecisionStore {
                 id: row.get(0).unwrap_or(expected_id),
                 problem,
             };
-            let e = match threshold_event_from_row(row) {
-                Ok(e) => e,
-                Err(_) => {
-                    first_broken = Some(broken(LinkProblem::Unreadable {
-                        column: "threshold event",
-                    }));
-                    continue;
-                }
+            let Ok(e) = threshold_event_from_row(row) else {
+                first_broken = Some(broken(LinkProblem::Unreadable { column: "row" }));
+                continue;
             };
             if e.id != expected_id {
                 first_broken = Some(broken(LinkProblem::IdOutOfSequence {

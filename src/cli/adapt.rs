@@ -57,6 +57,9 @@ pub struct AdaptArgs {
     /// Seed of the split, shuffling, augmentation and dropout.
     #[arg(long, default_value_t = AdaptOptions::default().seed)]
     pub seed: u64,
+    /// Train only the stages from this one on, and the head (0: every layer; 4: the head alone).
+    #[arg(long, default_value_t = AdaptOptions::default().train_from_stage)]
+    pub train_from_stage: usize,
 }
 
 /// Runs `adapt`.
@@ -141,6 +144,7 @@ pub fn run(args: &AdaptArgs) -> anyhow::Result<ExitCode> {
         held_out_fraction: args.held_out,
         seed: args.seed,
         target_sensitivity: args.target_sensitivity,
+        train_from_stage: args.train_from_stage,
         ..AdaptOptions::default()
     };
     let local_source = LocalSource {

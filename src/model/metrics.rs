@@ -213,7 +213,7 @@ pub struct Interval {
     pub high: f64,
 }
 
-/// Reads a number, or `null` as NaN: serde_json writes a NaN (a rate with no cases, such as
+/// Reads a number, or `null` as NaN: `serde_json` writes a NaN (a rate with no cases, such as
 /// the PPV when nothing is called positive) as `null`, and this reads it back.
 pub fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
