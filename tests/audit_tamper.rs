@@ -45,7 +45,7 @@ fn raw(path: &Path) -> rusqlite::Connection {
 fn tamper(path: &Path, sql: &str) {
     let conn = raw(path);
     let triggers: Vec<String> = conn
-        .prepare("SELECT sql FROM sqlite_schema WHERE type = 'trigger' ORDER BY name")
+        .prepare("SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'decisions' ORDER BY name")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()

@@ -70,7 +70,9 @@ pub enum AuditError {
     NoDataDir,
 
     /// A decision names a study that the store has never seen.
-    #[error("the study is not in the decision store: open its folder in cxr-triage first")]
+    #[error(
+        "the study is not in the decision store: open its folder in cxr-triage, or score it with score --db, first"
+    )]
     UnknownStudy,
 
     /// An undo for a study that has no decision left to undo.

@@ -1,5 +1,6 @@
 //! CSV export of decisions: [`DecisionStore::export_csv`] and [`DecisionStore::export_csv_to_file`].
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Transaction, TransactionBehavior};
 
 use super::event::{CurrentState, DecisionEvent};
+use super::site::{ScoreRecord, latest_scores, thresholds_in_force};
 use super::store::{EVENT_COLUMNS_SQL, event_from_row, latest_states};
 use super::{AuditError, DecisionStore};
 use crate::worklist::Label;
@@ -110,6 +112,10 @@ impl DecisionStore {
         } else {
             out.write_record(STUDY_COLUMNS)?;
             let states = latest_states(&tx, "1")?;
+            let site = SiteFigures {
+                thresholds: thresholds_in_force(&tx)?,
+                scores: latest_scores(&tx)?,
+            };
             let mut stmt = tx.prepare(
                 "SELECT sha256, last_path, patient_id, study_uid FROM studies ORDER BY last_path, sha256",
             )?;
@@ -126,7 +132,7 @@ impl DecisionStore {
                 let state = states.get(&study.sha256);
                 let reviewed = state.is_some_and(CurrentState::is_reviewed);
                 if (reviewed || opts.kind == ExportKind::All) && under(&study.path) {
-                    out.write_record(study_record(&study, state))?;
+                    out.write_record(study_record(&study, state, &site))?;
                     n += 1;
                 }
             }
@@ -215,27 +221,74 @@ fn opt_f32(v: Option<f32>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
-fn study_record(study: &StudyRow, state: Option<&CurrentState>) -> Vec<String> {
+/// What the per-study export needs beyond the decision events: the threshold in force per set
+/// of weights, and each study's latest recorded score (for studies scored by `score --db` that
+/// no decision event carries an AI call for).
+struct SiteFigures {
+    thresholds: HashMap<String, f32>,
+    scores: HashMap<String, ScoreRecord>,
+}
+
+/// The AI call a per-study row shows: score, label, model and threshold.
+struct RowAi {
+    score: Option<f32>,
+    label: Label,
+    model_id: Option<String>,
+    threshold: Option<f32>,
+}
+
+/// The AI call on record (from the decision events, else from the scores table), with its label
+/// following the threshold in force for its model's weights. Scores never change.
+fn row_ai(study: &StudyRow, state: Option<&CurrentState>, site: &SiteFigures) -> Option<RowAi> {
+    let in_force = |weights: Option<&str>| weights.and_then(|w| site.thresholds.get(w)).copied();
+    if let Some(ai) = state.and_then(|s| s.ai.as_ref()) {
+        let threshold = in_force(ai.weights_sha256.as_deref()).or(ai.threshold);
+        let label = match (ai.score, in_force(ai.weights_sha256.as_deref())) {
+            (Some(score), Some(t)) => Label::from_score(score, t),
+            _ => ai.label,
+        };
+        return Some(RowAi {
+            score: ai.score,
+            label,
+            model_id: ai.model_id.clone(),
+            threshold,
+        });
+    }
+    site.scores.get(&study.sha256).map(|s| {
+        let threshold = in_force(Some(&s.weights_sha256)).unwrap_or(s.threshold);
+        RowAi {
+            score: Some(s.score),
+            label: Label::from_score(s.score, threshold),
+            model_id: Some(s.model_id.clone()),
+            threshold: Some(threshold),
+        }
+    })
+}
+
+fn study_record(study: &StudyRow, state: Option<&CurrentState>, site: &SiteFigures) -> Vec<String> {
     let last = state.map(|s| &s.last_event);
-    let ai = state.and_then(|s| s.ai.as_ref());
+    let ai = row_ai(study, state, site);
+    let final_label = state.and_then(|s| s.final_label);
     vec![
         study.path.clone(),
         study.sha256.clone(),
         study.patient_id.clone().unwrap_or_default(),
         study.study_uid.clone().unwrap_or_default(),
-        opt_f32(ai.and_then(|a| a.score)),
-        opt_label(ai.map(|a| a.label)),
-        opt_label(state.and_then(|s| s.final_label)),
-        match state.and_then(|s| s.agreed) {
-            Some(true) => "yes".to_owned(),
-            Some(false) => "no".to_owned(),
-            None => String::new(),
+        opt_f32(ai.as_ref().and_then(|a| a.score)),
+        opt_label(ai.as_ref().map(|a| a.label)),
+        opt_label(final_label),
+        match (final_label, ai.as_ref()) {
+            (Some(f), Some(a)) if f == a.label => "yes".to_owned(),
+            (Some(_), Some(_)) => "no".to_owned(),
+            _ => String::new(),
         },
         last.map(|e| e.reader.clone()).unwrap_or_default(),
         last.map(|e| e.decided_at.clone()).unwrap_or_default(),
         last.map(|e| e.reason.clone()).unwrap_or_default(),
-        ai.and_then(|a| a.model_id.clone()).unwrap_or_default(),
-        opt_f32(ai.and_then(|a| a.threshold)),
+        ai.as_ref()
+            .and_then(|a| a.model_id.clone())
+            .unwrap_or_default(),
+        opt_f32(ai.as_ref().and_then(|a| a.threshold)),
     ]
 }
 

@@ -57,7 +57,7 @@ impl fmt::Display for RowProblem {
                 f.write_str("the file at the path does not have the row's sha256")
             }
             Self::UnknownStudy => f.write_str(
-                "unknown study: the decision store has never seen it (open its folder in cxr-triage first)",
+                "unknown study: the decision store has never seen it (open its folder in cxr-triage, or run cxr-triage score DIR --db STORE, first)",
             ),
             Self::InvalidLabel(label) => {
                 write!(f, "\"{label}\" is not a label: use NORMAL or PNEUMONIA")

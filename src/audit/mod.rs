@@ -76,6 +76,24 @@
 //! A chain only proves that nobody edited the log *without recomputing every later hash*.
 //! Someone who knows this format can rewrite the whole log; to catch that, write down the head
 //! hash that `cxr-triage audit verify` prints (or export the event log) and compare it later.
+//!
+//! # Learning from the site
+//!
+//! Schema version 2 adds two tables; the decisions log and its encoding are unchanged.
+//!
+//! - `scores`: the score each model (by the SHA-256 of its weights) gave each study, with the
+//!   threshold in force then, as `cxr-triage score --db` records it. A cache like `studies`,
+//!   not audited.
+//! - `threshold_events`: the append-only log of threshold changes (`cxr-triage threshold`): who,
+//!   when, the model and its weights' hash, the old and new threshold, the local figures the
+//!   change rests on (JSON) and why. The latest event for a set of weights gives the threshold
+//!   in force for that model; without one, the model card's threshold is in force. AI labels in
+//!   exports follow the threshold in force; scores never change. It has its own hash chain,
+//!   built as the decisions' is (same field layout, 32 zero bytes before the first event), over
+//!   the format tag `cxr-triage threshold event v1`, then `id`, `recorded_at`, `reader`,
+//!   `app_version`, `model_id`, `weights_sha256`, `old_threshold`, `new_threshold` (binary64, as
+//!   stored), `basis_json` and `reason`, and its own append-only triggers;
+//!   [`DecisionStore::verify_thresholds`] checks it and `audit verify` reports it.
 
 mod chain;
 mod error;
@@ -83,6 +101,7 @@ mod event;
 mod export;
 mod import;
 mod schema;
+mod site;
 mod store;
 mod verify;
 
@@ -95,5 +114,6 @@ pub use export::{EVENT_COLUMNS, ExportKind, ExportOptions, STUDY_COLUMNS};
 pub use import::{
     DEFAULT_IMPORT_REASON, ImportReport, ImportedRow, RejectedRow, RowProblem, import_csv,
 };
+pub use site::{LabelledStudy, ScoreRecord, ThresholdChange, ThresholdEvent, ThresholdLogReport};
 pub use store::DecisionStore;
 pub use verify::{BrokenLink, LinkProblem, VerifyReport};

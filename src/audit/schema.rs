@@ -56,6 +56,49 @@ CREATE TABLE decisions (
 CREATE INDEX decisions_by_study ON decisions (study_sha256, id);
 ";
 
+/// The trigger that refuses UPDATE on the threshold log, exactly as created.
+pub(crate) const THRESHOLD_NO_UPDATE_TRIGGER: &str =
+    "CREATE TRIGGER threshold_events_no_update BEFORE UPDATE ON threshold_events
+BEGIN
+    SELECT RAISE(ABORT, 'threshold changes are append-only: an event cannot be changed');
+END";
+
+/// The trigger that refuses DELETE on the threshold log, exactly as created.
+pub(crate) const THRESHOLD_NO_DELETE_TRIGGER: &str =
+    "CREATE TRIGGER threshold_events_no_delete BEFORE DELETE ON threshold_events
+BEGIN
+    SELECT RAISE(ABORT, 'threshold changes are append-only: an event cannot be deleted');
+END";
+
+/// Version 2 (learning from the site): the scores each model gave each study (a cache, like
+/// `studies`), and the append-only, hash-chained log of threshold changes.
+const V2_TABLES: &str = "
+CREATE TABLE scores (
+    study_sha256   TEXT NOT NULL,
+    weights_sha256 TEXT NOT NULL,
+    model_id       TEXT NOT NULL,
+    score          REAL NOT NULL CHECK (score >= 0.0 AND score <= 1.0),
+    threshold      REAL NOT NULL CHECK (threshold >= 0.0 AND threshold <= 1.0),
+    scored_at      TEXT NOT NULL,
+    PRIMARY KEY (study_sha256, weights_sha256)
+);
+CREATE TABLE threshold_events (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    recorded_at    TEXT NOT NULL,
+    reader         TEXT NOT NULL,
+    app_version    TEXT NOT NULL,
+    model_id       TEXT NOT NULL,
+    weights_sha256 TEXT NOT NULL,
+    old_threshold  REAL NOT NULL,
+    new_threshold  REAL NOT NULL,
+    basis_json     TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    prev_hash      TEXT NOT NULL,
+    row_hash       TEXT NOT NULL
+);
+CREATE INDEX threshold_events_by_model ON threshold_events (weights_sha256, id);
+";
+
 /// Applies migration `version` (1-based) inside the caller's transaction.
 fn apply(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
     match version {
@@ -65,12 +108,17 @@ fn apply(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
             tx.execute_batch(NO_DELETE_TRIGGER)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)
         }
+        2 => {
+            tx.execute_batch(V2_TABLES)?;
+            tx.execute_batch(THRESHOLD_NO_UPDATE_TRIGGER)?;
+            tx.execute_batch(THRESHOLD_NO_DELETE_TRIGGER)
+        }
         _ => Ok(()),
     }
 }
 
 /// The newest schema version this build writes.
-pub(crate) const LATEST_VERSION: i64 = 1;
+pub(crate) const LATEST_VERSION: i64 = 2;
 
 /// Checks that `conn` is empty or a cxr-triage store this build can read.
 pub(crate) fn check_identity(conn: &Connection, path: &Path) -> Result<(), AuditError> {

@@ -422,7 +422,7 @@ fn study_from_row(r: &Row<'_>) -> rusqlite::Result<StudyRecord> {
 }
 
 /// The current UTC time as the store writes it: RFC 3339, milliseconds, `Z`.
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

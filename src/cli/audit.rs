@@ -47,6 +47,7 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = open_existing_store(args.db.as_deref())?;
     let report = store.verify()?;
+    let thresholds = store.verify_thresholds()?;
     if report.is_intact() {
         match &report.head_hash {
             Some(head) => println!(
@@ -55,7 +56,6 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             ),
             None => println!("OK: 0 events"),
         }
-        return Ok(ExitCode::SUCCESS);
     }
     if let Some(broken) = &report.first_broken {
         println!(
@@ -68,7 +68,31 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             "TAMPERED: the triggers that keep the decision log append-only were removed or changed"
         );
     }
-    Ok(ExitCode::from(EXIT_FINDINGS))
+    if thresholds.is_intact() {
+        if let Some(head) = &thresholds.head_hash {
+            println!(
+                "OK: {} threshold changes, their hash chain is intact; last change's hash {head}",
+                thresholds.total_events
+            );
+        }
+    } else {
+        if let Some(broken) = &thresholds.first_broken {
+            println!(
+                "TAMPERED: the threshold log's hash chain is broken at threshold change {}: {}",
+                broken.id, broken.problem
+            );
+        }
+        if !thresholds.append_only_guard_intact {
+            println!(
+                "TAMPERED: the triggers that keep the threshold log append-only were removed or changed"
+            );
+        }
+    }
+    Ok(if report.is_intact() && thresholds.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FINDINGS)
+    })
 }
 
 /// Opens the store at `db`, or at the default path, which must already exist.

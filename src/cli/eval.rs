@@ -1,5 +1,6 @@
 //! `cxr-triage eval --data DIR`: metrics of a model on labelled folders (or a folder with the NIH
-//! layout's `labels.csv`), `report.json` and plots.
+//! layout's `labels.csv`), `report.json` and plots; `cxr-triage eval --db STORE`: the same on
+//! the studies readers labelled (local performance).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,30 +8,37 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::model::dataset;
-use crate::model::report;
+use crate::model::{dataset, local, report};
 
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// Folder holding NORMAL/ and PNEUMONIA/, or a labels.csv in the NIH adult layout.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "db", conflicts_with = "db")]
+    pub data: Option<PathBuf>,
     /// For a source the model was trained on (a labels.csv folder, or the Kermany train/
     /// folder): which films of the model's patient-level split to measure (the split the model
     /// card records); films with another finding than pneumonia are always left out. Any other
     /// folder is measured whole.
     #[arg(long, value_enum, default_value_t = Part::Validation)]
     pub part: Part,
+    /// Measure on the studies readers labelled in this decision store instead (local
+    /// performance: the readers' final labels are the truth).
+    #[arg(long, value_name = "STORE")]
+    pub db: Option<PathBuf>,
+    /// With --db: only studies last seen under this folder.
+    #[arg(long, value_name = "DIR", requires = "db")]
+    pub folder: Option<PathBuf>,
     /// The model card (weights beside it) [default: the shipped model].
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Where to write report.json and the plots [default: reports/<model>-<data folder>].
+    /// Where to write report.json and the plots [default: reports/<model>-<data folder>, or
+    /// reports/<model>-local with --db].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Record these metrics in the model card as its test metrics (for the held-out test split,
     /// once, after the model and its threshold are final; the weights are unchanged).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "db")]
     pub record_test: bool,
 }
 
@@ -48,6 +56,11 @@ pub enum Part {
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let classifier = super::load_classifier(args.weights.as_deref())?;
+    let data = match (&args.data, &args.db) {
+        (_, Some(db)) => return run_local(args, &classifier, db),
+        (Some(data), None) => data,
+        (None, None) => anyhow::bail!("say what to measure on: --data DIR or --db STORE"),
+    };
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template(
         "scoring [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
     )?);
@@ -55,22 +68,21 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let report = if args.data.join(dataset::NIH_LABELS_FILE).is_file() {
-        let samples = nih_part(&classifier, args)?;
-        report::evaluate_samples(&classifier, &args.data, &samples, &mut progress)?
-    } else if let Some(samples) = training_folder_part(&classifier, args)? {
-        report::evaluate_samples(&classifier, &args.data, &samples, &mut progress)?
+    let report = if data.join(dataset::NIH_LABELS_FILE).is_file() {
+        let samples = nih_part(&classifier, data, args.part)?;
+        report::evaluate_samples(&classifier, data, &samples, &mut progress)?
+    } else if let Some(samples) = training_folder_part(&classifier, data, args.part)? {
+        report::evaluate_samples(&classifier, data, &samples, &mut progress)?
     } else {
-        report::evaluate_folder(&classifier, &args.data, &mut progress)?
+        report::evaluate_folder(&classifier, data, &mut progress)?
     };
     bar.finish_and_clear();
     let card = classifier.card();
     println!("{}", report.text());
-    let mut data_name = args
-        .data
+    let mut data_name = data
         .file_name()
         .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned());
-    if args.data.join(dataset::NIH_LABELS_FILE).is_file() || is_training_folder(&classifier, args) {
+    if data.join(dataset::NIH_LABELS_FILE).is_file() || is_training_folder(&classifier, data) {
         data_name += match args.part {
             Part::Validation => "-validation",
             Part::Train => "-train",
@@ -99,8 +111,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     );
     if args.record_test {
         let card_path = super::model_path(args.weights.as_deref())?.with_extension("json");
-        let mut card = card.clone();
-        card.test = Some(report.summary.clone());
+        // Read as an adapted card, so that an adapted model keeps its `adaptation` record.
+        let text = std::fs::read_to_string(&card_path)
+            .with_context(|| format!("cannot read {}", card_path.display()))?;
+        let mut card: crate::model::card::AdaptedCard = serde_json::from_str(&text)?;
+        card.card.test = Some(report.summary.clone());
         std::fs::write(&card_path, serde_json::to_string_pretty(&card)? + "\n")
             .with_context(|| format!("cannot write {}", card_path.display()))?;
         println!("recorded the test metrics in {}", card_path.display());
@@ -110,9 +125,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
 
 /// Whether `--data` is the `train/` folder the model was trained on (its validation part was
 /// split from it).
-fn is_training_folder(classifier: &crate::model::Classifier, args: &EvalArgs) -> bool {
+fn is_training_folder(classifier: &crate::model::Classifier, data: &std::path::Path) -> bool {
     let trained_on = std::path::Path::new(&classifier.card().training.data).join("train");
-    match (trained_on.canonicalize(), args.data.canonicalize()) {
+    match (trained_on.canonicalize(), data.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
@@ -122,19 +137,16 @@ fn is_training_folder(classifier: &crate::model::Classifier, args: &EvalArgs) ->
 /// card's patient-level split; `None` for any other folder (all of it is measured).
 fn training_folder_part(
     classifier: &crate::model::Classifier,
-    args: &EvalArgs,
+    data: &std::path::Path,
+    part: Part,
 ) -> anyhow::Result<Option<Vec<dataset::Sample>>> {
-    if args.part == Part::All || !is_training_folder(classifier, args) {
+    if part == Part::All || !is_training_folder(classifier, data) {
         return Ok(None);
     }
     let t = &classifier.card().training;
-    let all = dataset::list_labelled(&args.data)?;
+    let all = dataset::list_labelled(data)?;
     let (train, val) = dataset::split_by_patient(&all, t.validation_fraction, t.split_seed);
-    let idx = if args.part == Part::Validation {
-        val
-    } else {
-        train
-    };
+    let idx = if part == Part::Validation { val } else { train };
     Ok(Some(idx.into_iter().map(|i| all[i].clone()).collect()))
 }
 
@@ -142,16 +154,17 @@ fn training_folder_part(
 /// records for that source (or, for a model that did not train on it, every film).
 fn nih_part(
     classifier: &crate::model::Classifier,
-    args: &EvalArgs,
+    data: &std::path::Path,
+    part: Part,
 ) -> anyhow::Result<Vec<dataset::Sample>> {
-    let all = dataset::list_nih_adult(&args.data)?;
+    let all = dataset::list_nih_adult(data)?;
     let record = classifier
         .card()
         .training
         .sources
         .iter()
         .find(|s| s.name == dataset::Source::NihAdult.name());
-    let picked: Vec<dataset::Sample> = match (args.part, record) {
+    let picked: Vec<dataset::Sample> = match (part, record) {
         (Part::All, _) => all,
         (_, None) => {
             eprintln!(
@@ -166,4 +179,78 @@ fn nih_part(
         }
     };
     Ok(picked.into_iter().filter(|s| !s.other_finding).collect())
+}
+
+/// `eval --db STORE`: local performance on the studies readers labelled.
+fn run_local(
+    args: &EvalArgs,
+    classifier: &crate::model::Classifier,
+    db: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let store = super::audit::open_existing_store(Some(db))?;
+    let (threshold, source) = super::threshold_in_force(&store, classifier)?;
+    let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template(
+        "scoring studies without a recorded score [{bar:30}] {pos}/{len}",
+    )?);
+    let (cases, left_out) = local::local_cases(
+        &store,
+        classifier,
+        args.folder.as_deref(),
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    let report = local::LocalReport::new(
+        classifier,
+        &db.display().to_string(),
+        threshold,
+        &source,
+        cases,
+        left_out,
+    );
+    println!("{}", report.text());
+    for l in &report.left_out {
+        println!("left out: {}: {}", l.why, l.path.display());
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!("{}-local", classifier.card().model_id))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let json = out.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    if report.figures.is_some() {
+        let card = classifier.card();
+        let plotted = report::EvalReport::new(
+            &card.model_id,
+            &card.weights_sha256,
+            &report.store,
+            threshold,
+            report
+                .cases
+                .iter()
+                .map(|c| report::EvalCase {
+                    path: c.path.display().to_string(),
+                    pneumonia: c.pneumonia,
+                    score: c.score,
+                    label_source: None,
+                    ood_distance: None,
+                })
+                .collect(),
+            Vec::new(),
+        );
+        report::write_plots(&plotted, &out)?;
+        println!(
+            "wrote {} and roc.png, calibration.png, histogram.png beside it",
+            json.display()
+        );
+    } else {
+        println!(
+            "wrote {} (no plots: too few reviewed studies)",
+            json.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod adapt;
 mod audit;
 mod eval;
 mod explain;
@@ -12,6 +13,7 @@ mod import;
 mod open;
 mod scan;
 mod score;
+mod threshold;
 mod train;
 
 pub use open::{OpenArgs, SCREENSHOT_ENV, STATS_ENV};
@@ -36,7 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// List every study in a folder with its format, size and bit depth, or why it cannot be read.
     Scan(scan::ScanArgs),
-    /// Measure a model on labelled folders (NORMAL/, PNEUMONIA/): metrics, report.json, plots.
+    /// Measure a model on labelled folders (NORMAL/, PNEUMONIA/), or on the studies readers
+    /// labelled in a decision store (--db): metrics, report.json, plots.
     Eval(eval::EvalArgs),
     /// Score every study in a folder and list them, likely pneumonia first.
     Score(score::ScoreArgs),
@@ -50,6 +53,12 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Record labels corrected outside the app (a CSV file) as audited relabel events.
     Import(import::ImportArgs),
+    /// Choose the threshold on the studies readers labelled (target sensitivity) and apply it as
+    /// an audited change.
+    Threshold(threshold::ThresholdArgs),
+    /// Fine-tune the model on the studies readers labelled at this site (held-out check before
+    /// and after; writes a new model, never over a file).
+    Adapt(adapt::AdaptArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns its outcome into an exit code.
@@ -66,6 +75,8 @@ pub fn main() -> ExitCode {
         Some(Command::Audit(args)) => audit::run(&args),
         Some(Command::Export(args)) => export::run(&args),
         Some(Command::Import(args)) => import::run(&args),
+        Some(Command::Threshold(args)) => threshold::run(&args),
+        Some(Command::Adapt(args)) => adapt::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -100,4 +111,25 @@ pub(crate) fn load_classifier(
     let path = model_path(path)?;
     crate::model::Classifier::load(&path)
         .map_err(|e| anyhow::anyhow!("cannot load the model {}: {e}", path.display()))
+}
+
+/// The threshold in force for `classifier` in `store`, and where it comes from, in words: the
+/// latest threshold change recorded for its weights, else its model card's threshold.
+pub(crate) fn threshold_in_force(
+    store: &crate::audit::DecisionStore,
+    classifier: &crate::model::Classifier,
+) -> anyhow::Result<(f32, String)> {
+    let card = classifier.card();
+    Ok(
+        match store.threshold_in_force(&card.weights_sha256.to_ascii_lowercase())? {
+            Some(e) => (
+                e.new_threshold,
+                format!(
+                    "set by {} on {} in the decision store, threshold change {}",
+                    e.reader, e.recorded_at, e.id
+                ),
+            ),
+            None => (card.threshold, "the model card's".to_owned()),
+        },
+    )
 }

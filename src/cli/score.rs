@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::audit::{DecisionStore, ScoreRecord, StudyRecord};
 use crate::io;
 use crate::model::scoring::{self, Scored};
 use crate::worklist::Label;
@@ -29,12 +30,31 @@ pub struct ScoreArgs {
     /// Studies per inference batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Also record the studies (hash, path, DICOM ids) and their scores in this decision store
+    /// (created if missing), as opening the folder in the window does, so that `import` can
+    /// record labels for them; labels then follow the threshold in force in this store.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
 }
 
 /// Runs `score`.
 pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
     let classifier = super::load_classifier(args.weights.as_deref())?;
-    let discovery = io::discover(&args.dir)
+    let store = match &args.db {
+        Some(path) => Some(DecisionStore::open(path)?),
+        None => None,
+    };
+    let card = classifier.card();
+    let threshold = match &store {
+        Some(store) => store
+            .threshold_in_force(&card.weights_sha256)?
+            .map_or(card.threshold, |e| e.new_threshold),
+        None => card.threshold,
+    };
+    // The folder as the file system resolves it, so that the paths recorded in a store match
+    // however the folder was named on the command line.
+    let root = args.dir.canonicalize().unwrap_or_else(|_| args.dir.clone());
+    let discovery = io::discover(&root)
         .map_err(|e| anyhow::anyhow!("cannot read the folder {}: {e}", args.dir.display()))?;
     let paths: Vec<PathBuf> = discovery.files.iter().map(|f| f.path.clone()).collect();
     let bar = ProgressBar::new(paths.len() as u64).with_style(ProgressStyle::with_template(
@@ -53,8 +73,13 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
     );
     bar.finish_and_clear();
 
-    let card = classifier.card();
-    let threshold = card.threshold;
+    if let Some(store) = &store {
+        let recorded = register(store, &paths, &results, &classifier, threshold)?;
+        println!(
+            "recorded {recorded} studies and their scores in the decision store {}",
+            store.path().display()
+        );
+    }
     let rel = |i: usize| discovery.files[i].rel_path.display().to_string();
     let result = |i: usize| results.iter().find(|r| r.index == i);
     let not_seen = |i: usize| {
@@ -172,4 +197,40 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         println!("wrote {}", csv_path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records the readable studies in the store (as the window does when it opens a folder) and the
+/// scores they got, in two transactions. Returns the number of studies recorded.
+fn register(
+    store: &DecisionStore,
+    paths: &[PathBuf],
+    results: &[Scored],
+    classifier: &crate::model::Classifier,
+    threshold: f32,
+) -> anyhow::Result<usize> {
+    let card = classifier.card();
+    let mut studies = Vec::new();
+    let mut scores = Vec::new();
+    for r in results {
+        let (Some(meta), Some(path)) = (r.meta.as_ref(), paths.get(r.index)) else {
+            continue;
+        };
+        studies.push(StudyRecord::from_meta(path, meta));
+        if let Ok(score) = &r.outcome {
+            scores.push(ScoreRecord {
+                study_sha256: meta.sha256.clone(),
+                model_id: card.model_id.clone(),
+                weights_sha256: card.weights_sha256.to_ascii_lowercase(),
+                score: score.clamp(0.0, 1.0),
+                threshold,
+            });
+        }
+    }
+    store
+        .upsert_studies(&studies)
+        .context("the studies could not be recorded in the decision store")?;
+    store
+        .record_scores(&scores)
+        .context("the scores could not be recorded in the decision store")?;
+    Ok(studies.len())
 }

@@ -284,24 +284,31 @@ pub struct EvalSummary {
     /// The threshold the rates below are computed at.
     pub threshold: f32,
     /// Accuracy at the threshold.
+    #[serde(deserialize_with = "metrics::nan_from_null")]
     pub accuracy: f64,
     /// Sensitivity at the threshold.
+    #[serde(deserialize_with = "metrics::nan_from_null")]
     pub sensitivity: f64,
     /// Specificity at the threshold.
+    #[serde(deserialize_with = "metrics::nan_from_null")]
     pub specificity: f64,
     /// Positive predictive value at the threshold.
+    #[serde(deserialize_with = "metrics::nan_from_null")]
     pub ppv: f64,
     /// Negative predictive value at the threshold.
+    #[serde(deserialize_with = "metrics::nan_from_null")]
     pub npv: f64,
     /// Confusion matrix at the threshold.
     pub confusion: metrics::Confusion,
     /// Accuracy at 0.5.
+    #[serde(deserialize_with = "metrics::nan_from_null")]
     pub accuracy_at_half: f64,
     /// Confusion matrix at 0.5.
     pub confusion_at_half: metrics::Confusion,
     /// ROC AUC with its 95% bootstrap interval.
     pub auc: metrics::Interval,
     /// Expected calibration error (10 bins).
+    #[serde(deserialize_with = "metrics::nan_from_null")]
     pub ece: f64,
 }
 
@@ -336,3 +343,71 @@ probability of pneumonia so that a reader sees likely cases first. Trained on pa
 years) anterior-posterior films from one hospital (Kermany et al. 2018, Guangzhou). Adult films, \
 lateral views, other hospitals' equipment and non-chest images are outside what it has seen. Not a \
 diagnosis; every study still needs a reader.";
+
+/// A model card with the record of its adaptation to a site, as `cxr-triage adapt` writes it:
+/// every field of [`ModelCard`], plus `adaptation`. A card without `adaptation` reads as one
+/// with `None`, and [`ModelCard`] reads an adapted card (it ignores the extra field).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdaptedCard {
+    /// The card.
+    #[serde(flatten)]
+    pub card: ModelCard,
+    /// Where the weights came from, when they were adapted to a site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<AdaptationRecord>,
+}
+
+/// How a model was adapted to one site's reviewed studies (`cxr-triage adapt`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdaptationRecord {
+    /// The model it was fine-tuned from.
+    pub parent_model_id: String,
+    /// SHA-256 of the parent's weights.
+    pub parent_weights_sha256: String,
+    /// The parent's threshold in force at the site.
+    pub parent_threshold: f32,
+    /// The decision store whose labels it learned from.
+    pub store: String,
+    /// The hash of the store's last decision event when the labels were read.
+    pub store_last_event_hash: Option<String>,
+    /// The folder the studies were restricted to, if any.
+    pub folder: Option<String>,
+    /// Local labels used (training and held out).
+    pub local_labels: usize,
+    /// Labelled studies left out (changed or unreadable files).
+    pub left_out: usize,
+    /// Studies trained on.
+    pub train_labels: usize,
+    /// Studies held out to measure before and after.
+    pub held_out_labels: usize,
+    /// Of which PNEUMONIA.
+    pub held_out_pneumonia: usize,
+    /// Of which NORMAL.
+    pub held_out_normal: usize,
+    /// How the held-out part was chosen.
+    pub split: String,
+    /// The parent on the held-out labels, at its threshold in force.
+    pub held_out_before: crate::model::local::LocalFigures,
+    /// This model on the held-out labels, at its threshold.
+    pub held_out_after: crate::model::local::LocalFigures,
+    /// The threshold chosen on the local labels.
+    pub threshold: f32,
+    /// How it was chosen.
+    pub threshold_rule: String,
+    /// Epochs of fine-tuning.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Seed of the split, shuffling, augmentation and dropout.
+    pub seed: u64,
+    /// Loss weight of a normal and of a pneumonia study.
+    pub class_weights: (f32, f32),
+    /// Wall-clock time of the adaptation (after the studies were read).
+    pub adapt_secs: f64,
+    /// Training images per second.
+    pub images_per_sec: f64,
+}

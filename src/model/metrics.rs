@@ -203,11 +203,20 @@ pub fn threshold_for_sensitivity(scores: &[f32], labels: &[bool], min_sensitivit
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Interval {
     /// The statistic on the full sample.
+    #[serde(deserialize_with = "nan_from_null")]
     pub estimate: f64,
     /// Lower bound.
+    #[serde(deserialize_with = "nan_from_null")]
     pub low: f64,
     /// Upper bound.
+    #[serde(deserialize_with = "nan_from_null")]
     pub high: f64,
+}
+
+/// Reads a number, or `null` as NaN: `serde_json` writes a NaN (a rate with no cases, such as
+/// the PPV when nothing is called positive) as `null`, and this reads it back.
+pub fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// 95% percentile bootstrap interval of the ROC AUC, resampling cases with replacement,

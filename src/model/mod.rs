@@ -1,5 +1,6 @@
 //! Our pneumonia CNN, written with candle: preprocessing, training, evaluation, scoring, Grad-CAM.
 
+pub mod adapt;
 pub mod augment;
 pub mod card;
 pub mod classifier;
@@ -7,6 +8,7 @@ pub mod cnn;
 pub mod dataset;
 pub mod fast;
 pub mod gradcam;
+pub mod local;
 pub mod metrics;
 pub mod ood;
 pub mod optim;
