@@ -237,11 +237,13 @@ fn weighted_bce(
     (per * weights)?.mean_all()
 }
 
-/// Scores `units` in inference mode, in batches.
+/// Scores `units` in inference mode, in batches, through the parent's calibration (which the
+/// adapted card keeps, so that its threshold means the same as when it was chosen here).
 fn predict(
     net: &CxrNet,
     units: &[&Vec<f32>],
     norm: &Normalisation,
+    calibration: crate::model::card::Calibration,
     device: &Device,
 ) -> candle_core::Result<Vec<f32>> {
     let s = norm.input_size;
@@ -255,7 +257,12 @@ fn predict(
         }
         let xs = Tensor::from_vec(flat, (chunk.len(), 1, s, s), device)?;
         let logits = net.forward_t(&xs, false)?;
-        scores.extend(candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()?);
+        scores.extend(
+            logits
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(|z| calibration.score(z)),
+        );
     }
     Ok(scores)
 }
@@ -379,7 +386,7 @@ pub fn adapt(
     let held_labels: Vec<bool> = held_idx.iter().map(|&i| samples[i].pneumonia).collect();
 
     let (varmap, net) = load_parent(parent.card, parent.weights, &device)?;
-    let before_scores = predict(&net, &held_units, &norm, &device)?;
+    let before_scores = predict(&net, &held_units, &norm, parent.card.calibration, &device)?;
     let before = LocalFigures::compute(&before_scores, &held_labels, parent.threshold);
 
     let n_pos = count(&train_idx, true);
@@ -477,7 +484,7 @@ pub fn adapt(
     }
     let train_secs = train_started.elapsed().as_secs_f64();
 
-    let after_scores = predict(&net, &held_units, &norm, &device)?;
+    let after_scores = predict(&net, &held_units, &norm, parent.card.calibration, &device)?;
     let held_positives: Vec<f32> = after_scores
         .iter()
         .zip(&held_labels)
@@ -572,6 +579,11 @@ pub fn adapt(
     card.threshold_rule = threshold_rule;
     card.validation = EvalSummary::compute(&after_scores, &held_labels, threshold, opts.seed);
     card.test = None;
+    // The parent's per-source figures and its "not seen" statistics describe the parent's
+    // features, not the adapted network's: the adaptation record holds this model's figures, and
+    // the image-based flag is off until it is refitted (the DICOM-based warnings remain).
+    card.validation_sources = Vec::new();
+    card.ood = None;
     card.intended_use = format!(
         "{} Adapted to one site: fine-tuned from {} on {} studies its readers labelled (see adaptation).",
         parent.card.intended_use,
