@@ -340,9 +340,10 @@ impl EvalSummary {
 /// The intended-use statement written into every card.
 pub const INTENDED_USE: &str = "Triage aid for frontal chest radiographs: ranks studies by the \
 probability of pneumonia so that a reader sees likely cases first. Trained on paediatric (1 to 5 \
-years) anterior-posterior films from one hospital (Kermany et al. 2018, Guangzhou). Adult films, \
-lateral views, other hospitals' equipment and non-chest images are outside what it has seen. Not a \
-diagnosis; every study still needs a reader.";
+years) anterior-posterior films from one hospital (Kermany et al. 2018, Guangzhou) and 127 adult \
+films from a second (NIH Clinical Center). Adult films rank less well than paediatric ones, and \
+lateral views, other hospitals' equipment and non-chest images are outside what it has seen. Not \
+a diagnosis; every study still needs a reader.";
 
 /// A model card with the record of its adaptation to a site, as `cxr-triage adapt` writes it:
 /// every field of [`ModelCard`], plus `adaptation`. A card without `adaptation` reads as one
