@@ -56,9 +56,9 @@ pub struct AdaptOptions {
 impl Default for AdaptOptions {
     fn default() -> Self {
         Self {
-            epochs: 20,
+            epochs: 12,
             batch_size: 16,
-            learning_rate: 1e-3,
+            learning_rate: 3e-4,
             weight_decay: 5e-4,
             held_out_fraction: 0.3,
             seed: 13,
