@@ -197,7 +197,7 @@ impl Classifier {
         self.card
             .ood
             .as_ref()
-            .is_some_and(|o| !(distance <= o.threshold))
+            .is_some_and(|o| distance > o.threshold || distance.is_nan())
     }
 
     /// Stacks prepared inputs into a `[n, 1, s, s]` tensor.

@@ -3,7 +3,7 @@
 //! The network's penultimate features (the globally pooled last feature map, the head's input)
 //! of every training film are summarised by their mean and a shrunk covariance; a study's
 //! out-of-distribution distance is the Mahalanobis distance of its features to that mean (Lee et
-//! al., NeurIPS 2018, with one class-independent Gaussian). The flag's threshold is a high
+//! al., `NeurIPS` 2018, with one class-independent Gaussian). The flag's threshold is a high
 //! quantile of the validation films' distances, fixed when the model is trained and recorded in
 //! its card, so a study is flagged when it lies further out than nearly every film of the
 //! sources the model was validated on.
