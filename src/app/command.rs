@@ -14,7 +14,9 @@ use super::view::{ViewTransform, WindowPreset};
 use super::{App, ImageEntry, PaneView, Progress, RightPane, Session};
 use crate::audit::{Action, AuditError, DecisionEvent, DecisionStore, ExportKind, NewDecision};
 use crate::audit::{ExportOptions, StudyRecord};
-use crate::worklist::{DatasetLabel, Filter, Label, SortSpec, StudyId, Worklist, step_in_view};
+use crate::worklist::{
+    DatasetLabel, Disposition, Filter, Label, SortSpec, StudyId, Worklist, step_in_view,
+};
 
 /// Something the reader asked for. The window queues commands as they come (clicks, keys,
 /// dialogs) and applies them all at the start of the next frame.
@@ -38,6 +40,9 @@ pub enum Command {
     Confirm,
     /// The reader sets the selected study's label.
     SetLabel(Label),
+    /// The reader closes the selected study without a label: read elsewhere, or not a chest
+    /// film.
+    Dispose(Disposition),
     /// Take back the last decision of this session (or, if there is none, the selected study's).
     Undo,
     /// Ask where to write a CSV export.
@@ -72,6 +77,7 @@ pub enum Command {
 enum Wanted {
     ConfirmAi,
     Label(Label),
+    Dispose(Disposition),
 }
 
 impl App {
@@ -122,13 +128,15 @@ impl App {
                         self.select(id);
                         self.scroll_to_selected = true;
                     }
-                    None => self
-                        .toasts
-                        .add(Level::Info, "Every study in this list has been reviewed."),
+                    None => {
+                        let text = self.nothing_left_text();
+                        self.toasts.add(Level::Info, text);
+                    }
                 }
             }
             Command::Confirm => self.decide(Wanted::ConfirmAi),
             Command::SetLabel(label) => self.decide(Wanted::Label(label)),
+            Command::Dispose(d) => self.decide(Wanted::Dispose(d)),
             Command::Undo => self.undo(),
             Command::ChooseExportFile(kind) => {
                 let suggested = self.default_export_path(kind);
@@ -266,6 +274,8 @@ impl App {
             return;
         }
         s.selected = Some(id);
+        self.shown = None;
+        self.status = None;
         if self.right_pane == RightPane::Compare {
             let same_patient = s.worklist.same_patient(id);
             if let Some(&first) = same_patient.first() {
@@ -284,63 +294,146 @@ impl App {
         };
     }
 
-    /// Records the reader's label for the selected study, then moves to the next unreviewed one.
-    fn decide(&mut self, wanted: Wanted) {
+    /// Whether a decision on the selected study may be recorded now, and if so how long its
+    /// full-resolution image has been on screen, in milliseconds (`None` when the study cannot
+    /// be shown at all). A label needs the study in the list as filtered, and its image on
+    /// screen (not the placeholder) for `min_view_secs`; with `needs_image` false (read
+    /// elsewhere, not a chest film) a study whose image cannot be shown may be decided too.
+    pub(super) fn viewing(&self, needs_image: bool) -> Result<Option<u64>, String> {
+        let s = self.session.as_ref().ok_or("Open a folder first.")?;
+        let id = s.selected.ok_or("Select a study first.")?;
+        if !s.view.contains(&id) {
+            return Err(
+                "The selected study is hidden by the worklist's filter: show it before deciding."
+                    .to_owned(),
+            );
+        }
+        let key = s.key(id);
+        let loading = || "The full-resolution image is still loading: wait for it.".to_owned();
+        match self.cache.image(key) {
+            None => Err(loading()),
+            Some(ImageEntry::Failed(_)) if needs_image => Err(
+                "This study cannot be shown, so no label can be recorded: mark it \"read elsewhere\" or \"not a chest film\"."
+                    .to_owned(),
+            ),
+            Some(ImageEntry::Failed(_)) => Ok(None),
+            Some(ImageEntry::Ready { .. }) => {
+                let Some((_, since)) = self.shown.filter(|(k, _)| *k == key) else {
+                    return Err(loading());
+                };
+                let secs = (self.now - since).max(0.0);
+                let min = f64::from(self.prefs.min_view_secs.max(0.0));
+                if secs < min {
+                    return Err(format!(
+                        "The film has been on screen for {secs:.1} s: look at it for at least {min:.1} s before deciding."
+                    ));
+                }
+                Ok(Some((secs * 1000.0).round() as u64))
+            }
+        }
+    }
+
+    /// What to say when no unreviewed study is left in the list: "all reviewed" only when every
+    /// study of the folder has a decision.
+    fn nothing_left_text(&self) -> String {
         let Some(s) = &self.session else {
-            self.toasts.add(Level::Info, "Open a folder first.");
-            return;
+            return String::new();
         };
-        let Some(id) = s.selected else {
-            self.toasts.add(Level::Info, "Select a study first.");
-            return;
+        let open = s
+            .worklist
+            .rows()
+            .iter()
+            .filter(|r| !s.worklist.review_state(r).is_reviewed())
+            .count();
+        if open == 0 && !s.is_scoring() {
+            "Every study of this folder has been reviewed.".to_owned()
+        } else if open == 0 {
+            "Every study read so far has been reviewed; the rest are still being read.".to_owned()
+        } else {
+            format!(
+                "No unreviewed study in this list, but {open} of the folder's studies have no decision: the filter hides them."
+            )
+        }
+    }
+
+    /// Records the reader's decision on the selected study, then moves to the next unreviewed
+    /// one. Nothing is recorded (and the status bar says why) unless the study is in the list as
+    /// filtered and its full-resolution image has been on screen long enough.
+    fn decide(&mut self, wanted: Wanted) {
+        let needs_image = !matches!(wanted, Wanted::Dispose(_));
+        let viewed_ms = match self.viewing(needs_image) {
+            Ok(v) => v,
+            Err(why) => {
+                self.refuse(why);
+                return;
+            }
         };
+        let Some(s) = &self.session else { return };
+        let Some(id) = s.selected else { return };
         let Some(row) = s.worklist.row(id) else {
             return;
         };
         let Some(sha) = row.sha256.clone() else {
             let why = if row.error().is_some() {
-                "This study could not be read, so no decision can be recorded for it."
+                "This file could not be read at all, so no decision can be recorded for it."
             } else {
                 "This study has not been read yet: wait a moment for its score."
             };
-            self.toasts.add(Level::Warning, why);
+            self.refuse(why.to_owned());
             return;
         };
         let ai = s.worklist.ai_label(row);
-        let new_label = match (wanted, ai) {
-            (Wanted::Label(l), _) => l,
-            (Wanted::ConfirmAi, Some(ai)) => ai,
+        if let Some(d) = row.disposition {
+            let what = match d {
+                Disposition::ReadElsewhere => "read elsewhere",
+                Disposition::NotChestFilm => "not a chest film",
+            };
+            self.refuse(format!(
+                "{} is recorded as {what}: undo that first (Ctrl+Z).",
+                row.name
+            ));
+            return;
+        }
+        let (action, new_label) = match (wanted, ai) {
+            (Wanted::Dispose(Disposition::ReadElsewhere), _) => (Action::ReadElsewhere, None),
+            (Wanted::Dispose(Disposition::NotChestFilm), _) => (Action::NotChestFilm, None),
+            (Wanted::Label(l), Some(ai)) if ai == l => (Action::Confirm, Some(l)),
+            (Wanted::Label(l), Some(_)) => (Action::Override, Some(l)),
+            (Wanted::Label(l), None) => (Action::Relabel, Some(l)),
+            (Wanted::ConfirmAi, Some(ai)) => (Action::Confirm, Some(ai)),
             (Wanted::ConfirmAi, None) => {
-                self.toasts.add(
-                    Level::Warning,
-                    "There is no AI label to confirm for this study: set its label with N or P.",
+                self.refuse(
+                    "There is no AI label to confirm for this study: set its label with N or P."
+                        .to_owned(),
                 );
                 return;
             }
         };
-        if row.final_label == Some(new_label) {
+        if new_label.is_some() && row.final_label == new_label {
             self.toasts.add(
                 Level::Info,
-                format!("{} is already {new_label}: nothing recorded.", row.name),
+                format!(
+                    "{} is already {}: nothing recorded.",
+                    row.name,
+                    new_label.map_or("", Label::as_str)
+                ),
             );
             return;
         }
-        let action = match ai {
-            Some(ai) if ai == new_label => Action::Confirm,
-            Some(_) => Action::Override,
-            None => Action::Relabel,
-        };
         let decision = NewDecision {
             reason: compose_reason(&self.reason, row.dataset_label),
             action,
-            new_label: Some(new_label),
+            new_label,
+            viewed_ms,
             ..self.ai_context(&s.worklist, id, &sha)
         };
         let old_view = s.view.clone();
         match self.record(&decision) {
             Ok(event) => {
+                self.status = None;
                 let Some(s) = &mut self.session else { return };
-                s.worklist.set_final_label(&sha, event.new_label);
+                s.worklist
+                    .set_decision(&sha, event.new_label, disposition_of(event.action));
                 s.undo_stack.push(id);
                 s.view_dirty = true;
                 self.reason.clear();
@@ -350,14 +443,20 @@ impl App {
                         self.select(next);
                         self.scroll_to_selected = true;
                     }
-                    None => self.toasts.add(
-                        Level::Success,
-                        "Every study in this list has been reviewed.",
-                    ),
+                    None => {
+                        let text = self.nothing_left_text();
+                        self.toasts.add(Level::Success, text);
+                    }
                 }
             }
             Err(e) => self.toasts.add(Level::Error, e),
         }
+    }
+
+    /// Says in the status bar why a decision was not recorded (not in a notice: notices sit
+    /// over the decision bar, where the reader's next click goes).
+    fn refuse(&mut self, why: String) {
+        self.status = Some(format!("Not recorded: {why}"));
     }
 
     /// The decision's fields that describe the study and the AI call shown (an undo or a
@@ -378,6 +477,8 @@ impl App {
             new_label: None,
             action: Action::Undo,
             reason: String::new(),
+            viewed_ms: None,
+            ood_reason: None,
         }
     }
 
@@ -405,7 +506,7 @@ impl App {
         match self.record(&decision) {
             Ok(event) => {
                 let Some(s) = &mut self.session else { return };
-                s.worklist.set_final_label(&sha, event.new_label);
+                s.worklist.set_decision(&sha, event.new_label, None);
                 if from_stack.is_some() {
                     s.undo_stack.pop();
                 }
@@ -557,16 +658,18 @@ impl App {
             if command_key(i, Key::E) {
                 commands.push(Command::ChooseExportFile(ExportKind::Reviewed));
             }
-            let mut key = |k| i.consume_key(Modifiers::NONE, k);
-            if key(Key::C) || key(Key::Enter) {
+            // Deciding keys act on a fresh press only: a held key's repeats never decide.
+            let c = fresh_press(i, Key::C);
+            if fresh_press(i, Key::Enter) || c {
                 commands.push(Command::Confirm);
             }
-            if key(Key::N) {
+            if fresh_press(i, Key::N) {
                 commands.push(Command::SetLabel(Label::Normal));
             }
-            if key(Key::P) {
+            if fresh_press(i, Key::P) {
                 commands.push(Command::SetLabel(Label::Pneumonia));
             }
+            let mut key = |k| i.consume_key(Modifiers::NONE, k);
             if key(Key::J) || key(Key::ArrowDown) {
                 commands.push(Command::Step(1));
             }
@@ -645,6 +748,35 @@ impl App {
             self.commands.push(Command::OpenFolder(folder));
         }
     }
+}
+
+/// The disposition an event puts in force.
+pub(super) fn disposition_of(action: Action) -> Option<Disposition> {
+    match action {
+        Action::ReadElsewhere => Some(Disposition::ReadElsewhere),
+        Action::NotChestFilm => Some(Disposition::NotChestFilm),
+        _ => None,
+    }
+}
+
+/// Consumes every press of `key` without modifiers, repeats included, and says whether one of
+/// them was a fresh press (not the repeat of a held key).
+pub(super) fn fresh_press(i: &mut egui::InputState, key: Key) -> bool {
+    let mut fresh = false;
+    i.events.retain(|e| match e {
+        egui::Event::Key {
+            key: k,
+            pressed: true,
+            modifiers,
+            repeat,
+            ..
+        } if *k == key && modifiers.matches_logically(Modifiers::NONE) => {
+            fresh |= !*repeat;
+            false
+        }
+        _ => true,
+    });
+    fresh
 }
 
 /// Whether `dest` lies inside `folder` (after resolving links where possible).

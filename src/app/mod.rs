@@ -65,6 +65,20 @@ pub struct PaneState {
     pub linked: bool,
 }
 
+/// What the main pane's texture shows: the display window and invert it was rendered with, and
+/// a digest and mean of its full-resolution display bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DisplayedImage {
+    /// The window the texture was rendered with (`None`: the study's default).
+    pub window: Option<Window>,
+    /// Whether black and white are swapped in the texture.
+    pub invert: bool,
+    /// Hash of the display bytes: equal digests, equal pictures.
+    pub digest: u64,
+    /// Mean display value, 0 to 255.
+    pub mean: f64,
+}
+
 /// How the window is started.
 #[derive(Clone, Debug)]
 pub struct AppConfig {
@@ -156,6 +170,7 @@ enum ImageEntry {
     Ready {
         info: Arc<ImageInfo>,
         window: Option<Window>,
+        invert: bool,
         textures: Textures,
     },
     Failed(String),
@@ -274,6 +289,13 @@ pub struct App {
     scroll_to_selected: bool,
     focus_reason: bool,
     pending_actual_size: bool,
+    /// egui's clock at the start of this frame, in seconds.
+    now: f64,
+    /// The study whose full-resolution image is on screen in the main pane, and since when
+    /// (egui's clock): a decision needs it there for `Preferences::min_view_secs`.
+    shown: Option<(ImageKey, f64)>,
+    /// Why the last decision asked for was not recorded, for the status bar.
+    status: Option<String>,
 }
 
 impl App {
@@ -357,6 +379,9 @@ impl App {
             scroll_to_selected: false,
             focus_reason: false,
             pending_actual_size: false,
+            now: 0.0,
+            shown: None,
+            status: None,
         }
     }
 
@@ -427,6 +452,52 @@ impl App {
             invert: self.left.invert,
             linked: self.prefs.link_views,
         }
+    }
+
+    /// Why a decision on the selected study would not be recorded now (no study, its image not
+    /// on screen yet or not long enough, the study hidden by the filter); `None` when it would.
+    pub fn decision_blocked(&self) -> Option<String> {
+        self.viewing(true).err()
+    }
+
+    /// Whether the selected study's full-resolution image is on screen in the main pane (not the
+    /// loading placeholder), and for how many seconds.
+    pub fn image_on_screen_secs(&self) -> Option<f64> {
+        let s = self.session.as_ref()?;
+        let key = s.key(s.selected?);
+        self.shown
+            .filter(|(k, _)| *k == key)
+            .map(|(_, since)| self.now - since)
+    }
+
+    /// What the main pane's texture shows now (the selected study), once delivered.
+    pub fn displayed_image(&self) -> Option<DisplayedImage> {
+        let s = self.session.as_ref()?;
+        match self.cache.image(s.key(s.selected?))? {
+            ImageEntry::Ready {
+                window,
+                invert,
+                textures,
+                ..
+            } => Some(DisplayedImage {
+                window: *window,
+                invert: *invert,
+                digest: textures.digest,
+                mean: textures.mean,
+            }),
+            ImageEntry::Failed(_) => None,
+        }
+    }
+
+    /// The selected study's display windows: its default, full range and 1–99 % percentiles.
+    pub fn selected_windows(&self) -> Option<[Window; 3]> {
+        let info = self.selected_info()?;
+        Some([info.default_window, info.full_range, info.auto_window])
+    }
+
+    /// What the status bar says about the last decision asked for that was not recorded.
+    pub fn status_message(&self) -> Option<&str> {
+        self.status.as_deref()
     }
 
     /// Frame times recorded so far.
@@ -531,7 +602,11 @@ impl App {
                             Ok(score) => crate::worklist::ScoreState::Scored(score),
                             Err(e) => crate::worklist::ScoreState::Failed(e),
                         };
+                        if row.sha256.is_none() {
+                            row.sha256 = study.raw_sha256;
+                        }
                         row.final_label = study.final_label;
+                        row.disposition = study.disposition;
                         s.progress.done += 1;
                     }
                     s.view_dirty = true;
@@ -574,6 +649,7 @@ impl App {
                     key,
                     info,
                     window,
+                    invert,
                     textures,
                 } => {
                     self.cache.images.retain(|(k, _)| *k != key);
@@ -582,6 +658,7 @@ impl App {
                         ImageEntry::Ready {
                             info,
                             window,
+                            invert,
                             textures,
                         },
                     ));
@@ -815,6 +892,7 @@ impl Drop for App {
 impl eframe::App for App {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.frame_started = Some(Instant::now());
+        self.now = ctx.input(|i| i.time);
         self.drain_scorer();
         self.drain_viewer();
         self.poll_dialogs();

@@ -29,7 +29,13 @@ pub(crate) struct Preferences {
     pub link_views: bool,
     /// Opacity of the heat map over the study, 0 to 1.
     pub heat_opacity: f32,
+    /// How long a study's full-resolution image must have been on screen before a decision on
+    /// it is recorded, in seconds.
+    pub min_view_secs: f32,
 }
+
+/// The default of [`Preferences::min_view_secs`].
+pub(crate) const DEFAULT_MIN_VIEW_SECS: f32 = 0.5;
 
 impl Default for Preferences {
     fn default() -> Self {
@@ -40,6 +46,7 @@ impl Default for Preferences {
             filter: Filter::All,
             link_views: true,
             heat_opacity: 0.45,
+            min_view_secs: DEFAULT_MIN_VIEW_SECS,
         }
     }
 }
@@ -83,6 +90,7 @@ mod tests {
         assert_eq!(p.reader, "dr a");
         assert!(p.link_views);
         assert_eq!(p.sort, SortSpec::default());
+        assert_eq!(p.min_view_secs, DEFAULT_MIN_VIEW_SECS);
     }
 
     #[test]

@@ -156,6 +156,9 @@ impl App {
     }
 
     fn status_bar_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(status) = &self.status {
+            ui.label(RichText::new(status).color(theme::WARNING).strong());
+        }
         ui.horizontal(|ui| match &self.model {
             ModelState::Loading => {
                 ui.spinner();

@@ -8,7 +8,7 @@ use super::viewer_worker::ImageInfo;
 use super::{App, Command, HeatEntry, ImageEntry, PaneView, RightPane, theme};
 use crate::model::card::ModelCard;
 use crate::model::gradcam::{overlay_alpha, turbo};
-use crate::worklist::{Label, ReviewState, StudyId};
+use crate::worklist::{Disposition, Label, ReviewState, StudyId};
 
 /// Which pane is drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +173,12 @@ impl App {
             }
             let state = s.worklist.review_state(row);
             let (text, colour) = match (state, row.final_label) {
+                (ReviewState::ReadElsewhere | ReviewState::NotChestFilm, _) => {
+                    (state.as_str().to_owned(), theme::TEXT)
+                }
+                (ReviewState::Unreviewed, _) | (_, None) if s.worklist.needs_manual_read(row) => {
+                    ("needs a manual read".to_owned(), theme::WARNING)
+                }
                 (ReviewState::Unreviewed, _) | (_, None) => {
                     ("unreviewed".to_owned(), theme::TEXT_DIM)
                 }
@@ -180,7 +186,7 @@ impl App {
                     (format!("confirmed {l}"), theme::label_colour(l))
                 }
                 (ReviewState::Overridden, Some(l)) => {
-                    (format!("overridden: {l}"), theme::label_colour(l))
+                    (format!("overridden to {l}"), theme::label_colour(l))
                 }
                 (ReviewState::Labelled, Some(l)) => {
                     (format!("labelled {l}"), theme::label_colour(l))
@@ -342,15 +348,33 @@ impl App {
         let Some(row) = s.worklist.row(id) else {
             return;
         };
-        let decidable = row.can_be_decided();
+        let blocked = self.viewing(true).err();
+        let decidable = row.can_be_decided() && blocked.is_none() && row.disposition.is_none();
         let ai = s.worklist.ai_label(row);
         let why_not = if decidable {
-            ""
+            String::new()
+        } else if let Some(d) = row.disposition {
+            format!(
+                "Recorded as {}: undo that first (Ctrl+Z)",
+                match d {
+                    Disposition::ReadElsewhere => "read elsewhere",
+                    Disposition::NotChestFilm => "not a chest film",
+                }
+            )
+        } else if let Some(why) = &blocked {
+            why.clone()
         } else if row.error().is_some() {
-            "This study could not be read: no decision can be recorded"
+            "This study could not be read: no label can be recorded".to_owned()
         } else {
-            "Wait for the study to be read"
+            "Wait for the study to be read".to_owned()
         };
+        let why_not = why_not.as_str();
+        // The image may have been on screen for less than the minimum time: wake up when it has.
+        if blocked.is_some() {
+            ui.ctx().request_repaint_after_secs(0.1);
+        }
+        let can_dispose =
+            row.can_be_decided() && row.disposition.is_none() && self.viewing(false).is_ok();
         ui.horizontal_wrapped(|ui| {
             let confirm_text = match ai {
                 Some(l) => format!("Confirm {l}"),
@@ -386,6 +410,27 @@ impl App {
                     .clicked()
                 {
                     self.commands.push(Command::SetLabel(label));
+                }
+            }
+            for (d, text, hover) in [
+                (
+                    Disposition::ReadElsewhere,
+                    "Read elsewhere",
+                    "Record that this study was read elsewhere: it counts as reviewed, with no label",
+                ),
+                (
+                    Disposition::NotChestFilm,
+                    "Not a chest film",
+                    "Record that this is not a chest film: the AI label does not apply; it counts as reviewed, with no label",
+                ),
+            ] {
+                if ui
+                    .add_enabled(can_dispose, egui::Button::new(text))
+                    .on_hover_text(hover)
+                    .on_disabled_hover_text(why_not)
+                    .clicked()
+                {
+                    self.commands.push(Command::Dispose(d));
                 }
             }
             if ui
@@ -438,6 +483,16 @@ impl App {
             .unwrap_or_default();
         let right_view = self.right_view();
         let left_image = self.cache.image(left_key);
+        // When the study's full-resolution image first reached the screen (decisions wait for
+        // it to have been there long enough).
+        match left_image {
+            Some(ImageEntry::Ready { .. }) => {
+                if self.shown.is_none_or(|(k, _)| k != left_key) {
+                    self.shown = Some((left_key, self.now));
+                }
+            }
+            _ => self.shown = None,
+        }
 
         let left_input = pane_ui(
             ui,
@@ -626,7 +681,7 @@ fn pane_ui(
     painter.rect_filled(rect, 0.0, theme::IMAGE_BACKGROUND);
     let mut input = PaneInput::default();
 
-    let (info, shown_window, textures) = match image {
+    let (info, shown_window, shown_invert, textures) = match image {
         None => {
             painter.text(
                 rect.center(),
@@ -653,9 +708,14 @@ fn pane_ui(
         Some(ImageEntry::Ready {
             info,
             window,
+            invert,
             textures,
-            ..
-        }) => (info, window.unwrap_or(info.default_window), textures),
+        }) => (
+            info,
+            window.unwrap_or(info.default_window),
+            *invert,
+            textures,
+        ),
     };
     let image_px = Vec2::new(info.width as f32, info.height as f32);
     let mut transform = pane.transform;
@@ -747,7 +807,8 @@ fn pane_ui(
             "W {:.0}  L {:.0}{}  ·  {zoom_pct:.0}%",
             shown_window.width,
             shown_window.center,
-            if pane.invert { "  · inverted" } else { "" }
+            // What the texture on screen was rendered with, not what was last asked for.
+            if shown_invert { "  · inverted" } else { "" }
         ),
         theme::TEXT,
     );

@@ -4,7 +4,10 @@
 //!
 //! The window sends the whole list of what it wants shown (most important first) whenever that
 //! list changes; the thread works through the newest list only, one item at a time, and skips
-//! what it has already delivered. Decoded studies are kept in a small LRU cache.
+//! what it has already delivered and the window still holds. The window keeps one image texture
+//! per study (the last delivered), so delivering a study through a new (window, invert) forgets
+//! every earlier delivery of that study: going back to an earlier window or invert state renders
+//! it again. Decoded studies are kept in a small LRU cache.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -140,6 +143,11 @@ pub(crate) struct ImageInfo {
 pub(crate) struct Textures {
     /// Finest first.
     pub levels: Vec<TextureHandle>,
+    /// FNV-1a hash of the full-resolution display bytes (after window and invert): which
+    /// picture the textures show.
+    pub digest: u64,
+    /// Mean of the full-resolution display bytes, 0 to 255.
+    pub mean: f64,
 }
 
 /// What the thread delivers.
@@ -152,6 +160,8 @@ pub(crate) enum ViewerMsg {
         info: Arc<ImageInfo>,
         /// The window asked for (`None`: default).
         window: Option<Window>,
+        /// Whether black and white are swapped.
+        invert: bool,
         /// The textures.
         textures: Textures,
     },
@@ -272,6 +282,11 @@ impl Worker {
                     return;
                 }
                 self.ctx.request_repaint();
+                // The window replaces the study's texture: earlier deliveries are gone there.
+                if let Delivery::Image(key, ..) = delivery {
+                    self.delivered
+                        .retain(|d| !matches!(d, Delivery::Image(k, ..) if *k == key));
+                }
                 self.delivered.push_back(delivery);
                 if self.delivered.len() > DELIVERED_CAPACITY {
                     self.delivered.pop_front();
@@ -308,6 +323,7 @@ impl Worker {
                             key,
                             info: Arc::clone(info),
                             window: *window,
+                            invert: *invert,
                             textures,
                         }
                     }
@@ -368,6 +384,14 @@ impl Worker {
                 *b = 255 - *b;
             }
         }
+        let digest = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let mean = if bytes.is_empty() {
+            0.0
+        } else {
+            bytes.iter().map(|&b| f64::from(b)).sum::<f64>() / bytes.len() as f64
+        };
         let mut levels = Vec::new();
         let mut size = [image.width as usize, image.height as usize];
         let mut level = 0;
@@ -385,7 +409,11 @@ impl Worker {
             (bytes, size) = halve(&bytes, size);
             level += 1;
         }
-        Textures { levels }
+        Textures {
+            levels,
+            digest,
+            mean,
+        }
     }
 
     fn heat(

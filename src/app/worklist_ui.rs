@@ -66,7 +66,9 @@ impl Col {
                 "|dataset label − score|: how far the label is from the score; likely label \
                  errors first"
             }
-            Self::Review => "The reader's decision: unreviewed, confirmed or overridden",
+            Self::Review => {
+                "The reader's decision: unreviewed, confirmed, overridden (to the reader's label), read elsewhere, not a chest film; files the model could not read need a manual read and come first"
+            }
             Self::Name => "The file, relative to the opened folder",
             Self::Patient => "DICOM patient ID",
             Self::StudyUid => "DICOM study instance UID",
@@ -79,7 +81,8 @@ impl Col {
         match self {
             Self::Rank => 28.0,
             Self::Score => 100.0,
-            Self::Ai | Self::DatasetLabel | Self::Review => 74.0,
+            Self::Ai | Self::DatasetLabel => 74.0,
+            Self::Review => 150.0,
             Self::Disagreement => 38.0,
             Self::Name => 150.0,
             Self::Patient => 90.0,
@@ -94,7 +97,7 @@ impl Col {
             Self::Score => Column::exact(100.0),
             Self::Ai | Self::DatasetLabel => Column::exact(74.0),
             Self::Disagreement => Column::exact(38.0),
-            Self::Review => Column::initial(84.0).at_least(60.0).clip(true),
+            Self::Review => Column::initial(150.0).at_least(60.0).clip(true),
             Self::Name => Column::initial(150.0).at_least(80.0).clip(true),
             Self::Patient => Column::initial(90.0).at_least(50.0).clip(true),
             Self::StudyUid => Column::initial(120.0).at_least(50.0).clip(true),
@@ -476,23 +479,38 @@ fn review_cell_ui(ui: &mut egui::Ui, w: &Worklist, row: &StudyRow) {
     let state = w.review_state(row);
     let final_label = row.final_label;
     match (state, final_label) {
+        (ReviewState::ReadElsewhere | ReviewState::NotChestFilm, _) => {
+            ui.label(RichText::new(state.as_str()).color(theme::TEXT))
+                .on_hover_text("Closed by the reader without a label");
+        }
+        (ReviewState::Unreviewed, _) | (_, None) if w.needs_manual_read(row) => {
+            ui.label(
+                RichText::new("needs a manual read")
+                    .color(theme::WARNING)
+                    .strong(),
+            )
+            .on_hover_text(
+                "The model could not read this file: a reader must read it, record it as read \
+                 elsewhere, or as not a chest film",
+            );
+        }
         (ReviewState::Unreviewed, _) | (_, None) => {
             ui.label(RichText::new("unreviewed").color(theme::TEXT_DIM));
         }
         (ReviewState::Confirmed, Some(l)) => {
-            ui.label(RichText::new("confirmed").color(theme::label_colour(l)))
+            ui.label(RichText::new(format!("confirmed {l}")).color(theme::label_colour(l)))
                 .on_hover_text(format!("The reader agreed with the AI: {l}"));
         }
         (ReviewState::Overridden, Some(l)) => {
             ui.label(
-                RichText::new("overridden")
+                RichText::new(format!("overridden to {l}"))
                     .color(theme::label_colour(l))
                     .strong(),
             )
             .on_hover_text(format!("The reader changed the AI label to {l}"));
         }
         (ReviewState::Labelled, Some(l)) => {
-            ui.label(RichText::new("labelled").color(theme::label_colour(l)))
+            ui.label(RichText::new(format!("labelled {l}")).color(theme::label_colour(l)))
                 .on_hover_text(format!("The reader set {l}; there is no AI label"));
         }
     }

@@ -143,3 +143,20 @@ pub fn settle(h: &mut Harness<'static, App>) {
         h.step();
     }
 }
+
+/// Waits until a decision on the selected study would be recorded: its film has been on screen
+/// for the minimum time.
+pub fn until_decidable(h: &mut Harness<'static, App>) {
+    step_until(h, "the film to have been on screen long enough", |app| {
+        app.decision_blocked().is_none()
+    });
+}
+
+/// The real `App` in a test harness whose frames are `step_dt` seconds apart (egui's clock), for
+/// tests that time what the reader does.
+pub fn harness_with_step(config: AppConfig, step_dt: f32) -> Harness<'static, App> {
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        .with_step_dt(step_dt)
+        .build_eframe(|cc| App::new(cc, config))
+}
