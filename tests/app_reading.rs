@@ -270,3 +270,55 @@ fn unreadable_files_stay_at_the_top_and_can_be_closed_without_a_label() {
     let junk_now = row(h.state(), junk.id);
     assert!(h.state().worklist().unwrap().needs_manual_read(&junk_now));
 }
+
+#[test]
+fn a_slow_store_shows_saving_and_the_window_keeps_drawing() {
+    let fx = folder(3);
+    let mut cfg = config(&fx);
+    cfg.store_write_delay = Some(std::time::Duration::from_millis(1500));
+    let mut h = harness(cfg);
+    wait_for_scores(&mut h);
+    let first = select_first_scored(&mut h);
+    until_decidable(&mut h);
+    let sha = row(h.state(), first).sha256.unwrap();
+    h.key_press(Key::C);
+    for _ in 0..3 {
+        h.step();
+    }
+    // Sent, not yet acknowledged: the row is not marked, the status bar says "Saving", and
+    // frames keep coming quickly.
+    assert!(h.state().is_saving());
+    assert_eq!(row(h.state(), first).final_label, None);
+    assert!(h.query_by_label_contains("Saving 1 decision").is_some());
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        h.step();
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(h.state().is_saving(), "the store is still writing");
+    assert!(
+        slowest < std::time::Duration::from_millis(500),
+        "a frame took {slowest:?} while the store was writing"
+    );
+    // Once acknowledged: saved, in the row and in the store.
+    step_until(&mut h, "the acknowledgement", |app| !app.is_saving());
+    assert!(row(h.state(), first).final_label.is_some());
+    assert!(h.query_by_label_contains("Saved:").is_some());
+    let store = DecisionStore::open(&fx.db).unwrap();
+    assert!(store.current(&sha).unwrap().is_some());
+}
+
+#[test]
+fn a_command_sender_can_be_kept_and_used_from_another_thread() {
+    let fx = folder(2);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    let sender = h.state().command_sender();
+    let last = *h.state().view_order().last().unwrap();
+    std::thread::spawn(move || sender.send(Command::Select(last)))
+        .join()
+        .unwrap();
+    settle(&mut h);
+    assert_eq!(h.state().selected(), Some(last));
+}

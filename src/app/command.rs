@@ -12,8 +12,7 @@ use super::notifications::Level;
 use super::scorer::ScoreJob;
 use super::view::{ViewTransform, WindowPreset};
 use super::{App, ImageEntry, PaneView, Progress, RightPane, Session};
-use crate::audit::{Action, AuditError, DecisionEvent, DecisionStore, ExportKind, NewDecision};
-use crate::audit::{ExportOptions, StudyRecord};
+use crate::audit::{Action, DecisionEvent, DecisionStore, ExportKind, ExportOptions, NewDecision};
 use crate::worklist::{
     DatasetLabel, Disposition, Filter, Label, SortSpec, StudyId, Worklist, step_in_view,
 };
@@ -72,6 +71,27 @@ pub enum Command {
     ToggleLink,
 }
 
+/// Queues commands for the window from anywhere: the window's own drawing code, or another
+/// thread holding a clone. Commands are applied, in order, at the start of the next frame.
+#[derive(Clone, Debug)]
+pub struct CommandSender {
+    tx: std::sync::mpsc::Sender<Command>,
+    ctx: egui::Context,
+}
+
+impl CommandSender {
+    pub(super) fn new(tx: std::sync::mpsc::Sender<Command>, ctx: egui::Context) -> Self {
+        Self { tx, ctx }
+    }
+
+    /// Queues a command and wakes the window. A command sent after the window closed is dropped.
+    pub fn send(&self, command: Command) {
+        if self.tx.send(command).is_ok() {
+            self.ctx.request_repaint();
+        }
+    }
+}
+
 /// What the reader decided.
 #[derive(Clone, Copy, Debug)]
 enum Wanted {
@@ -83,7 +103,7 @@ enum Wanted {
 impl App {
     /// Applies every queued command, in order. This is the only place that records decisions.
     pub(super) fn apply_commands(&mut self) {
-        let commands = std::mem::take(&mut self.commands);
+        let commands: Vec<Command> = self.command_rx.try_iter().collect();
         for command in commands {
             self.apply(command);
         }
@@ -420,6 +440,13 @@ impl App {
             );
             return;
         }
+        if self.pending.iter().any(|p| p.sha == sha) {
+            self.refuse(format!(
+                "the previous decision on {} is still being saved.",
+                row.name
+            ));
+            return;
+        }
         let decision = NewDecision {
             reason: compose_reason(&self.reason, row.dataset_label),
             action,
@@ -427,29 +454,87 @@ impl App {
             viewed_ms,
             ..self.ai_context(&s.worklist, id, &sha)
         };
-        let old_view = s.view.clone();
-        match self.record(&decision) {
-            Ok(event) => {
+        let name = row.name.clone();
+        // The reader moves on at once; the row shows the decision once it is saved.
+        let next = s.worklist.next_unreviewed(&s.view, Some(id));
+        let kind = super::WriteKind::Decision {
+            last: next.is_none(),
+        };
+        match self.record(decision, id, &sha, name, kind) {
+            Ok(()) => {
                 self.status = None;
-                let Some(s) = &mut self.session else { return };
-                s.worklist
-                    .set_decision(&sha, event.new_label, disposition_of(event.action));
-                s.undo_stack.push(id);
-                s.view_dirty = true;
                 self.reason.clear();
-                let next = s.worklist.next_unreviewed(&old_view, Some(id));
-                match next {
-                    Some(next) => {
-                        self.select(next);
-                        self.scroll_to_selected = true;
-                    }
-                    None => {
-                        let text = self.nothing_left_text();
-                        self.toasts.add(Level::Success, text);
-                    }
+                if let Some(next) = next {
+                    self.select(next);
+                    self.scroll_to_selected = true;
                 }
             }
             Err(e) => self.toasts.add(Level::Error, e),
+        }
+    }
+
+    /// Applies the writer's acknowledgements: a saved decision shows in its row, a refused one
+    /// is reported.
+    pub(super) fn drain_writer(&mut self) {
+        let Some(writer) = &self.writer else { return };
+        let messages: Vec<super::writer::WriterMsg> = writer.messages.try_iter().collect();
+        for msg in messages {
+            match msg {
+                super::writer::WriterMsg::OpenFailed(e) => self.store_error = Some(e),
+                super::writer::WriterMsg::Opened => self.store_error = None,
+                super::writer::WriterMsg::Ack { seq, result } => self.on_ack(seq, result),
+            }
+        }
+    }
+
+    fn on_ack(&mut self, seq: u64, result: Result<DecisionEvent, String>) {
+        let Some(pos) = self.pending.iter().position(|p| p.seq == seq) else {
+            return;
+        };
+        let pending = self.pending.remove(pos);
+        let event = match result {
+            Ok(event) => event,
+            Err(e) => {
+                self.saved_note = None;
+                self.toasts
+                    .add(Level::Error, format!("{}: {e}", pending.name));
+                return;
+            }
+        };
+        // A folder opened since has other rows: the store has the decision all the same.
+        if let Some(s) = &mut self.session {
+            s.worklist
+                .set_decision(&pending.sha, event.new_label, disposition_of(event.action));
+            s.view_dirty = true;
+        }
+        let now = match (event.new_label, disposition_of(event.action)) {
+            (Some(l), _) => l.to_string(),
+            (None, Some(Disposition::ReadElsewhere)) => "read elsewhere".to_owned(),
+            (None, Some(Disposition::NotChestFilm)) => "not a chest film".to_owned(),
+            (None, None) => "unreviewed".to_owned(),
+        };
+        match pending.kind {
+            super::WriteKind::Decision { last } => {
+                if let Some(s) = &mut self.session {
+                    s.undo_stack.push(pending.id);
+                }
+                self.saved_note = Some(format!("Saved: {} is {now}", pending.name));
+                if last {
+                    self.refresh_view();
+                    let text = self.nothing_left_text();
+                    self.toasts.add(Level::Success, text);
+                }
+            }
+            super::WriteKind::Undo { from_stack } => {
+                if from_stack && let Some(s) = &mut self.session {
+                    s.undo_stack.pop();
+                }
+                self.saved_note = Some(format!("Saved: undone, {} is {now}", pending.name));
+                self.toasts.add(
+                    Level::Info,
+                    format!("Undone: {} is {now} again.", pending.name),
+                );
+            }
         }
     }
 
@@ -499,68 +584,57 @@ impl App {
             return;
         };
         let name = row.name.clone();
+        if !self.pending.is_empty() {
+            self.refuse("wait until the decisions being saved are saved, then undo.".to_owned());
+            return;
+        }
         let decision = NewDecision {
             reason: self.reason.trim().to_owned(),
             ..self.ai_context(&s.worklist, id, &sha)
         };
-        match self.record(&decision) {
-            Ok(event) => {
-                let Some(s) = &mut self.session else { return };
-                s.worklist.set_decision(&sha, event.new_label, None);
-                if from_stack.is_some() {
-                    s.undo_stack.pop();
-                }
-                s.view_dirty = true;
+        let kind = super::WriteKind::Undo {
+            from_stack: from_stack.is_some(),
+        };
+        match self.record(decision, id, &sha, name, kind) {
+            Ok(()) => {
                 self.reason.clear();
                 self.select(id);
                 self.scroll_to_selected = true;
-                let now = event
-                    .new_label
-                    .map_or_else(|| "unreviewed".to_owned(), |l| l.to_string());
-                self.toasts
-                    .add(Level::Info, format!("Undone: {name} is {now} again."));
             }
             Err(e) => self.toasts.add(Level::Info, e),
         }
     }
 
-    /// Records a decision in the store, reopening the store if it was not available, and
-    /// registering the study if the store does not know it yet.
-    fn record(&mut self, decision: &NewDecision) -> Result<DecisionEvent, String> {
+    /// Sends a decision to the writer thread; it shows in its row once acknowledged. The UI
+    /// thread never touches the store.
+    fn record(
+        &mut self,
+        decision: NewDecision,
+        id: StudyId,
+        sha: &str,
+        name: String,
+        kind: super::WriteKind,
+    ) -> Result<(), String> {
         if decision.reader.is_empty() {
             self.dialogs.reader_prompt = true;
             return Err("Enter your name as the reader first.".to_owned());
         }
-        if self.store.is_none() {
-            let path = self
-                .db_path
-                .clone()
-                .map_err(|e| format!("decisions cannot be saved: {e}"))?;
-            let store = DecisionStore::open(&path)
-                .map_err(|e| format!("decisions cannot be saved: {e}"))?;
-            self.store = Some(store);
-            self.store_error = None;
-        }
-        let Some(store) = &self.store else {
-            return Err("decisions cannot be saved: no decision store".to_owned());
-        };
-        match store.record(decision) {
-            Err(AuditError::UnknownStudy) => {
-                // The scorer registers studies as it reads them; if its store failed, register
-                // this one here.
-                store
-                    .upsert_study(&StudyRecord {
-                        sha256: decision.study_sha256.clone(),
-                        path: decision.study_path.clone(),
-                        patient_id: None,
-                        study_uid: None,
-                        metadata_json: "{}".to_owned(),
-                    })
-                    .and_then(|()| store.record(decision))
-                    .map_err(|e| decision_error(&e))
-            }
-            other => other.map_err(|e| decision_error(&e)),
-        }
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or("decisions cannot be saved: the writer could not be started")?;
+        let seq = self.next_seq;
+        writer.submit(super::writer::WriteRequest { seq, decision })?;
+        self.next_seq += 1;
+        self.saved_note = None;
+        self.pending.push(super::PendingWrite {
+            seq,
+            id,
+            sha: sha.to_owned(),
+            name,
+            kind,
+        });
+        Ok(())
     }
 
     /// Where an export goes unless the reader says otherwise: the home folder (never the
@@ -727,7 +801,9 @@ impl App {
         if !commands.is_empty() {
             ctx.request_repaint();
         }
-        self.commands.extend(commands);
+        for command in commands {
+            self.commands.send(command);
+        }
     }
 
     /// Opens a folder dropped on the window (or the folder of a dropped file).
@@ -745,7 +821,7 @@ impl App {
             } else {
                 path.parent().map_or_else(|| path.clone(), Path::to_owned)
             };
-            self.commands.push(Command::OpenFolder(folder));
+            self.commands.send(Command::OpenFolder(folder));
         }
     }
 }
@@ -806,14 +882,6 @@ fn compose_reason(typed: &str, dataset: Option<DatasetLabel>) -> String {
                 format!("{typed} {note}")
             }
         }
-    }
-}
-
-/// A store error in words for a toast.
-fn decision_error(e: &AuditError) -> String {
-    match e {
-        AuditError::NothingToUndo => "Nothing to undo for this study.".to_owned(),
-        other => format!("The decision was not saved: {other}"),
     }
 }
 

@@ -137,7 +137,7 @@ impl App {
     pub(super) fn poll_dialogs(&mut self) {
         if let Some(picker) = self.dialogs.folder_picker.take() {
             match picker.try_take() {
-                Ok(Some(folder)) => self.commands.push(Command::OpenFolder(folder)),
+                Ok(Some(folder)) => self.commands.send(Command::OpenFolder(folder)),
                 Ok(None) => {
                     let text = self
                         .prefs
@@ -155,7 +155,7 @@ impl App {
         }
         if let Some((kind, suggested, picker)) = self.dialogs.save_picker.take() {
             match picker.try_take() {
-                Ok(Some(dest)) => self.commands.push(Command::ExportCsv { dest, kind }),
+                Ok(Some(dest)) => self.commands.send(Command::ExportCsv { dest, kind }),
                 Ok(None) => {
                     self.dialogs.export_path = Some((
                         kind,
@@ -334,7 +334,7 @@ impl App {
             });
         });
         if let Some(path) = open.filter(|p| !p.as_os_str().is_empty()) {
-            self.commands.push(Command::OpenFolder(path));
+            self.commands.send(Command::OpenFolder(path));
             self.dialogs.open_folder = None;
         } else if cancel || response.should_close() {
             self.dialogs.open_folder = None;
@@ -374,7 +374,7 @@ impl App {
             });
         });
         if let Some(dest) = export.filter(|p| !p.as_os_str().is_empty()) {
-            self.commands.push(Command::ExportCsv { dest, kind });
+            self.commands.send(Command::ExportCsv { dest, kind });
             self.dialogs.export_path = None;
         } else if cancel || response.should_close() {
             self.dialogs.export_path = None;

@@ -3,13 +3,16 @@
 //! # Architecture
 //!
 //! - [`App::logic`] runs first each frame: it drains the background threads' channels, turns
-//!   keyboard shortcuts and dropped folders into [`Command`]s, and applies every queued command
-//!   in one place ([`App::apply_commands`]), the only code that writes the decision store.
+//!   keyboard shortcuts and dropped folders into [`Command`]s (queued through a
+//!   [`CommandSender`], which anything may hold), and applies every queued command in one place
+//!   ([`App::apply_commands`]), which sends decisions to the writer thread.
 //! - [`App::ui`] only draws, and pushes commands for what the reader asks.
 //! - Background work runs on named threads with bounded channels: `scorer` (loads the model,
 //!   lists the folder, scores in batches with rayon, registers the studies in the decision store
 //!   and reads their decisions back) and `viewer` (full-resolution decoding, display textures,
-//!   Grad-CAM). One-off jobs (folder and file dialogs, CSV export) are
+//!   Grad-CAM) and `store-writer` (owns the decision store: records each decision and
+//!   acknowledges it; the window shows "saving…" until then, so a slow disk never blocks a
+//!   frame). One-off jobs (folder and file dialogs, CSV export) are
 //!   [`poll_promise::Promise`]s on their own named threads.
 //! - Preferences (recent folders, reader name, sort order, link toggle, opacity) persist in
 //!   eframe's storage; decisions never do.
@@ -27,13 +30,14 @@ mod view;
 mod viewer_ui;
 mod viewer_worker;
 mod worklist_ui;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use command::Command;
+pub use command::{Command, CommandSender};
 pub use frame_stats::{FrameStats, Histogram};
 
 use crate::audit::DecisionStore;
@@ -99,6 +103,9 @@ pub struct AppConfig {
     pub print_stats: bool,
     /// Read and save preferences in eframe's storage.
     pub persist_preferences: bool,
+    /// Wait this long before each write to the decision store, as a slow or locked disk would
+    /// (benchmarks and tests of the window's responsiveness).
+    pub store_write_delay: Option<std::time::Duration>,
 }
 
 impl AppConfig {
@@ -113,6 +120,7 @@ impl AppConfig {
             screenshot: None,
             print_stats: false,
             persist_preferences: true,
+            store_write_delay: None,
         }
     }
 }
@@ -163,6 +171,25 @@ impl Session {
     fn is_scoring(&self) -> bool {
         self.progress.finished_secs.is_none()
     }
+}
+
+/// A decision sent to the writer thread, waiting for its acknowledgement.
+#[derive(Clone, Debug)]
+struct PendingWrite {
+    seq: u64,
+    id: StudyId,
+    sha: String,
+    name: String,
+    kind: WriteKind,
+}
+
+/// What a pending write does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteKind {
+    /// A decision; `last` when no unreviewed study was left in the list after it.
+    Decision { last: bool },
+    /// An undo; `from_stack` when it takes back a decision of this session.
+    Undo { from_stack: bool },
 }
 
 /// A study's display textures as the viewer delivered them.
@@ -265,11 +292,17 @@ pub struct App {
     config: AppConfig,
     prefs: Preferences,
     reader: String,
-    commands: Vec<Command>,
+    commands: CommandSender,
+    command_rx: std::sync::mpsc::Receiver<Command>,
     model: ModelState,
     db_path: Result<PathBuf, String>,
-    store: Option<DecisionStore>,
+    writer: Option<writer::WriterHandle>,
     store_error: Option<String>,
+    /// Decisions sent to the writer and not acknowledged yet, oldest first.
+    pending: Vec<PendingWrite>,
+    next_seq: u64,
+    /// The last decision acknowledged, in words, for the status bar.
+    saved_note: Option<String>,
     scorer: Option<ScorerHandle>,
     viewer: Option<ViewerHandle>,
     generation: u64,
@@ -322,13 +355,12 @@ impl App {
             Some(p) => Ok(p.clone()),
             None => DecisionStore::default_path().map_err(|e| e.to_string()),
         };
-        let (store, store_error) = match &db_path {
-            Ok(p) => match DecisionStore::open(p) {
-                Ok(s) => (Some(s), None),
-                Err(e) => (None, Some(e.to_string())),
-            },
-            Err(e) => (None, Some(e.clone())),
-        };
+        // The store is opened and written on the writer thread only.
+        let writer =
+            writer::WriterHandle::spawn(ctx.clone(), db_path.clone(), config.store_write_delay)
+                .map_err(|e| toasts.add(Level::Error, format!("cannot start saving: {e}")))
+                .ok();
+        let store_error = db_path.as_ref().err().cloned();
         let reader = config.reader.clone().unwrap_or_else(|| {
             if prefs.reader.trim().is_empty() {
                 prefs::os_user()
@@ -347,19 +379,24 @@ impl App {
             started: Instant::now(),
             result: Arc::new(Mutex::new(None)),
         });
-        let mut commands = Vec::new();
+        let (command_tx, command_rx) = std::sync::mpsc::channel();
+        let commands = CommandSender::new(command_tx, ctx.clone());
         if let Some(folder) = &config.folder {
-            commands.push(Command::OpenFolder(folder.clone()));
+            commands.send(Command::OpenFolder(folder.clone()));
         }
         Self {
             config,
             prefs,
             reader,
             commands,
+            command_rx,
             model: ModelState::Loading,
             db_path,
-            store,
+            writer,
             store_error,
+            pending: Vec::new(),
+            next_seq: 1,
+            saved_note: None,
             scorer,
             viewer,
             generation: 0,
@@ -387,7 +424,17 @@ impl App {
 
     /// Queues a command; it is applied at the start of the next frame.
     pub fn push(&mut self, command: Command) {
-        self.commands.push(command);
+        self.commands.send(command);
+    }
+
+    /// A handle that queues commands for this window from anywhere (it can be cloned and kept).
+    pub fn command_sender(&self) -> CommandSender {
+        self.commands.clone()
+    }
+
+    /// Whether decisions sent to the decision store are waiting for its acknowledgement.
+    pub fn is_saving(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// The open folder's worklist, once listed.
@@ -628,7 +675,7 @@ impl App {
                     );
                     if s.selected.is_none() {
                         s.view_dirty = true;
-                        self.commands.push(Command::SelectFirst);
+                        self.commands.send(Command::SelectFirst);
                     }
                 }
             }
@@ -895,6 +942,7 @@ impl eframe::App for App {
         self.now = ctx.input(|i| i.time);
         self.drain_scorer();
         self.drain_viewer();
+        self.drain_writer();
         self.poll_dialogs();
         self.dropped_files(ctx);
         self.shortcuts(ctx);

@@ -224,14 +224,14 @@ impl App {
                 .on_hover_text("Fit the study to the pane (F)")
                 .clicked()
             {
-                self.commands.push(Command::Fit);
+                self.commands.send(Command::Fit);
             }
             if ui
                 .button("1:1")
                 .on_hover_text("One image pixel per screen pixel (O)")
                 .clicked()
             {
-                self.commands.push(Command::ActualSize);
+                self.commands.send(Command::ActualSize);
             }
             egui::ComboBox::from_id_salt("window-presets")
                 .selected_text("Window presets")
@@ -242,7 +242,7 @@ impl App {
                             .selectable_label(false, format!("{}  {}", n + 1, preset.label()))
                             .clicked()
                         {
-                            self.commands.push(Command::WindowPreset(n));
+                            self.commands.send(Command::WindowPreset(n));
                         }
                     }
                 })
@@ -253,14 +253,14 @@ impl App {
                 .on_hover_text("Swap black and white (I)")
                 .clicked()
             {
-                self.commands.push(Command::ToggleInvert);
+                self.commands.send(Command::ToggleInvert);
             }
             if ui
                 .selectable_label(self.prefs.link_views, "Link panes")
                 .on_hover_text("Zoom, pan and window move both panes together (L)")
                 .clicked()
             {
-                self.commands.push(Command::ToggleLink);
+                self.commands.send(Command::ToggleLink);
             }
             ui.separator();
             if ui
@@ -268,7 +268,7 @@ impl App {
                 .on_hover_text("The model's Grad-CAM heat map over the study (H)")
                 .clicked()
             {
-                self.commands.push(Command::Compare(None));
+                self.commands.send(Command::Compare(None));
             }
             self.compare_picker_ui(ui, id);
             if self.right_pane == RightPane::Explanation {
@@ -339,7 +339,7 @@ impl App {
             .response
             .on_hover_text("Right pane: another study, for comparison (same patient first)");
         if let Some(other) = chosen {
-            self.commands.push(Command::Compare(Some(other)));
+            self.commands.send(Command::Compare(Some(other)));
         }
     }
 
@@ -394,7 +394,7 @@ impl App {
                     why_not
                 });
             if confirm.clicked() {
-                self.commands.push(Command::Confirm);
+                self.commands.send(Command::Confirm);
             }
             for (label, key) in [(Label::Normal, "N"), (Label::Pneumonia, "P")] {
                 let button = egui::Button::new(
@@ -409,7 +409,7 @@ impl App {
                     .on_disabled_hover_text(why_not)
                     .clicked()
                 {
-                    self.commands.push(Command::SetLabel(label));
+                    self.commands.send(Command::SetLabel(label));
                 }
             }
             for (d, text, hover) in [
@@ -430,7 +430,7 @@ impl App {
                     .on_disabled_hover_text(why_not)
                     .clicked()
                 {
-                    self.commands.push(Command::Dispose(d));
+                    self.commands.send(Command::Dispose(d));
                 }
             }
             if ui
@@ -442,7 +442,7 @@ impl App {
                 .on_hover_text("Take back the last decision (recorded as an undo event)")
                 .clicked()
             {
-                self.commands.push(Command::Undo);
+                self.commands.send(Command::Undo);
             }
             // The reason and its label stay together, on a row of their own when narrow.
             if ui.available_size_before_wrap().x < 250.0 {

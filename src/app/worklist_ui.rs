@@ -184,7 +184,7 @@ impl App {
                     .clicked()
                     && !on
                 {
-                    self.commands.push(Command::SetFilter(filter));
+                    self.commands.send(Command::SetFilter(filter));
                 }
             }
             if has_labels {
@@ -205,7 +205,7 @@ impl App {
                             descending: true,
                         }
                     };
-                    self.commands.push(Command::SetSort(sort));
+                    self.commands.send(Command::SetSort(sort));
                 }
             }
         });
@@ -229,7 +229,7 @@ impl App {
                 .add(egui::Button::new("Open folder…").min_size(Vec2::new(160.0, 28.0)))
                 .clicked()
             {
-                self.commands.push(Command::ChooseFolder);
+                self.commands.send(Command::ChooseFolder);
             }
             ui.add(
                 egui::Label::new(
@@ -246,7 +246,7 @@ impl App {
             ui.label(RichText::new("Recent folders").strong());
             for folder in self.prefs.recent_folders.clone() {
                 if ui.link(folder.display().to_string()).clicked() {
-                    self.commands.push(Command::OpenFolder(folder));
+                    self.commands.send(Command::OpenFolder(folder));
                 }
             }
         }
@@ -348,10 +348,10 @@ impl App {
             });
         self.scroll_to_selected = false;
         if let Some(sort) = clicked_sort {
-            self.commands.push(Command::SetSort(sort));
+            self.commands.send(Command::SetSort(sort));
         }
         if let Some(id) = clicked_row {
-            self.commands.push(Command::Select(id));
+            self.commands.send(Command::Select(id));
         }
     }
 }

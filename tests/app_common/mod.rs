@@ -137,10 +137,14 @@ pub fn wait_for_scores(h: &mut Harness<'static, App>) {
     });
 }
 
-/// Runs a few frames, so that queued input and the commands it pushes are applied.
+/// Runs a few frames, so that queued input and the commands it pushes are applied, and then
+/// until every decision sent to the store is acknowledged.
 pub fn settle(h: &mut Harness<'static, App>) {
     for _ in 0..3 {
         h.step();
+    }
+    if h.state().is_saving() {
+        step_until(h, "the decisions to be saved", |app| !app.is_saving());
     }
 }
 
