@@ -84,7 +84,20 @@ fn a_held_key_decides_nothing_and_a_film_must_be_seen_before_it_is_decided() {
     let shown = h.state().image_on_screen_secs().unwrap();
     key_event(&mut h, Key::C, true, false);
     key_event(&mut h, Key::C, false, false);
+    h.step();
+    h.step();
+    // The selection has moved on at once; a second tap 0.1 s later lands on the next study
+    // before its film has been seen: nothing is recorded for it.
+    let second = h.state().selected().unwrap();
+    assert_ne!(second, first);
+    key_event(&mut h, Key::C, true, false);
+    h.step();
+    assert!(
+        h.state().status_message().is_some(),
+        "the status bar says why"
+    );
     settle(&mut h);
+    assert_eq!(h.state().selected(), Some(second));
     let store = DecisionStore::open(&fx.db).unwrap();
     let sha = row(h.state(), first).sha256.unwrap();
     let event = store.current(&sha).unwrap().unwrap().last_event;
@@ -97,19 +110,7 @@ fn a_held_key_decides_nothing_and_a_film_must_be_seen_before_it_is_decided() {
         viewed as f64 >= shown * 1000.0 - 1.0,
         "{viewed} ms, shown {shown} s"
     );
-    let second = h.state().selected().unwrap();
-    assert_ne!(second, first);
-
-    // A second tap 0.1 s after the first lands on the next study before its film has been
-    // seen: nothing is recorded for it.
-    key_event(&mut h, Key::C, true, false);
-    h.step();
-    assert_eq!(store.event_count().unwrap(), 1);
-    assert!(
-        h.state().status_message().is_some(),
-        "the status bar says why"
-    );
-    assert_eq!(h.state().selected(), Some(second));
+    assert_eq!(store.event_count().unwrap(), 1, "only the first tap decided");
 }
 
 #[test]

@@ -453,7 +453,7 @@ impl App {
         ui.label(self.stats.while_scoring().to_string());
         ui.label(RichText::new("Frame times otherwise").strong());
         ui.label(self.stats.idle().to_string());
-        if let Some(kib) = super::peak_rss_kib() {
+        if let Some(kib) = super::screenshot::peak_rss_kib() {
             ui.label(format!("Peak memory: {:.0} MiB", kib as f64 / 1024.0));
         }
         if let Some(path) = self.store_path() {
