@@ -110,7 +110,11 @@ fn a_held_key_decides_nothing_and_a_film_must_be_seen_before_it_is_decided() {
         viewed as f64 >= shown * 1000.0 - 1.0,
         "{viewed} ms, shown {shown} s"
     );
-    assert_eq!(store.event_count().unwrap(), 1, "only the first tap decided");
+    assert_eq!(
+        store.event_count().unwrap(),
+        1,
+        "only the first tap decided"
+    );
 }
 
 #[test]
@@ -322,4 +326,52 @@ fn a_command_sender_can_be_kept_and_used_from_another_thread() {
         .unwrap();
     settle(&mut h);
     assert_eq!(h.state().selected(), Some(last));
+}
+
+#[test]
+fn a_file_replaced_after_scoring_is_not_shown_and_cannot_be_decided() {
+    let fx = folder(6);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    // The last study of the list: its image has not been read for display yet.
+    let last = *h.state().view_order().last().unwrap();
+    let before = row(h.state(), last);
+    assert!(before.score_value().is_some());
+    // Another film takes its place on disk.
+    app_common::write_study(&before.path, 999);
+    h.state_mut().push(Command::Select(last));
+    step_until(&mut h, "the changed file to be caught", |app| {
+        app.worklist().unwrap().row(last).unwrap().changed
+    });
+    settle(&mut h);
+    let after = row(h.state(), last);
+    assert!(
+        after.error().unwrap().contains("changed on disk"),
+        "{after:?}"
+    );
+    assert_eq!(h.state().image_on_screen_secs(), None, "not shown");
+    assert!(!after.can_be_decided());
+    // No label, and no "read elsewhere" either: nothing is recorded.
+    for _ in 0..4 {
+        h.step();
+    }
+    h.key_press(Key::C);
+    settle(&mut h);
+    h.state_mut().push(Command::Dispose(
+        cxr_triage::worklist::Disposition::ReadElsewhere,
+    ));
+    settle(&mut h);
+    assert_eq!(events(&fx), 0);
+    assert!(
+        h.state()
+            .status_message()
+            .unwrap()
+            .contains("changed on disk")
+            || h.state()
+                .status_message()
+                .unwrap()
+                .contains("cannot be shown"),
+        "{:?}",
+        h.state().status_message()
+    );
 }

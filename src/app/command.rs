@@ -393,6 +393,13 @@ impl App {
         let Some(row) = s.worklist.row(id) else {
             return;
         };
+        if row.changed {
+            self.refuse(
+                "this file changed on disk after it was scored: reopen the folder to score it again."
+                    .to_owned(),
+            );
+            return;
+        }
         let Some(sha) = row.sha256.clone() else {
             let why = if row.error().is_some() {
                 "This file could not be read at all, so no decision can be recorded for it."

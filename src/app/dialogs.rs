@@ -430,6 +430,7 @@ impl App {
                                 .map_or_else(|| "not measured yet".to_owned(), metrics_line),
                         );
                         row("Weights SHA-256", card.weights_sha256.clone());
+                        row("Card SHA-256", classifier.card_sha256().to_owned());
                     });
                 ui.add_space(8.0);
                 ui.label(RichText::new("Intended use and limits").strong());

@@ -320,7 +320,19 @@ impl App {
                         },
                     ));
                 }
-                ViewerMsg::ImageFailed { key, error } => {
+                ViewerMsg::ImageFailed {
+                    key,
+                    error,
+                    changed,
+                } => {
+                    if changed
+                        && let Some(s) = self.session_of(key.generation)
+                        && let Some(row) = s.worklist.row_mut(key.id)
+                    {
+                        row.changed = true;
+                        row.score = crate::worklist::ScoreState::Failed(error.clone());
+                        s.view_dirty = true;
+                    }
                     self.cache.images.retain(|(k, _)| *k != key);
                     self.cache.images.push((key, ImageEntry::Failed(error)));
                 }
@@ -362,6 +374,7 @@ impl App {
                 path: row.path.clone(),
                 window: pane.window,
                 invert: pane.invert,
+                sha256: row.sha256.clone(),
             })
         };
         let mut wants: Vec<Want> = image(selected, &self.left).into_iter().collect();

@@ -110,6 +110,10 @@ impl App {
             return;
         };
         let card = self.classifier().map(|c| c.card().clone());
+        let card_sha = self
+            .classifier()
+            .map(|c| c.card_sha256().to_owned())
+            .unwrap_or_default();
         ui.horizontal(|ui| {
             ui.label(RichText::new(&row.name).size(16.0).strong());
             let rank = s.ranks.get(id.0).copied().flatten();
@@ -201,7 +205,7 @@ impl App {
                     theme::TEXT,
                 )
                 .on_hover_text(format!(
-                    "Weights SHA-256 {}\n\n{}",
+                    "Weights SHA-256 {}\nCard SHA-256 {card_sha}\n\n{}",
                     c.weights_sha256, c.intended_use
                 ));
             }

@@ -21,6 +21,11 @@ use crate::model::Classifier;
 use crate::model::gradcam::{overlay_alpha, turbo};
 use crate::worklist::StudyId;
 
+/// Why a study whose file changed on disk is not shown.
+pub(crate) const CHANGED: &str = "the file changed on disk after it was scored: it is not the \
+     study that was scored and registered, so it is not shown and cannot be decided; reopen the \
+     folder to score it again";
+
 /// Decoded studies kept for re-windowing (about 6 MB each for a 3-megapixel film).
 const DECODED_CAPACITY: usize = 4;
 
@@ -56,6 +61,9 @@ pub(crate) enum Want {
         window: Option<Window>,
         /// Black and white swapped.
         invert: bool,
+        /// The SHA-256 of the file as it was scored (its identity in the decision store): the
+        /// image is shown only if the bytes read now have this hash.
+        sha256: Option<String>,
     },
     /// The study's Grad-CAM heat map.
     Heat {
@@ -171,6 +179,8 @@ pub(crate) enum ViewerMsg {
         key: ImageKey,
         /// Why, in words.
         error: String,
+        /// Whether the file's bytes no longer have the hash it was scored and registered with.
+        changed: bool,
     },
     /// A study's heat map, as a texture whose alpha is the weight of each region.
     Heat {
@@ -271,6 +281,7 @@ impl Worker {
                         Want::Image { .. } => ViewerMsg::ImageFailed {
                             key: want.key(),
                             error,
+                            changed: false,
                         },
                         Want::Heat { .. } => ViewerMsg::HeatFailed {
                             key: want.key(),
@@ -306,10 +317,20 @@ impl Worker {
                 path,
                 window,
                 invert,
+                sha256,
                 ..
             } => {
                 let decoded = self.decode(key, path);
                 match decoded.as_ref() {
+                    // The bytes decoded are hashed as they are read: a file replaced since it
+                    // was scored is never shown as if it were the scored study.
+                    Ok((study, _)) if sha256.as_ref().is_some_and(|h| *h != study.meta.sha256) => {
+                        ViewerMsg::ImageFailed {
+                            key,
+                            error: CHANGED.to_owned(),
+                            changed: true,
+                        }
+                    }
                     Ok((study, info)) => {
                         let shown = window.unwrap_or(info.default_window);
                         let textures = self.textures(
@@ -330,6 +351,7 @@ impl Worker {
                     Err(error) => ViewerMsg::ImageFailed {
                         key,
                         error: error.clone(),
+                        changed: false,
                     },
                 }
             }

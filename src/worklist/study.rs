@@ -99,6 +99,9 @@ pub struct StudyRow {
     pub disposition: Option<Disposition>,
     /// Why the study is outside what the model has seen, when its attributes say so.
     pub scope_warning: Option<String>,
+    /// The file's bytes no longer have the hash it was scored with (it was replaced on disk):
+    /// it is not shown and cannot be decided until the folder is opened again.
+    pub changed: bool,
 }
 
 impl StudyRow {
@@ -116,6 +119,7 @@ impl StudyRow {
             final_label: None,
             disposition: None,
             scope_warning: None,
+            changed: false,
         }
     }
 
@@ -137,7 +141,7 @@ impl StudyRow {
 
     /// Whether a decision can be recorded: the file was read, so its identity is known.
     pub fn can_be_decided(&self) -> bool {
-        self.sha256.is_some()
+        self.sha256.is_some() && !self.changed
     }
 
     /// How far the dataset label is from the score, |label − score|: near 1 when the model
