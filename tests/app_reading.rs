@@ -321,7 +321,10 @@ fn a_command_sender_can_be_kept_and_used_from_another_thread() {
     wait_for_scores(&mut h);
     let sender = h.state().command_sender();
     let last = *h.state().view_order().last().unwrap();
-    std::thread::spawn(move || sender.send(Command::Select(last)))
+    std::thread::Builder::new()
+        .name("test-sender".to_owned())
+        .spawn(move || sender.send(Command::Select(last)))
+        .unwrap()
         .join()
         .unwrap();
     settle(&mut h);

@@ -494,7 +494,7 @@ impl App {
         }
     }
 
-    fn on_ack(&mut self, seq: u64, result: Result<DecisionEvent, String>) {
+    fn on_ack(&mut self, seq: u64, result: Result<Box<DecisionEvent>, String>) {
         let Some(pos) = self.pending.iter().position(|p| p.seq == seq) else {
             return;
         };
@@ -547,7 +547,7 @@ impl App {
 
     /// Says in the status bar why a decision was not recorded (not in a notice: notices sit
     /// over the decision bar, where the reader's next click goes).
-    fn refuse(&mut self, why: String) {
+    fn refuse(&mut self, why: impl std::fmt::Display) {
         self.status = Some(format!("Not recorded: {why}"));
     }
 

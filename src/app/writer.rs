@@ -37,7 +37,7 @@ pub(crate) enum WriterMsg {
         /// The request's number.
         seq: u64,
         /// The event, or why it was not recorded.
-        result: Result<DecisionEvent, String>,
+        result: Result<Box<DecisionEvent>, String>,
     },
 }
 
@@ -127,7 +127,7 @@ fn run(
             }
         }
         let result = match &store {
-            Some(s) => record(s, &request.decision),
+            Some(s) => record(s, &request.decision).map(Box::new),
             None => Err("The decision was not saved: no decision store".to_owned()),
         };
         if tx

@@ -206,7 +206,7 @@ mod tests {
         let mut prev = GENESIS_PREV_HASH;
         for id in 1..=n {
             let new_label = if id % 2 == 1 { "PNEUMONIA" } else { "NORMAL" };
-            let prev_label = (id > 1).then(|| if id % 2 == 1 { "NORMAL" } else { "PNEUMONIA" });
+            let prev_label = (id > 1).then_some(if id % 2 == 1 { "NORMAL" } else { "PNEUMONIA" });
             let fields = EventFields {
                 id,
                 decided_at: "2026-01-02T03:04:05.678Z",
