@@ -181,14 +181,18 @@ impl App {
     pub fn new(cc: &eframe::CreationContext<'_>, config: AppConfig) -> Self {
         let ctx = cc.egui_ctx.clone();
         theme::apply(&ctx);
-        let prefs: Preferences = if config.persist_preferences {
+        let saved: Preferences = if config.persist_preferences {
             cc.storage
                 .and_then(|s| eframe::get_value(s, prefs::STORAGE_KEY))
                 .unwrap_or_default()
         } else {
             Preferences::default()
         };
+        let (prefs, prefs_note) = saved.restored();
         let mut toasts = Notifications::default();
+        if let Some(note) = prefs_note {
+            toasts.add(Level::Info, note);
+        }
         let scorer = ScorerHandle::spawn(ctx.clone(), config.weights.clone())
             .map_err(|e| toasts.add(Level::Error, format!("cannot start scoring: {e}")))
             .ok();

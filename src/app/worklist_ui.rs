@@ -435,7 +435,7 @@ fn cell_ui(ui: &mut egui::Ui, col: Col, w: &Worklist, row: &StudyRow, rank: Opti
 
 /// The score as a number and a bar with the threshold marked.
 fn score_cell_ui(ui: &mut egui::Ui, score: f32, threshold: Option<f32>) {
-    ui.label(RichText::new(format!("{score:.3}")).monospace());
+    ui.label(RichText::new(score_text(score)).monospace());
     let (rect, _) = ui.allocate_exact_size(Vec2::new(38.0, 8.0), Sense::hover());
     let painter = ui.painter();
     painter.rect_filled(rect, 2.0, Color32::from_rgb(0x30, 0x34, 0x3b));
@@ -524,6 +524,16 @@ fn filter_hint(filter: Filter) -> &'static str {
     }
 }
 
+/// A score as the worklist shows it: three decimals, or five within 0.001 of 0 or 1, so that
+/// near-certain studies (which would all read 1.000) can still be told apart.
+pub(super) fn score_text(score: f32) -> String {
+    if !(0.001..0.999).contains(&score) {
+        format!("{score:.5}")
+    } else {
+        format!("{score:.3}")
+    }
+}
+
 /// A duration in words: "42 s", "3 min 5 s".
 fn duration_words(secs: f64) -> String {
     let secs = secs.max(0.0).round() as u64;
@@ -539,6 +549,15 @@ fn duration_words(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_near_0_and_1_keep_more_decimals() {
+        assert_eq!(score_text(0.5), "0.500");
+        assert_eq!(score_text(0.99987), "0.99987");
+        assert_ne!(score_text(0.99991), score_text(0.99987));
+        assert_eq!(score_text(0.00042), "0.00042");
+        assert_eq!(score_text(0.998), "0.998");
+    }
 
     #[test]
     fn durations_read_naturally() {
