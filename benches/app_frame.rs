@@ -101,5 +101,72 @@ fn benches(c: &mut Criterion) {
     );
 }
 
-criterion_group!(app_frame, benches);
+/// Frame times while a decision is being written to a store on a slow disk (each write delayed
+/// by 300 ms): the window must keep drawing, since only the writer thread waits.
+fn slow_store(c: &mut Criterion) {
+    let studies = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    for n in 0..150u32 {
+        let img = image::GrayImage::from_fn(96, 80, |x, y| {
+            image::Luma([((x * 3 + y * 2 + n * 7) % 200 + 20) as u8])
+        });
+        img.save(studies.path().join(format!("study-{n:03}.png")))
+            .unwrap();
+    }
+    let store = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut cfg = config(studies.path(), store.path().join("slow.sqlite3"));
+    cfg.store_write_delay = Some(Duration::from_millis(300));
+    let mut h = harness(cfg);
+    step_until(&mut h, |app| {
+        app.worklist().is_some() && app.model_ready() && !app.is_scoring()
+    });
+    let mut frame_ms: Vec<f64> = Vec::new();
+    let mut decisions = 0;
+    let mut group = c.benchmark_group("slow store");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    group.bench_function("frame while a decision is written to a slow store", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                // Wait (without measuring) until the selected study can be decided, decide it,
+                // and measure every frame until the store acknowledges.
+                step_until(&mut h, |app| app.decision_blocked().is_none());
+                h.key_press(Key::C);
+                let mut saving_seen = false;
+                for frame in 0.. {
+                    let t = Instant::now();
+                    h.step();
+                    let d = t.elapsed();
+                    total += d;
+                    frame_ms.push(d.as_secs_f64() * 1000.0);
+                    saving_seen |= h.state().is_saving();
+                    if saving_seen && !h.state().is_saving() {
+                        break;
+                    }
+                    assert!(
+                        saving_seen || frame < 50,
+                        "no decision was sent (every study decided?)"
+                    );
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                decisions += 1;
+            }
+            total
+        });
+    });
+    group.finish();
+    frame_ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| frame_ms[((frame_ms.len() as f64 - 1.0) * q).round() as usize];
+    eprintln!(
+        "frames while a decision was written to a slow store (300 ms per write, {decisions} decisions, {} frames): median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        frame_ms.len(),
+        pick(0.5),
+        pick(0.99),
+        pick(1.0)
+    );
+}
+
+criterion_group!(app_frame, slow_store, benches);
 criterion_main!(app_frame);

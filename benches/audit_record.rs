@@ -54,6 +54,8 @@ fn relabel(n: u32, i: u32) -> NewDecision {
         }),
         action: Action::Relabel,
         reason: "benchmark".to_owned(),
+        viewed_ms: None,
+        ood_reason: None,
     }
 }
 

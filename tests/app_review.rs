@@ -5,7 +5,9 @@
 
 mod app_common;
 
-use app_common::{config, folder, harness, labelled_folder, settle, step_until, wait_for_scores};
+use app_common::{
+    config, folder, harness, labelled_folder, settle, step_until, until_decidable, wait_for_scores,
+};
 use cxr_triage::audit::{Action, DecisionStore};
 use cxr_triage::worklist::{Label, LabelSource, StudyId, StudyRow};
 use egui::accesskit::Role;
@@ -40,8 +42,8 @@ fn confirm_override_and_undo_are_recorded_in_the_store() {
     let w = app.worklist().unwrap();
     assert_eq!(w.len(), 7, "six studies and one file that is not an image");
     let view = app.view_order().to_vec();
-    // Highest score first, the unreadable file after every scored study.
-    let scores: Vec<f32> = view
+    // The unreadable file first (it needs a manual read), then highest score first.
+    let scores: Vec<f32> = view[1..]
         .iter()
         .filter_map(|&id| row(app, id).score_value())
         .collect();
@@ -49,12 +51,12 @@ fn confirm_override_and_undo_are_recorded_in_the_store() {
     assert!(scores.windows(2).all(|p| p[0] >= p[1]), "{scores:?}");
     h.check_accessibility();
     let app = h.state();
-    let junk = row(app, *view.last().unwrap());
+    let junk = row(app, view[0]);
     assert_eq!(junk.name, "notes.txt");
     assert!(junk.error().unwrap().contains("not an image"), "{junk:?}");
 
-    // Select the second row, then the top row, with the mouse.
-    let (top, second) = (view[0], view[1]);
+    // Select the second scored row, then the top scored row, with the mouse.
+    let (top, second) = (view[1], view[2]);
     let second_name = row(h.state(), second).name;
     h.get_by_label(&second_name).click();
     settle(&mut h);
@@ -67,6 +69,7 @@ fn confirm_override_and_undo_are_recorded_in_the_store() {
     // C confirms the AI label and moves on to the next unreviewed study.
     let threshold = h.state().worklist().unwrap().threshold().unwrap();
     let ai = Label::from_score(top_row.score_value().unwrap(), threshold);
+    until_decidable(&mut h);
     h.key_press(Key::C);
     settle(&mut h);
     let store = DecisionStore::open(&fx.db).unwrap();
@@ -95,6 +98,7 @@ fn confirm_override_and_undo_are_recorded_in_the_store() {
     settle(&mut h);
     h.key_press(Key::Enter);
     settle(&mut h);
+    until_decidable(&mut h);
     h.key_press(label_key(other(second_ai)));
     settle(&mut h);
     let second_sha = second_row.sha256.clone().unwrap();
@@ -149,26 +153,30 @@ fn keyboard_moves_through_the_list_and_unreadable_studies_cannot_be_decided() {
         assert_eq!(h.state().selected(), Some(view[expected]), "after {key:?}");
     }
 
-    // The unreadable file is last; no decision can be recorded for it.
-    h.key_press(Key::End);
+    // The unreadable file is first; no label can be recorded for it.
+    h.key_press(Key::Home);
     settle(&mut h);
+    assert_eq!(row(h.state(), view[0]).name, "notes.txt");
+    step_until(&mut h, "the error on screen", |app| {
+        app.decision_blocked()
+            .is_some_and(|w| w.contains("cannot be shown"))
+    });
     h.key_press(Key::P);
     settle(&mut h);
     assert!(
         h.state()
-            .notices()
-            .iter()
-            .any(|n| n.contains("could not be read")),
+            .status_message()
+            .is_some_and(|n| n.contains("cannot be shown")),
         "{:?}",
-        h.state().notices()
+        h.state().status_message()
     );
     let store = DecisionStore::open(&fx.db).unwrap();
     assert_eq!(store.event_count().unwrap(), 0);
 
-    // U jumps to the next unreviewed study that can be decided (wrapping to the top).
+    // U jumps to the next unreviewed study.
     h.key_press(Key::U);
     settle(&mut h);
-    assert_eq!(h.state().selected(), Some(view[0]));
+    assert_eq!(h.state().selected(), Some(view[1]));
 
     // F1 shows the shortcuts; Escape hides them, and keys act on the list again.
     h.key_press(Key::F1);
@@ -178,7 +186,7 @@ fn keyboard_moves_through_the_list_and_unreadable_studies_cannot_be_decided() {
     settle(&mut h);
     assert_eq!(
         h.state().selected(),
-        Some(view[0]),
+        Some(view[1]),
         "keys are held while help is open"
     );
     h.key_press(Key::Escape);
@@ -186,7 +194,7 @@ fn keyboard_moves_through_the_list_and_unreadable_studies_cannot_be_decided() {
     assert!(h.query_by_label("Keyboard shortcuts").is_none());
     h.key_press(Key::J);
     settle(&mut h);
-    assert_eq!(h.state().selected(), Some(view[1]));
+    assert_eq!(h.state().selected(), Some(view[2]));
 }
 
 #[test]
@@ -226,6 +234,7 @@ fn label_correction_sorts_likely_label_errors_first_and_records_the_correction()
     let first = w.row(view[0]).unwrap().clone();
     assert_eq!(h.state().selected(), Some(first.id));
     let corrected = other(first.dataset_label.unwrap().label);
+    until_decidable(&mut h);
     h.key_press(label_key(corrected));
     settle(&mut h);
     let store = DecisionStore::open(&fx.db).unwrap();
@@ -284,6 +293,7 @@ fn a_labels_csv_gives_dataset_labels_and_reopening_restores_decisions() {
     // study's name is also in the viewer's header; the worklist's row comes first.)
     h.get_all_by_label(&labelled.name).next().unwrap().click();
     settle(&mut h);
+    until_decidable(&mut h);
     h.get_by_role_and_label(Role::Button, "NORMAL N").click();
     settle(&mut h);
     assert_eq!(row(h.state(), labelled.id).final_label, Some(Label::Normal));
@@ -322,11 +332,12 @@ fn a_missing_folder_and_a_missing_model_are_reported_not_fatal() {
     let readable = w
         .rows()
         .iter()
-        .find(|r| r.sha256.is_some())
+        .find(|r| r.sha256.is_some() && r.name.starts_with("study"))
         .unwrap()
         .clone();
     h.get_by_label(&readable.name).click();
     settle(&mut h);
+    until_decidable(&mut h);
     h.key_press(Key::P);
     settle(&mut h);
     let store = DecisionStore::open(&fx.db).unwrap();
@@ -348,6 +359,12 @@ fn zoom_window_presets_and_invert_change_the_main_pane() {
         "the study on screen",
         cxr_triage::app::App::is_settled,
     );
+    // The first scored study (the unreadable file heads the list).
+    let scored = h.state().view_order()[1];
+    h.state_mut().push(cxr_triage::app::Command::Select(scored));
+    step_until(&mut h, "the film on screen", |app| {
+        app.image_on_screen_secs().is_some()
+    });
     let start = h.state().left_pane();
     assert_eq!((start.zoom, start.window, start.invert), (1.0, None, false));
 
@@ -392,9 +409,12 @@ fn export_writes_the_reviewed_cases_and_never_into_the_studies_folder() {
     let fx = folder(3);
     let mut h = harness(config(&fx));
     wait_for_scores(&mut h);
+    let decided = row(h.state(), h.state().view_order()[1]);
+    h.state_mut().push(Command::Select(decided.id));
+    settle(&mut h);
+    until_decidable(&mut h);
     h.key_press(Key::C);
     settle(&mut h);
-    let decided = row(h.state(), h.state().view_order()[0]);
 
     let inside = fx.studies.join("export.csv");
     h.state_mut().push(Command::ExportCsv {

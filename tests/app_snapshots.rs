@@ -47,6 +47,11 @@ fn review_window_with_heat_map() {
     let fx = folder(4);
     let mut h = small_harness(config(&fx));
     step_until(&mut h, "the study and its heat map", App::is_settled);
+    // The top scored study (the unreadable file heads the list, needing a manual read).
+    let scored = h.state().view_order()[1];
+    h.state_mut().push(cxr_triage::app::Command::Select(scored));
+    settle(&mut h);
+    step_until(&mut h, "the study and its heat map", App::is_settled);
     settle(&mut h);
     mask_timing(&mut h);
     snapshot(&mut h, "review_window");

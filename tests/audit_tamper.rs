@@ -188,7 +188,8 @@ fn a_forged_row_appended_at_the_end_is_caught() {
         "INSERT INTO decisions
              SELECT 9, decided_at, 'dr-mallory', app_version, study_sha256, study_path, model_id,
                     weights_sha256, score, threshold, ai_label, new_label, 'NORMAL', 'relabel',
-                    'forged', (SELECT row_hash FROM decisions WHERE id = 8), row_hash
+                    'forged', (SELECT row_hash FROM decisions WHERE id = 8), row_hash,
+                    format_version, viewed_ms, ood_reason
              FROM decisions WHERE id = 8",
     );
     assert_broken_at(&verify(&path), 9, &LinkProblem::ContentChanged);
@@ -205,7 +206,7 @@ fn a_forged_row_inserted_in_the_middle_is_caught() {
          INSERT INTO decisions
              SELECT 5, decided_at, reader, app_version, study_sha256, study_path, model_id,
                     weights_sha256, score, threshold, ai_label, new_label, 'NORMAL', 'relabel',
-                    '', row_hash, row_hash
+                    '', row_hash, row_hash, format_version, viewed_ms, ood_reason
              FROM decisions WHERE id = 4;",
     );
     let count: i64 = raw(&path)

@@ -12,9 +12,10 @@ use super::notifications::Level;
 use super::scorer::ScoreJob;
 use super::view::{ViewTransform, WindowPreset};
 use super::{App, ImageEntry, PaneView, Progress, RightPane, Session};
-use crate::audit::{Action, AuditError, DecisionEvent, DecisionStore, ExportKind, NewDecision};
-use crate::audit::{ExportOptions, StudyRecord};
-use crate::worklist::{DatasetLabel, Filter, Label, SortSpec, StudyId, Worklist, step_in_view};
+use crate::audit::{Action, DecisionEvent, DecisionStore, ExportKind, ExportOptions, NewDecision};
+use crate::worklist::{
+    DatasetLabel, Disposition, Filter, Label, SortSpec, StudyId, Worklist, step_in_view,
+};
 
 /// Something the reader asked for. The window queues commands as they come (clicks, keys,
 /// dialogs) and applies them all at the start of the next frame.
@@ -38,6 +39,9 @@ pub enum Command {
     Confirm,
     /// The reader sets the selected study's label.
     SetLabel(Label),
+    /// The reader closes the selected study without a label: read elsewhere, or not a chest
+    /// film.
+    Dispose(Disposition),
     /// Take back the last decision of this session (or, if there is none, the selected study's).
     Undo,
     /// Ask where to write a CSV export.
@@ -67,17 +71,39 @@ pub enum Command {
     ToggleLink,
 }
 
+/// Queues commands for the window from anywhere: the window's own drawing code, or another
+/// thread holding a clone. Commands are applied, in order, at the start of the next frame.
+#[derive(Clone, Debug)]
+pub struct CommandSender {
+    tx: std::sync::mpsc::Sender<Command>,
+    ctx: egui::Context,
+}
+
+impl CommandSender {
+    pub(super) fn new(tx: std::sync::mpsc::Sender<Command>, ctx: egui::Context) -> Self {
+        Self { tx, ctx }
+    }
+
+    /// Queues a command and wakes the window. A command sent after the window closed is dropped.
+    pub fn send(&self, command: Command) {
+        if self.tx.send(command).is_ok() {
+            self.ctx.request_repaint();
+        }
+    }
+}
+
 /// What the reader decided.
 #[derive(Clone, Copy, Debug)]
 enum Wanted {
     ConfirmAi,
     Label(Label),
+    Dispose(Disposition),
 }
 
 impl App {
     /// Applies every queued command, in order. This is the only place that records decisions.
     pub(super) fn apply_commands(&mut self) {
-        let commands = std::mem::take(&mut self.commands);
+        let commands: Vec<Command> = self.command_rx.try_iter().collect();
         for command in commands {
             self.apply(command);
         }
@@ -122,13 +148,15 @@ impl App {
                         self.select(id);
                         self.scroll_to_selected = true;
                     }
-                    None => self
-                        .toasts
-                        .add(Level::Info, "Every study in this list has been reviewed."),
+                    None => {
+                        let text = self.nothing_left_text();
+                        self.toasts.add(Level::Info, text);
+                    }
                 }
             }
             Command::Confirm => self.decide(Wanted::ConfirmAi),
             Command::SetLabel(label) => self.decide(Wanted::Label(label)),
+            Command::Dispose(d) => self.decide(Wanted::Dispose(d)),
             Command::Undo => self.undo(),
             Command::ChooseExportFile(kind) => {
                 let suggested = self.default_export_path(kind);
@@ -266,6 +294,8 @@ impl App {
             return;
         }
         s.selected = Some(id);
+        self.shown = None;
+        self.status = None;
         if self.right_pane == RightPane::Compare {
             let same_patient = s.worklist.same_patient(id);
             if let Some(&first) = same_patient.first() {
@@ -284,80 +314,241 @@ impl App {
         };
     }
 
-    /// Records the reader's label for the selected study, then moves to the next unreviewed one.
-    fn decide(&mut self, wanted: Wanted) {
+    /// Whether a decision on the selected study may be recorded now, and if so how long its
+    /// full-resolution image has been on screen, in milliseconds (`None` when the study cannot
+    /// be shown at all). A label needs the study in the list as filtered, and its image on
+    /// screen (not the placeholder) for `min_view_secs`; with `needs_image` false (read
+    /// elsewhere, not a chest film) a study whose image cannot be shown may be decided too.
+    pub(super) fn viewing(&self, needs_image: bool) -> Result<Option<u64>, String> {
+        let s = self.session.as_ref().ok_or("Open a folder first.")?;
+        let id = s.selected.ok_or("Select a study first.")?;
+        if !s.view.contains(&id) {
+            return Err(
+                "The selected study is hidden by the worklist's filter: show it before deciding."
+                    .to_owned(),
+            );
+        }
+        let key = s.key(id);
+        let loading = || "The full-resolution image is still loading: wait for it.".to_owned();
+        match self.cache.image(key) {
+            None => Err(loading()),
+            Some(ImageEntry::Failed(_)) if needs_image => Err(
+                "This study cannot be shown, so no label can be recorded: mark it \"read elsewhere\" or \"not a chest film\"."
+                    .to_owned(),
+            ),
+            Some(ImageEntry::Failed(_)) => Ok(None),
+            Some(ImageEntry::Ready { .. }) => {
+                let Some((_, since)) = self.shown.filter(|(k, _)| *k == key) else {
+                    return Err(loading());
+                };
+                let secs = (self.now - since).max(0.0);
+                let min = f64::from(self.prefs.min_view_secs.max(0.0));
+                if secs < min {
+                    return Err(format!(
+                        "The film has been on screen for {secs:.1} s: look at it for at least {min:.1} s before deciding."
+                    ));
+                }
+                Ok(Some((secs * 1000.0).round() as u64))
+            }
+        }
+    }
+
+    /// What to say when no unreviewed study is left in the list: "all reviewed" only when every
+    /// study of the folder has a decision.
+    fn nothing_left_text(&self) -> String {
         let Some(s) = &self.session else {
-            self.toasts.add(Level::Info, "Open a folder first.");
-            return;
+            return String::new();
         };
-        let Some(id) = s.selected else {
-            self.toasts.add(Level::Info, "Select a study first.");
-            return;
+        let open = s
+            .worklist
+            .rows()
+            .iter()
+            .filter(|r| !s.worklist.review_state(r).is_reviewed())
+            .count();
+        if open == 0 && !s.is_scoring() {
+            "Every study of this folder has been reviewed.".to_owned()
+        } else if open == 0 {
+            "Every study read so far has been reviewed; the rest are still being read.".to_owned()
+        } else {
+            format!(
+                "No unreviewed study in this list, but {open} of the folder's studies have no decision: the filter hides them."
+            )
+        }
+    }
+
+    /// Records the reader's decision on the selected study, then moves to the next unreviewed
+    /// one. Nothing is recorded (and the status bar says why) unless the study is in the list as
+    /// filtered and its full-resolution image has been on screen long enough.
+    fn decide(&mut self, wanted: Wanted) {
+        let needs_image = !matches!(wanted, Wanted::Dispose(_));
+        let viewed_ms = match self.viewing(needs_image) {
+            Ok(v) => v,
+            Err(why) => {
+                self.refuse(why);
+                return;
+            }
         };
+        let Some(s) = &self.session else { return };
+        let Some(id) = s.selected else { return };
         let Some(row) = s.worklist.row(id) else {
             return;
         };
+        if row.changed {
+            self.refuse(
+                "this file changed on disk after it was scored: reopen the folder to score it again."
+                    .to_owned(),
+            );
+            return;
+        }
         let Some(sha) = row.sha256.clone() else {
             let why = if row.error().is_some() {
-                "This study could not be read, so no decision can be recorded for it."
+                "This file could not be read at all, so no decision can be recorded for it."
             } else {
                 "This study has not been read yet: wait a moment for its score."
             };
-            self.toasts.add(Level::Warning, why);
+            self.refuse(why.to_owned());
             return;
         };
         let ai = s.worklist.ai_label(row);
-        let new_label = match (wanted, ai) {
-            (Wanted::Label(l), _) => l,
-            (Wanted::ConfirmAi, Some(ai)) => ai,
+        if let Some(d) = row.disposition {
+            let what = match d {
+                Disposition::ReadElsewhere => "read elsewhere",
+                Disposition::NotChestFilm => "not a chest film",
+            };
+            self.refuse(format!(
+                "{} is recorded as {what}: undo that first (Ctrl+Z).",
+                row.name
+            ));
+            return;
+        }
+        let (action, new_label) = match (wanted, ai) {
+            (Wanted::Dispose(Disposition::ReadElsewhere), _) => (Action::ReadElsewhere, None),
+            (Wanted::Dispose(Disposition::NotChestFilm), _) => (Action::NotChestFilm, None),
+            (Wanted::Label(l), Some(ai)) if ai == l => (Action::Confirm, Some(l)),
+            (Wanted::Label(l), Some(_)) => (Action::Override, Some(l)),
+            (Wanted::Label(l), None) => (Action::Relabel, Some(l)),
+            (Wanted::ConfirmAi, Some(ai)) => (Action::Confirm, Some(ai)),
             (Wanted::ConfirmAi, None) => {
-                self.toasts.add(
-                    Level::Warning,
-                    "There is no AI label to confirm for this study: set its label with N or P.",
+                self.refuse(
+                    "There is no AI label to confirm for this study: set its label with N or P."
+                        .to_owned(),
                 );
                 return;
             }
         };
-        if row.final_label == Some(new_label) {
+        if new_label.is_some() && row.final_label == new_label {
             self.toasts.add(
                 Level::Info,
-                format!("{} is already {new_label}: nothing recorded.", row.name),
+                format!(
+                    "{} is already {}: nothing recorded.",
+                    row.name,
+                    new_label.map_or("", Label::as_str)
+                ),
             );
             return;
         }
-        let action = match ai {
-            Some(ai) if ai == new_label => Action::Confirm,
-            Some(_) => Action::Override,
-            None => Action::Relabel,
-        };
+        if self.pending.iter().any(|p| p.sha == sha) {
+            self.refuse(format!(
+                "the previous decision on {} is still being saved.",
+                row.name
+            ));
+            return;
+        }
         let decision = NewDecision {
             reason: compose_reason(&self.reason, row.dataset_label),
             action,
-            new_label: Some(new_label),
+            new_label,
+            viewed_ms,
             ..self.ai_context(&s.worklist, id, &sha)
         };
-        let old_view = s.view.clone();
-        match self.record(&decision) {
-            Ok(event) => {
-                let Some(s) = &mut self.session else { return };
-                s.worklist.set_final_label(&sha, event.new_label);
-                s.undo_stack.push(id);
-                s.view_dirty = true;
+        let name = row.name.clone();
+        // The reader moves on at once; the row shows the decision once it is saved.
+        let next = s.worklist.next_unreviewed(&s.view, Some(id));
+        let kind = super::WriteKind::Decision {
+            last: next.is_none(),
+        };
+        match self.record(decision, id, &sha, name, kind) {
+            Ok(()) => {
+                self.status = None;
                 self.reason.clear();
-                let next = s.worklist.next_unreviewed(&old_view, Some(id));
-                match next {
-                    Some(next) => {
-                        self.select(next);
-                        self.scroll_to_selected = true;
-                    }
-                    None => self.toasts.add(
-                        Level::Success,
-                        "Every study in this list has been reviewed.",
-                    ),
+                if let Some(next) = next {
+                    self.select(next);
+                    self.scroll_to_selected = true;
                 }
             }
             Err(e) => self.toasts.add(Level::Error, e),
         }
+    }
+
+    /// Applies the writer's acknowledgements: a saved decision shows in its row, a refused one
+    /// is reported.
+    pub(super) fn drain_writer(&mut self) {
+        let Some(writer) = &self.writer else { return };
+        let messages: Vec<super::writer::WriterMsg> = writer.messages.try_iter().collect();
+        for msg in messages {
+            match msg {
+                super::writer::WriterMsg::OpenFailed(e) => self.store_error = Some(e),
+                super::writer::WriterMsg::Opened => self.store_error = None,
+                super::writer::WriterMsg::Ack { seq, result } => self.on_ack(seq, result),
+            }
+        }
+    }
+
+    fn on_ack(&mut self, seq: u64, result: Result<Box<DecisionEvent>, String>) {
+        let Some(pos) = self.pending.iter().position(|p| p.seq == seq) else {
+            return;
+        };
+        let pending = self.pending.remove(pos);
+        let event = match result {
+            Ok(event) => event,
+            Err(e) => {
+                self.saved_note = None;
+                self.toasts
+                    .add(Level::Error, format!("{}: {e}", pending.name));
+                return;
+            }
+        };
+        // A folder opened since has other rows: the store has the decision all the same.
+        if let Some(s) = &mut self.session {
+            s.worklist
+                .set_decision(&pending.sha, event.new_label, disposition_of(event.action));
+            s.view_dirty = true;
+        }
+        let now = match (event.new_label, disposition_of(event.action)) {
+            (Some(l), _) => l.to_string(),
+            (None, Some(Disposition::ReadElsewhere)) => "read elsewhere".to_owned(),
+            (None, Some(Disposition::NotChestFilm)) => "not a chest film".to_owned(),
+            (None, None) => "unreviewed".to_owned(),
+        };
+        match pending.kind {
+            super::WriteKind::Decision { last } => {
+                if let Some(s) = &mut self.session {
+                    s.undo_stack.push(pending.id);
+                }
+                self.saved_note = Some(format!("Saved: {} is {now}", pending.name));
+                if last {
+                    self.refresh_view();
+                    let text = self.nothing_left_text();
+                    self.toasts.add(Level::Success, text);
+                }
+            }
+            super::WriteKind::Undo { from_stack } => {
+                if from_stack && let Some(s) = &mut self.session {
+                    s.undo_stack.pop();
+                }
+                self.saved_note = Some(format!("Saved: undone, {} is {now}", pending.name));
+                self.toasts.add(
+                    Level::Info,
+                    format!("Undone: {} is {now} again.", pending.name),
+                );
+            }
+        }
+    }
+
+    /// Says in the status bar why a decision was not recorded (not in a notice: notices sit
+    /// over the decision bar, where the reader's next click goes).
+    fn refuse(&mut self, why: impl std::fmt::Display) {
+        self.status = Some(format!("Not recorded: {why}"));
     }
 
     /// The decision's fields that describe the study and the AI call shown (an undo or a
@@ -378,6 +569,8 @@ impl App {
             new_label: None,
             action: Action::Undo,
             reason: String::new(),
+            viewed_ms: None,
+            ood_reason: None,
         }
     }
 
@@ -398,68 +591,57 @@ impl App {
             return;
         };
         let name = row.name.clone();
+        if !self.pending.is_empty() {
+            self.refuse("wait until the decisions being saved are saved, then undo.".to_owned());
+            return;
+        }
         let decision = NewDecision {
             reason: self.reason.trim().to_owned(),
             ..self.ai_context(&s.worklist, id, &sha)
         };
-        match self.record(&decision) {
-            Ok(event) => {
-                let Some(s) = &mut self.session else { return };
-                s.worklist.set_final_label(&sha, event.new_label);
-                if from_stack.is_some() {
-                    s.undo_stack.pop();
-                }
-                s.view_dirty = true;
+        let kind = super::WriteKind::Undo {
+            from_stack: from_stack.is_some(),
+        };
+        match self.record(decision, id, &sha, name, kind) {
+            Ok(()) => {
                 self.reason.clear();
                 self.select(id);
                 self.scroll_to_selected = true;
-                let now = event
-                    .new_label
-                    .map_or_else(|| "unreviewed".to_owned(), |l| l.to_string());
-                self.toasts
-                    .add(Level::Info, format!("Undone: {name} is {now} again."));
             }
             Err(e) => self.toasts.add(Level::Info, e),
         }
     }
 
-    /// Records a decision in the store, reopening the store if it was not available, and
-    /// registering the study if the store does not know it yet.
-    fn record(&mut self, decision: &NewDecision) -> Result<DecisionEvent, String> {
+    /// Sends a decision to the writer thread; it shows in its row once acknowledged. The UI
+    /// thread never touches the store.
+    fn record(
+        &mut self,
+        decision: NewDecision,
+        id: StudyId,
+        sha: &str,
+        name: String,
+        kind: super::WriteKind,
+    ) -> Result<(), String> {
         if decision.reader.is_empty() {
             self.dialogs.reader_prompt = true;
             return Err("Enter your name as the reader first.".to_owned());
         }
-        if self.store.is_none() {
-            let path = self
-                .db_path
-                .clone()
-                .map_err(|e| format!("decisions cannot be saved: {e}"))?;
-            let store = DecisionStore::open(&path)
-                .map_err(|e| format!("decisions cannot be saved: {e}"))?;
-            self.store = Some(store);
-            self.store_error = None;
-        }
-        let Some(store) = &self.store else {
-            return Err("decisions cannot be saved: no decision store".to_owned());
-        };
-        match store.record(decision) {
-            Err(AuditError::UnknownStudy) => {
-                // The scorer registers studies as it reads them; if its store failed, register
-                // this one here.
-                store
-                    .upsert_study(&StudyRecord {
-                        sha256: decision.study_sha256.clone(),
-                        path: decision.study_path.clone(),
-                        patient_id: None,
-                        study_uid: None,
-                        metadata_json: "{}".to_owned(),
-                    })
-                    .and_then(|()| store.record(decision))
-                    .map_err(|e| decision_error(&e))
-            }
-            other => other.map_err(|e| decision_error(&e)),
-        }
+        let writer = self
+            .writer
+            .as_ref()
+            .ok_or("decisions cannot be saved: the writer could not be started")?;
+        let seq = self.next_seq;
+        writer.submit(super::writer::WriteRequest { seq, decision })?;
+        self.next_seq += 1;
+        self.saved_note = None;
+        self.pending.push(super::PendingWrite {
+            seq,
+            id,
+            sha: sha.to_owned(),
+            name,
+            kind,
+        });
+        Ok(())
     }
 
     /// Where an export goes unless the reader says otherwise: the home folder (never the
@@ -557,16 +739,18 @@ impl App {
             if command_key(i, Key::E) {
                 commands.push(Command::ChooseExportFile(ExportKind::Reviewed));
             }
-            let mut key = |k| i.consume_key(Modifiers::NONE, k);
-            if key(Key::C) || key(Key::Enter) {
+            // Deciding keys act on a fresh press only: a held key's repeats never decide.
+            let c = fresh_press(i, Key::C);
+            if fresh_press(i, Key::Enter) || c {
                 commands.push(Command::Confirm);
             }
-            if key(Key::N) {
+            if fresh_press(i, Key::N) {
                 commands.push(Command::SetLabel(Label::Normal));
             }
-            if key(Key::P) {
+            if fresh_press(i, Key::P) {
                 commands.push(Command::SetLabel(Label::Pneumonia));
             }
+            let mut key = |k| i.consume_key(Modifiers::NONE, k);
             if key(Key::J) || key(Key::ArrowDown) {
                 commands.push(Command::Step(1));
             }
@@ -624,7 +808,9 @@ impl App {
         if !commands.is_empty() {
             ctx.request_repaint();
         }
-        self.commands.extend(commands);
+        for command in commands {
+            self.commands.send(command);
+        }
     }
 
     /// Opens a folder dropped on the window (or the folder of a dropped file).
@@ -642,9 +828,38 @@ impl App {
             } else {
                 path.parent().map_or_else(|| path.clone(), Path::to_owned)
             };
-            self.commands.push(Command::OpenFolder(folder));
+            self.commands.send(Command::OpenFolder(folder));
         }
     }
+}
+
+/// The disposition an event puts in force.
+pub(super) fn disposition_of(action: Action) -> Option<Disposition> {
+    match action {
+        Action::ReadElsewhere => Some(Disposition::ReadElsewhere),
+        Action::NotChestFilm => Some(Disposition::NotChestFilm),
+        _ => None,
+    }
+}
+
+/// Consumes every press of `key` without modifiers, repeats included, and says whether one of
+/// them was a fresh press (not the repeat of a held key).
+pub(super) fn fresh_press(i: &mut egui::InputState, key: Key) -> bool {
+    let mut fresh = false;
+    i.events.retain(|e| match e {
+        egui::Event::Key {
+            key: k,
+            pressed: true,
+            modifiers,
+            repeat,
+            ..
+        } if *k == key && modifiers.matches_logically(Modifiers::NONE) => {
+            fresh |= !*repeat;
+            false
+        }
+        _ => true,
+    });
+    fresh
 }
 
 /// Whether `dest` lies inside `folder` (after resolving links where possible).
@@ -674,14 +889,6 @@ fn compose_reason(typed: &str, dataset: Option<DatasetLabel>) -> String {
                 format!("{typed} {note}")
             }
         }
-    }
-}
-
-/// A store error in words for a toast.
-fn decision_error(e: &AuditError) -> String {
-    match e {
-        AuditError::NothingToUndo => "Nothing to undo for this study.".to_owned(),
-        other => format!("The decision was not saved: {other}"),
     }
 }
 

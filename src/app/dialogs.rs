@@ -137,7 +137,7 @@ impl App {
     pub(super) fn poll_dialogs(&mut self) {
         if let Some(picker) = self.dialogs.folder_picker.take() {
             match picker.try_take() {
-                Ok(Some(folder)) => self.commands.push(Command::OpenFolder(folder)),
+                Ok(Some(folder)) => self.commands.send(Command::OpenFolder(folder)),
                 Ok(None) => {
                     let text = self
                         .prefs
@@ -155,7 +155,7 @@ impl App {
         }
         if let Some((kind, suggested, picker)) = self.dialogs.save_picker.take() {
             match picker.try_take() {
-                Ok(Some(dest)) => self.commands.push(Command::ExportCsv { dest, kind }),
+                Ok(Some(dest)) => self.commands.send(Command::ExportCsv { dest, kind }),
                 Ok(None) => {
                     self.dialogs.export_path = Some((
                         kind,
@@ -334,7 +334,7 @@ impl App {
             });
         });
         if let Some(path) = open.filter(|p| !p.as_os_str().is_empty()) {
-            self.commands.push(Command::OpenFolder(path));
+            self.commands.send(Command::OpenFolder(path));
             self.dialogs.open_folder = None;
         } else if cancel || response.should_close() {
             self.dialogs.open_folder = None;
@@ -374,7 +374,7 @@ impl App {
             });
         });
         if let Some(dest) = export.filter(|p| !p.as_os_str().is_empty()) {
-            self.commands.push(Command::ExportCsv { dest, kind });
+            self.commands.send(Command::ExportCsv { dest, kind });
             self.dialogs.export_path = None;
         } else if cancel || response.should_close() {
             self.dialogs.export_path = None;
@@ -429,6 +429,7 @@ impl App {
                             row("Test set", "not measured yet".to_owned());
                         }
                         row("Weights SHA-256", card.weights_sha256.clone());
+                        row("Card SHA-256", classifier.card_sha256().to_owned());
                     });
                 ui.add_space(8.0);
                 ui.label(RichText::new("Intended use and limits").strong());
@@ -452,7 +453,7 @@ impl App {
         ui.label(self.stats.while_scoring().to_string());
         ui.label(RichText::new("Frame times otherwise").strong());
         ui.label(self.stats.idle().to_string());
-        if let Some(kib) = super::peak_rss_kib() {
+        if let Some(kib) = super::screenshot::peak_rss_kib() {
             ui.label(format!("Peak memory: {:.0} MiB", kib as f64 / 1024.0));
         }
         if let Some(path) = self.store_path() {

@@ -3,13 +3,16 @@
 //! # Architecture
 //!
 //! - [`App::logic`] runs first each frame: it drains the background threads' channels, turns
-//!   keyboard shortcuts and dropped folders into [`Command`]s, and applies every queued command
-//!   in one place ([`App::apply_commands`]), the only code that writes the decision store.
+//!   keyboard shortcuts and dropped folders into [`Command`]s (queued through a
+//!   [`CommandSender`], which anything may hold), and applies every queued command in one place
+//!   ([`App::apply_commands`]), which sends decisions to the writer thread.
 //! - [`App::ui`] only draws, and pushes commands for what the reader asks.
 //! - Background work runs on named threads with bounded channels: `scorer` (loads the model,
 //!   lists the folder, scores in batches with rayon, registers the studies in the decision store
 //!   and reads their decisions back) and `viewer` (full-resolution decoding, display textures,
-//!   Grad-CAM). One-off jobs (folder and file dialogs, CSV export) are
+//!   Grad-CAM) and `store-writer` (owns the decision store: records each decision and
+//!   acknowledges it; the window shows "saving…" until then, so a slow disk never blocks a
+//!   frame). One-off jobs (folder and file dialogs, CSV export) are
 //!   [`poll_promise::Promise`]s on their own named threads.
 //! - Preferences (recent folders, reader name, sort order, link toggle, opacity) persist in
 //!   eframe's storage; decisions never do.
@@ -21,31 +24,37 @@ mod notifications;
 mod prefs;
 mod scorer;
 mod scoring;
+mod screenshot;
 mod shell_ui;
+mod state;
 mod theme;
 mod view;
 mod viewer_ui;
 mod viewer_worker;
 mod worklist_ui;
+mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-pub use command::Command;
+pub use command::{Command, CommandSender};
 pub use frame_stats::{FrameStats, Histogram};
 
 use crate::audit::DecisionStore;
 use crate::io::Window;
-use crate::model::Classifier;
-use crate::worklist::{Counts, StudyId, Worklist};
+use crate::worklist::{StudyId, Worklist};
 
 use notifications::{Level, Notifications};
 use prefs::Preferences;
-use scorer::{ScorerHandle, ScorerMsg};
-use view::ViewTransform;
-use viewer_worker::{ImageInfo, ImageKey, Textures, ViewerHandle, ViewerMsg, Want};
+use scorer::ScorerHandle;
+use screenshot::ScreenshotState;
+use state::{
+    HeatEntry, ImageCache, ImageEntry, ModelState, PaneView, PendingWrite, Progress, RightPane,
+    Session, WriteKind,
+};
+use viewer_worker::{ImageInfo, ImageKey, ViewerHandle, Want};
 
 /// Textures kept for studies not on screen (the LRU evicts beyond this).
 const IMAGE_CACHE_CAPACITY: usize = 6;
@@ -63,6 +72,20 @@ pub struct PaneState {
     pub invert: bool,
     /// Whether the right pane follows this one.
     pub linked: bool,
+}
+
+/// What the main pane's texture shows: the display window and invert it was rendered with, and
+/// a digest and mean of its full-resolution display bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DisplayedImage {
+    /// The window the texture was rendered with (`None`: the study's default).
+    pub window: Option<Window>,
+    /// Whether black and white are swapped in the texture.
+    pub invert: bool,
+    /// Hash of the display bytes: equal digests, equal pictures.
+    pub digest: u64,
+    /// Mean display value, 0 to 255.
+    pub mean: f64,
 }
 
 /// How the window is started.
@@ -85,6 +108,9 @@ pub struct AppConfig {
     pub print_stats: bool,
     /// Read and save preferences in eframe's storage.
     pub persist_preferences: bool,
+    /// Wait this long before each write to the decision store, as a slow or locked disk would
+    /// (benchmarks and tests of the window's responsiveness).
+    pub store_write_delay: Option<std::time::Duration>,
 }
 
 impl AppConfig {
@@ -99,162 +125,28 @@ impl AppConfig {
             screenshot: None,
             print_stats: false,
             persist_preferences: true,
+            store_write_delay: None,
         }
     }
-}
-
-/// The model, as far as the window knows.
-enum ModelState {
-    Loading,
-    Ready(Arc<Classifier>),
-    Failed(String),
-}
-
-/// Scoring progress of the open folder.
-#[derive(Clone, Debug, Default)]
-struct Progress {
-    done: usize,
-    first_rows_secs: Option<f64>,
-    finished_secs: Option<f64>,
-    cancelled: bool,
-}
-
-/// The open folder.
-struct Session {
-    generation: u64,
-    root: PathBuf,
-    worklist: Worklist,
-    listed: bool,
-    view: Vec<StudyId>,
-    ranks: Vec<Option<usize>>,
-    counts: Counts,
-    view_dirty: bool,
-    selected: Option<StudyId>,
-    compare: Option<StudyId>,
-    cancel: Arc<AtomicBool>,
-    started: Instant,
-    progress: Progress,
-    uniform_warning: Option<String>,
-    undo_stack: Vec<StudyId>,
-}
-
-impl Session {
-    fn key(&self, id: StudyId) -> ImageKey {
-        ImageKey {
-            generation: self.generation,
-            id,
-        }
-    }
-
-    fn is_scoring(&self) -> bool {
-        self.progress.finished_secs.is_none()
-    }
-}
-
-/// A study's display textures as the viewer delivered them.
-enum ImageEntry {
-    Ready {
-        info: Arc<ImageInfo>,
-        window: Option<Window>,
-        textures: Textures,
-    },
-    Failed(String),
-}
-
-/// A study's heat map.
-enum HeatEntry {
-    Ready(egui::TextureHandle),
-    Failed(String),
-}
-
-/// Textures of recently shown studies, least recently used first.
-#[derive(Default)]
-struct ImageCache {
-    images: Vec<(ImageKey, ImageEntry)>,
-    heat: Vec<(ImageKey, HeatEntry)>,
-}
-
-impl ImageCache {
-    fn image(&self, key: ImageKey) -> Option<&ImageEntry> {
-        self.images.iter().find(|(k, _)| *k == key).map(|(_, e)| e)
-    }
-
-    fn heat(&self, key: ImageKey) -> Option<&HeatEntry> {
-        self.heat.iter().find(|(k, _)| *k == key).map(|(_, e)| e)
-    }
-
-    /// Marks a study as just used.
-    fn touch(&mut self, key: ImageKey) {
-        if let Some(pos) = self.images.iter().position(|(k, _)| *k == key) {
-            let entry = self.images.remove(pos);
-            self.images.push(entry);
-        }
-    }
-
-    /// Keeps at most `IMAGE_CACHE_CAPACITY` studies besides those in `keep`; returns the
-    /// studies dropped.
-    fn evict(&mut self, keep: &[ImageKey]) -> Vec<ImageKey> {
-        let mut dropped = Vec::new();
-        while self.images.len() > IMAGE_CACHE_CAPACITY {
-            let Some(pos) = self.images.iter().position(|(k, _)| !keep.contains(k)) else {
-                break;
-            };
-            dropped.push(self.images.remove(pos).0);
-        }
-        while self.heat.len() > IMAGE_CACHE_CAPACITY {
-            let Some(pos) = self.heat.iter().position(|(k, _)| !keep.contains(k)) else {
-                break;
-            };
-            dropped.push(self.heat.remove(pos).0);
-        }
-        dropped
-    }
-
-    fn clear(&mut self) -> Vec<ImageKey> {
-        let mut keys: Vec<ImageKey> = self.images.drain(..).map(|(k, _)| k).collect();
-        keys.extend(self.heat.drain(..).map(|(k, _)| k));
-        keys
-    }
-}
-
-/// Zoom, pan and window of one pane.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct PaneView {
-    transform: ViewTransform,
-    /// `None`: the study's default window.
-    window: Option<Window>,
-    invert: bool,
-}
-
-/// What the right pane shows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum RightPane {
-    /// The same study with its Grad-CAM heat map.
-    #[default]
-    Explanation,
-    /// Another study of the worklist.
-    Compare,
 }
 
 /// The state of a screenshot requested with [`AppConfig::screenshot`].
-struct ScreenshotState {
-    out: PathBuf,
-    ready_frames: u32,
-    requested: bool,
-    started: Instant,
-    result: Arc<Mutex<Option<Result<(), String>>>>,
-}
-
 /// The review window.
 pub struct App {
     config: AppConfig,
     prefs: Preferences,
     reader: String,
-    commands: Vec<Command>,
+    commands: CommandSender,
+    command_rx: std::sync::mpsc::Receiver<Command>,
     model: ModelState,
     db_path: Result<PathBuf, String>,
-    store: Option<DecisionStore>,
+    writer: Option<writer::WriterHandle>,
     store_error: Option<String>,
+    /// Decisions sent to the writer and not acknowledged yet, oldest first.
+    pending: Vec<PendingWrite>,
+    next_seq: u64,
+    /// The last decision acknowledged, in words, for the status bar.
+    saved_note: Option<String>,
     scorer: Option<ScorerHandle>,
     viewer: Option<ViewerHandle>,
     generation: u64,
@@ -274,6 +166,13 @@ pub struct App {
     scroll_to_selected: bool,
     focus_reason: bool,
     pending_actual_size: bool,
+    /// egui's clock at the start of this frame, in seconds.
+    now: f64,
+    /// The study whose full-resolution image is on screen in the main pane, and since when
+    /// (egui's clock): a decision needs it there for `Preferences::min_view_secs`.
+    shown: Option<(ImageKey, f64)>,
+    /// Why the last decision asked for was not recorded, for the status bar.
+    status: Option<String>,
 }
 
 impl App {
@@ -282,14 +181,18 @@ impl App {
     pub fn new(cc: &eframe::CreationContext<'_>, config: AppConfig) -> Self {
         let ctx = cc.egui_ctx.clone();
         theme::apply(&ctx);
-        let prefs: Preferences = if config.persist_preferences {
+        let saved: Preferences = if config.persist_preferences {
             cc.storage
                 .and_then(|s| eframe::get_value(s, prefs::STORAGE_KEY))
                 .unwrap_or_default()
         } else {
             Preferences::default()
         };
+        let (prefs, prefs_note) = saved.restored();
         let mut toasts = Notifications::default();
+        if let Some(note) = prefs_note {
+            toasts.add(Level::Info, note);
+        }
         let scorer = ScorerHandle::spawn(ctx.clone(), config.weights.clone())
             .map_err(|e| toasts.add(Level::Error, format!("cannot start scoring: {e}")))
             .ok();
@@ -300,13 +203,12 @@ impl App {
             Some(p) => Ok(p.clone()),
             None => DecisionStore::default_path().map_err(|e| e.to_string()),
         };
-        let (store, store_error) = match &db_path {
-            Ok(p) => match DecisionStore::open(p) {
-                Ok(s) => (Some(s), None),
-                Err(e) => (None, Some(e.to_string())),
-            },
-            Err(e) => (None, Some(e.clone())),
-        };
+        // The store is opened and written on the writer thread only.
+        let writer =
+            writer::WriterHandle::spawn(ctx.clone(), db_path.clone(), config.store_write_delay)
+                .map_err(|e| toasts.add(Level::Error, format!("cannot start saving: {e}")))
+                .ok();
+        let store_error = db_path.as_ref().err().cloned();
         let reader = config.reader.clone().unwrap_or_else(|| {
             if prefs.reader.trim().is_empty() {
                 prefs::os_user()
@@ -325,19 +227,24 @@ impl App {
             started: Instant::now(),
             result: Arc::new(Mutex::new(None)),
         });
-        let mut commands = Vec::new();
+        let (command_tx, command_rx) = std::sync::mpsc::channel();
+        let commands = CommandSender::new(command_tx, ctx.clone());
         if let Some(folder) = &config.folder {
-            commands.push(Command::OpenFolder(folder.clone()));
+            commands.send(Command::OpenFolder(folder.clone()));
         }
         Self {
             config,
             prefs,
             reader,
             commands,
+            command_rx,
             model: ModelState::Loading,
             db_path,
-            store,
+            writer,
             store_error,
+            pending: Vec::new(),
+            next_seq: 1,
+            saved_note: None,
             scorer,
             viewer,
             generation: 0,
@@ -357,12 +264,25 @@ impl App {
             scroll_to_selected: false,
             focus_reason: false,
             pending_actual_size: false,
+            now: 0.0,
+            shown: None,
+            status: None,
         }
     }
 
     /// Queues a command; it is applied at the start of the next frame.
     pub fn push(&mut self, command: Command) {
-        self.commands.push(command);
+        self.commands.send(command);
+    }
+
+    /// A handle that queues commands for this window from anywhere (it can be cloned and kept).
+    pub fn command_sender(&self) -> CommandSender {
+        self.commands.clone()
+    }
+
+    /// Whether decisions sent to the decision store are waiting for its acknowledgement.
+    pub fn is_saving(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// The open folder's worklist, once listed.
@@ -429,6 +349,52 @@ impl App {
         }
     }
 
+    /// Why a decision on the selected study would not be recorded now (no study, its image not
+    /// on screen yet or not long enough, the study hidden by the filter); `None` when it would.
+    pub fn decision_blocked(&self) -> Option<String> {
+        self.viewing(true).err()
+    }
+
+    /// Whether the selected study's full-resolution image is on screen in the main pane (not the
+    /// loading placeholder), and for how many seconds.
+    pub fn image_on_screen_secs(&self) -> Option<f64> {
+        let s = self.session.as_ref()?;
+        let key = s.key(s.selected?);
+        self.shown
+            .filter(|(k, _)| *k == key)
+            .map(|(_, since)| self.now - since)
+    }
+
+    /// What the main pane's texture shows now (the selected study), once delivered.
+    pub fn displayed_image(&self) -> Option<DisplayedImage> {
+        let s = self.session.as_ref()?;
+        match self.cache.image(s.key(s.selected?))? {
+            ImageEntry::Ready {
+                window,
+                invert,
+                textures,
+                ..
+            } => Some(DisplayedImage {
+                window: *window,
+                invert: *invert,
+                digest: textures.digest,
+                mean: textures.mean,
+            }),
+            ImageEntry::Failed(_) => None,
+        }
+    }
+
+    /// The selected study's display windows: its default, full range and 1–99 % percentiles.
+    pub fn selected_windows(&self) -> Option<[Window; 3]> {
+        let info = self.selected_info()?;
+        Some([info.default_window, info.full_range, info.auto_window])
+    }
+
+    /// What the status bar says about the last decision asked for that was not recorded.
+    pub fn status_message(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+
     /// Frame times recorded so far.
     pub fn frame_stats(&self) -> &FrameStats {
         &self.stats
@@ -439,367 +405,6 @@ impl App {
         self.session.as_ref().map_or((None, None), |s| {
             (s.progress.first_rows_secs, s.progress.finished_secs)
         })
-    }
-
-    fn classifier(&self) -> Option<&Arc<Classifier>> {
-        match &self.model {
-            ModelState::Ready(c) => Some(c),
-            ModelState::Loading | ModelState::Failed(_) => None,
-        }
-    }
-
-    /// Drains the scorer's messages into the session.
-    fn drain_scorer(&mut self) {
-        let Some(scorer) = &self.scorer else { return };
-        let messages: Vec<ScorerMsg> = scorer.messages.try_iter().collect();
-        for msg in messages {
-            self.on_scorer_msg(msg);
-        }
-    }
-
-    fn on_scorer_msg(&mut self, msg: ScorerMsg) {
-        match msg {
-            ScorerMsg::Model(Ok(classifier)) => {
-                let threshold = classifier.card().threshold;
-                self.model = ModelState::Ready(classifier);
-                if let Some(s) = &mut self.session {
-                    s.worklist.set_threshold(Some(threshold));
-                    s.view_dirty = true;
-                }
-            }
-            ScorerMsg::Model(Err(e)) => {
-                self.toasts
-                    .add(Level::Error, format!("the model could not be loaded: {e}"));
-                self.model = ModelState::Failed(e);
-            }
-            ScorerMsg::Listed {
-                generation,
-                rows,
-                elapsed_secs,
-            } => {
-                let threshold = self.classifier().map(|c| c.card().threshold);
-                if let Some(s) = self.session_of(generation) {
-                    s.worklist = Worklist::new(rows, threshold);
-                    s.listed = true;
-                    s.view_dirty = true;
-                    s.progress.first_rows_secs = Some(s.started.elapsed().as_secs_f64());
-                    tracing::info!(
-                        target: "cxr_triage::app",
-                        "listed {} studies in {:.0} ms",
-                        s.worklist.len(),
-                        elapsed_secs * 1000.0
-                    );
-                }
-            }
-            ScorerMsg::ListFailed { generation, error } => {
-                if self.session_of(generation).is_some() {
-                    self.session = None;
-                    self.toasts.add(Level::Error, error);
-                }
-            }
-            ScorerMsg::Warning {
-                generation,
-                message,
-            } => {
-                if self.session_of(generation).is_some() {
-                    self.toasts.add(Level::Warning, message);
-                }
-            }
-            ScorerMsg::Batch {
-                generation,
-                studies,
-            } => {
-                if let Some(s) = self.session_of(generation) {
-                    for study in studies {
-                        let Some(row) = s.worklist.row_mut(study.id) else {
-                            continue;
-                        };
-                        if let Some(meta) = study.meta {
-                            let dicom = meta.dicom;
-                            row.patient_id = dicom.as_ref().and_then(|d| d.patient_id.clone());
-                            row.study_uid =
-                                dicom.as_ref().and_then(|d| d.study_instance_uid.clone());
-                            row.scope_warning = crate::worklist::scope_warning(
-                                dicom.as_ref().and_then(|d| d.body_part_examined.as_deref()),
-                                dicom.as_ref().and_then(|d| d.view_position.as_deref()),
-                                study.not_seen.as_deref(),
-                            );
-                            row.sha256 = Some(meta.sha256);
-                        }
-                        row.score = match study.outcome {
-                            Ok(score) => crate::worklist::ScoreState::Scored(score),
-                            Err(e) => crate::worklist::ScoreState::Failed(e),
-                        };
-                        row.final_label = study.final_label;
-                        s.progress.done += 1;
-                    }
-                    s.view_dirty = true;
-                }
-            }
-            ScorerMsg::Finished {
-                generation,
-                elapsed_secs,
-                cancelled,
-            } => {
-                if let Some(s) = self.session_of(generation) {
-                    s.progress.finished_secs = Some(s.started.elapsed().as_secs_f64());
-                    s.progress.cancelled = cancelled;
-                    s.uniform_warning = s.worklist.uniform_scores_warning();
-                    tracing::info!(
-                        target: "cxr_triage::app",
-                        "scored {} studies in {elapsed_secs:.1} s",
-                        s.progress.done
-                    );
-                    if s.selected.is_none() {
-                        s.view_dirty = true;
-                        self.commands.push(Command::SelectFirst);
-                    }
-                }
-            }
-        }
-    }
-
-    fn session_of(&mut self, generation: u64) -> Option<&mut Session> {
-        self.session.as_mut().filter(|s| s.generation == generation)
-    }
-
-    /// Drains the viewer's deliveries into the texture cache.
-    fn drain_viewer(&mut self) {
-        let Some(viewer) = &self.viewer else { return };
-        let messages: Vec<ViewerMsg> = viewer.messages.try_iter().collect();
-        for msg in messages {
-            match msg {
-                ViewerMsg::Image {
-                    key,
-                    info,
-                    window,
-                    textures,
-                } => {
-                    self.cache.images.retain(|(k, _)| *k != key);
-                    self.cache.images.push((
-                        key,
-                        ImageEntry::Ready {
-                            info,
-                            window,
-                            textures,
-                        },
-                    ));
-                }
-                ViewerMsg::ImageFailed { key, error } => {
-                    self.cache.images.retain(|(k, _)| *k != key);
-                    self.cache.images.push((key, ImageEntry::Failed(error)));
-                }
-                ViewerMsg::Heat { key, texture } => {
-                    self.cache.heat.retain(|(k, _)| *k != key);
-                    self.cache.heat.push((key, HeatEntry::Ready(texture)));
-                }
-                ViewerMsg::HeatFailed { key, error } => {
-                    self.cache.heat.retain(|(k, _)| *k != key);
-                    self.cache.heat.push((key, HeatEntry::Failed(error)));
-                }
-            }
-        }
-    }
-
-    /// Recomputes the worklist's order and counts after a change.
-    fn refresh_view(&mut self) {
-        let Some(s) = &mut self.session else { return };
-        if !s.view_dirty {
-            return;
-        }
-        s.view = s.worklist.view(self.prefs.sort, self.prefs.filter);
-        s.ranks = s.worklist.score_ranks();
-        s.counts = s.worklist.counts();
-        s.view_dirty = false;
-    }
-
-    /// What the panes need from the viewer thread, most important first.
-    fn wants(&self) -> Vec<Want> {
-        let Some(s) = &self.session else {
-            return Vec::new();
-        };
-        let Some(selected) = s.selected else {
-            return Vec::new();
-        };
-        let image = |id: StudyId, pane: &PaneView| {
-            s.worklist.row(id).map(|row| Want::Image {
-                key: s.key(id),
-                path: row.path.clone(),
-                window: pane.window,
-                invert: pane.invert,
-            })
-        };
-        let mut wants: Vec<Want> = image(selected, &self.left).into_iter().collect();
-        match self.right_pane {
-            RightPane::Explanation => {
-                if self.classifier().is_some()
-                    && let Some(row) = s.worklist.row(selected)
-                    && row.score_value().is_some()
-                {
-                    wants.push(Want::Heat {
-                        key: s.key(selected),
-                        path: row.path.clone(),
-                    });
-                }
-            }
-            RightPane::Compare => {
-                if let Some(other) = s.compare {
-                    wants.extend(image(other, &self.right_view()));
-                }
-            }
-        }
-        // Prefetch the next study of the list, so that J shows it at once.
-        if let Some(next) =
-            crate::worklist::step_in_view(&s.view, Some(selected), 1).filter(|&n| n != selected)
-        {
-            wants.extend(image(next, &PaneView::default()));
-        }
-        wants
-    }
-
-    /// The right pane's view: the left one's when linked.
-    fn right_view(&self) -> PaneView {
-        if !self.prefs.link_views {
-            return self.right;
-        }
-        let mut view = self.left;
-        if self.right_pane == RightPane::Compare
-            && let (Some(s), Some(window)) = (&self.session, self.left.window)
-            && let (Some(sel), Some(other)) = (s.selected, s.compare)
-            && let (
-                Some(ImageEntry::Ready { info: from, .. }),
-                Some(ImageEntry::Ready { info: to, .. }),
-            ) = (self.cache.image(s.key(sel)), self.cache.image(s.key(other)))
-        {
-            view.window = Some(view::carry_window(
-                window,
-                from.default_window,
-                to.default_window,
-            ));
-        } else if self.right_pane == RightPane::Compare {
-            view.window = None;
-        }
-        view
-    }
-
-    /// Sends the viewer what the panes need, when that changed.
-    fn request_images(&mut self, ctx: &egui::Context) {
-        let wants = self.wants();
-        let keep: Vec<ImageKey> = wants
-            .iter()
-            .map(|w| match w {
-                Want::Image { key, .. } | Want::Heat { key, .. } => *key,
-            })
-            .collect();
-        for key in &keep {
-            self.cache.touch(*key);
-        }
-        let dropped = self.cache.evict(&keep);
-        self.forgotten.extend(dropped);
-        if self.last_wants.as_ref() == Some(&wants) && self.forgotten.is_empty() {
-            return;
-        }
-        let Some(viewer) = &self.viewer else { return };
-        let request = viewer_worker::ViewerRequest {
-            wants: wants.clone(),
-            forgotten: self.forgotten.clone(),
-            classifier: self.classifier().cloned(),
-            max_texture_side: ctx.input(|i| i.max_texture_side),
-        };
-        if viewer.request(request) {
-            self.last_wants = Some(wants);
-            self.forgotten.clear();
-        } else {
-            ctx.request_repaint();
-        }
-    }
-
-    /// Takes the screenshot once everything is on screen, then closes the window.
-    fn screenshot_logic(&mut self, ctx: &egui::Context) {
-        let ready = self.screenshot_ready();
-        let Some(shot) = &mut self.screenshot else {
-            return;
-        };
-        let result = shot.result.lock().map(|mut r| r.take()).unwrap_or(None);
-        if let Some(result) = result {
-            match result {
-                Ok(()) => eprintln!("screenshot saved: {}", shot.out.display()),
-                Err(e) => eprintln!("error: the screenshot could not be saved: {e}"),
-            }
-            self.print_stats();
-            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
-            return;
-        }
-        if shot.requested {
-            return;
-        }
-        if shot.started.elapsed().as_secs() > 600 {
-            eprintln!("error: the studies were not all scored within 10 minutes; no screenshot");
-            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
-            return;
-        }
-        shot.ready_frames = if ready { shot.ready_frames + 1 } else { 0 };
-        // A few settled frames, so that layout and fonts have converged.
-        if shot.ready_frames >= 5 {
-            shot.requested = true;
-            let out = shot.out.clone();
-            let result = Arc::clone(&shot.result);
-            let waker = ctx.clone();
-            ctx.request_screenshot(move |image| {
-                let saved = save_png(&out, &image);
-                if let Ok(mut slot) = result.lock() {
-                    *slot = Some(saved);
-                }
-                waker.request_repaint();
-            });
-        }
-        ctx.request_repaint();
-    }
-
-    /// Whether the folder is scored and the selected study and its heat map are on screen.
-    fn screenshot_ready(&self) -> bool {
-        if matches!(self.model, ModelState::Loading) {
-            return false;
-        }
-        let Some(s) = &self.session else {
-            return self.config.folder.is_none();
-        };
-        if s.is_scoring() {
-            return false;
-        }
-        let Some(sel) = s.selected else {
-            return s.worklist.is_empty() || s.view.is_empty();
-        };
-        let key = s.key(sel);
-        let image_done = self.cache.image(key).is_some();
-        let heat_needed = self.right_pane == RightPane::Explanation
-            && self.classifier().is_some()
-            && s.worklist
-                .row(sel)
-                .is_some_and(|r| r.score_value().is_some());
-        image_done && (!heat_needed || self.cache.heat(key).is_some())
-    }
-
-    /// Prints frame times, timings and peak memory to stderr.
-    fn print_stats(&self) {
-        let (first_rows, finished) = self.timings_secs();
-        let studies = self.worklist().map_or(0, Worklist::len);
-        eprintln!("studies: {studies}");
-        if let Some(t) = first_rows {
-            eprintln!("first rows after: {:.0} ms", t * 1000.0);
-        }
-        if let Some(t) = finished {
-            eprintln!("all scored after: {t:.1} s");
-        }
-        eprintln!("frame times while scoring: {}", self.stats.while_scoring());
-        eprintln!(
-            "  of which the app's logic and drawing: {}",
-            self.stats.app_while_scoring()
-        );
-        eprintln!("frame times otherwise: {}", self.stats.idle());
-        if let Some(kib) = peak_rss_kib() {
-            eprintln!("peak memory (VmHWM): {:.0} MiB", kib as f64 / 1024.0);
-        }
     }
 }
 
@@ -814,8 +419,10 @@ impl Drop for App {
 impl eframe::App for App {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.frame_started = Some(Instant::now());
+        self.now = ctx.input(|i| i.time);
         self.drain_scorer();
         self.drain_viewer();
+        self.drain_writer();
         self.poll_dialogs();
         self.dropped_files(ctx);
         self.shortcuts(ctx);
@@ -865,30 +472,6 @@ impl eframe::App for App {
             self.print_stats();
         }
     }
-}
-
-/// Writes the window's pixels as a PNG.
-fn save_png(path: &Path, image: &egui::ColorImage) -> Result<(), String> {
-    let [w, h] = image.size;
-    let rgba: Vec<u8> = image
-        .pixels
-        .iter()
-        .flat_map(egui::Color32::to_srgba_unmultiplied)
-        .collect();
-    let (Ok(w), Ok(h)) = (u32::try_from(w), u32::try_from(h)) else {
-        return Err("the window is too large".to_owned());
-    };
-    image::save_buffer(path, &rgba, w, h, image::ExtendedColorType::Rgba8)
-        .map_err(|e| e.to_string())
-}
-
-/// The process's peak resident memory, in KiB (Linux).
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Opens the window and runs it until it is closed.

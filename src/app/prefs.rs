@@ -19,7 +19,9 @@ pub(crate) struct Preferences {
     pub recent_folders: Vec<PathBuf>,
     /// The reader's name as last typed.
     pub reader: String,
-    /// The worklist's sort order.
+    /// The worklist's sort order. Not kept between sessions: the list always opens sorted by
+    /// score, highest first.
+    #[serde(skip)]
     pub sort: SortSpec,
     /// The worklist's filter. Not kept between sessions: a window must never open on a list
     /// that silently hides studies.
@@ -27,9 +29,16 @@ pub(crate) struct Preferences {
     pub filter: Filter,
     /// Whether zoom, pan and window are linked between the panes.
     pub link_views: bool,
-    /// Opacity of the heat map over the study, 0 to 1.
+    /// Opacity of the heat map over the study, 0 to 1 (a saved value below 0.05 is not
+    /// carried over silently: see [`Preferences::restored`]).
     pub heat_opacity: f32,
+    /// How long a study's full-resolution image must have been on screen before a decision on
+    /// it is recorded, in seconds.
+    pub min_view_secs: f32,
 }
+
+/// The default of [`Preferences::min_view_secs`].
+pub(crate) const DEFAULT_MIN_VIEW_SECS: f32 = 0.5;
 
 impl Default for Preferences {
     fn default() -> Self {
@@ -40,11 +49,27 @@ impl Default for Preferences {
             filter: Filter::All,
             link_views: true,
             heat_opacity: 0.45,
+            min_view_secs: DEFAULT_MIN_VIEW_SECS,
         }
     }
 }
 
 impl Preferences {
+    /// The preferences as saved, made safe to start with: a heat map saved invisible (opacity
+    /// below 0.05) comes back at the default opacity, with a sentence saying so.
+    pub fn restored(mut self) -> (Self, Option<String>) {
+        let default = Self::default().heat_opacity;
+        if self.heat_opacity.is_finite() && self.heat_opacity >= 0.05 {
+            return (self, None);
+        }
+        self.heat_opacity = default;
+        let note = format!(
+            "The heat map's opacity was 0 when the window was last closed; it is back to {:.0} % (the slider is above the right pane).",
+            default * 100.0
+        );
+        (self, Some(note))
+    }
+
     /// Puts `folder` first in the recent folders.
     pub fn remember_folder(&mut self, folder: &Path) {
         self.recent_folders.retain(|f| f != folder);
@@ -83,6 +108,28 @@ mod tests {
         assert_eq!(p.reader, "dr a");
         assert!(p.link_views);
         assert_eq!(p.sort, SortSpec::default());
+        assert_eq!(p.min_view_secs, DEFAULT_MIN_VIEW_SECS);
+    }
+
+    #[test]
+    fn the_sort_is_not_remembered_and_an_invisible_heat_map_comes_back_with_a_note() {
+        let p = Preferences {
+            sort: SortSpec::default().clicked(crate::worklist::SortKey::Name),
+            heat_opacity: 0.0,
+            ..Preferences::default()
+        };
+        let back: Preferences = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.sort, SortSpec::default());
+        assert_eq!(back.heat_opacity, 0.0);
+        let (restored, note) = back.restored();
+        assert_eq!(restored.heat_opacity, Preferences::default().heat_opacity);
+        assert!(note.unwrap().contains("opacity was 0"));
+        let (kept, note) = Preferences {
+            heat_opacity: 0.3,
+            ..Preferences::default()
+        }
+        .restored();
+        assert_eq!((kept.heat_opacity, note), (0.3, None));
     }
 
     #[test]

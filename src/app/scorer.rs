@@ -14,7 +14,7 @@ use crate::audit::{DecisionStore, StudyRecord};
 use crate::io::{self, StudyMeta};
 use crate::model::Classifier;
 use crate::worklist::{
-    DatasetLabel, Label, LabelFile, LabelSource, ScoreState, StudyId, StudyRow,
+    DatasetLabel, Disposition, Label, LabelFile, LabelSource, ScoreState, StudyId, StudyRow,
     label_from_folder_names,
 };
 
@@ -51,6 +51,11 @@ pub(crate) struct ScoredStudy {
     pub not_seen: Option<String>,
     /// The reader's label in force in the decision store.
     pub final_label: Option<Label>,
+    /// "Read elsewhere" or "not a chest film", when that is in force in the decision store.
+    pub disposition: Option<Disposition>,
+    /// SHA-256 of the bytes of a file that could not be read as a study (so that a reader can
+    /// still record that it was read elsewhere or is not a chest film).
+    pub raw_sha256: Option<String>,
 }
 
 /// What the scorer reports.
@@ -303,8 +308,17 @@ fn run_job(
             return;
         }
         let mut warning = None;
+        // Files that could not be read as studies are still identified by their bytes.
+        let raw: Vec<(usize, String)> = batch
+            .iter()
+            .filter(|s| s.meta.is_none())
+            .filter_map(|s| {
+                let bytes = std::fs::read(paths.get(s.index)?).ok()?;
+                Some((s.index, io::sha256_hex(&bytes)))
+            })
+            .collect();
         let labels = match &store {
-            Some(store) if !store_failed => match register(store, &paths, &batch) {
+            Some(store) if !store_failed => match register(store, &paths, &batch, &raw) {
                 Ok(labels) => labels,
                 Err(e) => {
                     store_failed = true;
@@ -326,16 +340,22 @@ fn run_job(
         let studies = batch
             .into_iter()
             .map(|s| {
-                let final_label = labels
+                let (final_label, disposition) = labels
+                    .iter()
+                    .find(|(i, _, _)| *i == s.index)
+                    .map_or((None, None), |(_, l, d)| (*l, *d));
+                let raw_sha256 = raw
                     .iter()
                     .find(|(i, _)| *i == s.index)
-                    .and_then(|(_, l)| *l);
+                    .map(|(_, h)| h.clone());
                 ScoredStudy {
                     id: StudyId(s.index),
                     meta: s.meta,
                     outcome: s.outcome,
                     not_seen: s.not_seen,
                     final_label,
+                    disposition,
+                    raw_sha256,
                 }
             })
             .collect();
@@ -377,32 +397,57 @@ fn run_job(
     )
 }
 
-/// Registers the batch's readable studies in the store (so that decisions can be recorded for
-/// them) and returns the reader's label in force for each, by index.
+/// The reader's label and disposition in force for a study of the batch, by index.
+type InForce = (usize, Option<Label>, Option<Disposition>);
+
+/// Registers the batch's studies in the store (so that decisions can be recorded for them):
+/// those read, and by the hash of their bytes (`raw`) those that could not be read as studies.
+/// Returns the reader's decision in force for each, by index.
 fn register(
     store: &DecisionStore,
     paths: &[PathBuf],
     batch: &[Scored],
-) -> Result<Vec<(usize, Option<Label>)>, crate::audit::AuditError> {
-    let records: Vec<StudyRecord> = batch
+    raw: &[(usize, String)],
+) -> Result<Vec<InForce>, crate::audit::AuditError> {
+    let mut records: Vec<(usize, StudyRecord)> = batch
         .iter()
         .filter_map(|s| {
             let meta = s.meta.as_ref()?;
             let path = paths.get(s.index)?;
-            Some(study_record(path, meta))
+            Some((s.index, study_record(path, meta)))
         })
         .collect();
+    records.extend(raw.iter().filter_map(|(index, sha)| {
+        let path = paths.get(*index)?;
+        Some((
+            *index,
+            StudyRecord {
+                sha256: sha.clone(),
+                path: path.clone(),
+                patient_id: None,
+                study_uid: None,
+                metadata_json: r#"{"unreadable":true}"#.to_owned(),
+            },
+        ))
+    }));
     if records.is_empty() {
         return Ok(Vec::new());
     }
-    store.upsert_studies(&records)?;
-    let shas: Vec<&str> = records.iter().map(|r| r.sha256.as_str()).collect();
+    let studies: Vec<StudyRecord> = records.iter().map(|(_, r)| r.clone()).collect();
+    store.upsert_studies(&studies)?;
+    let shas: Vec<&str> = studies.iter().map(|r| r.sha256.as_str()).collect();
     let states = store.current_many(&shas)?;
-    Ok(batch
+    Ok(records
         .iter()
-        .filter_map(|s| {
-            let sha = &s.meta.as_ref()?.sha256;
-            Some((s.index, states.get(sha).and_then(|c| c.final_label)))
+        .map(|(index, r)| {
+            let state = states.get(&r.sha256);
+            (
+                *index,
+                state.and_then(|c| c.final_label),
+                state
+                    .and_then(|c| c.disposition)
+                    .and_then(super::command::disposition_of),
+            )
         })
         .collect())
 }

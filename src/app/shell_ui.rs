@@ -52,7 +52,7 @@ impl App {
                     .add(egui::Button::new("Open folder…").shortcut_text("Ctrl+O"))
                     .clicked()
                 {
-                    self.commands.push(Command::ChooseFolder);
+                    self.commands.send(Command::ChooseFolder);
                 }
                 ui.menu_button("Open recent", |ui| {
                     if self.prefs.recent_folders.is_empty() {
@@ -60,7 +60,7 @@ impl App {
                     }
                     for folder in self.prefs.recent_folders.clone() {
                         if ui.button(folder.display().to_string()).clicked() {
-                            self.commands.push(Command::OpenFolder(folder));
+                            self.commands.send(Command::OpenFolder(folder));
                         }
                     }
                 });
@@ -77,21 +77,21 @@ impl App {
                     .clicked()
                 {
                     self.commands
-                        .push(Command::ChooseExportFile(ExportKind::Reviewed));
+                        .send(Command::ChooseExportFile(ExportKind::Reviewed));
                 }
                 if ui
                     .add_enabled(has_store, egui::Button::new("Export all studies…"))
                     .clicked()
                 {
                     self.commands
-                        .push(Command::ChooseExportFile(ExportKind::All));
+                        .send(Command::ChooseExportFile(ExportKind::All));
                 }
                 if ui
                     .add_enabled(has_store, egui::Button::new("Export the event log…"))
                     .clicked()
                 {
                     self.commands
-                        .push(Command::ChooseExportFile(ExportKind::Events));
+                        .send(Command::ChooseExportFile(ExportKind::Events));
                 }
                 ui.separator();
                 if ui.button("Quit").clicked() {
@@ -104,25 +104,25 @@ impl App {
                     .checkbox(&mut link, "Link zoom, pan and window (L)")
                     .changed()
                 {
-                    self.commands.push(Command::ToggleLink);
+                    self.commands.send(Command::ToggleLink);
                 }
                 if ui
                     .add(egui::Button::new("Fit").shortcut_text("F"))
                     .clicked()
                 {
-                    self.commands.push(Command::Fit);
+                    self.commands.send(Command::Fit);
                 }
                 if ui
                     .add(egui::Button::new("Actual size (1:1)").shortcut_text("O"))
                     .clicked()
                 {
-                    self.commands.push(Command::ActualSize);
+                    self.commands.send(Command::ActualSize);
                 }
                 if ui
                     .add(egui::Button::new("Heat map in the right pane").shortcut_text("H"))
                     .clicked()
                 {
-                    self.commands.push(Command::Compare(None));
+                    self.commands.send(Command::Compare(None));
                 }
                 ui.separator();
                 ui.checkbox(
@@ -156,6 +156,22 @@ impl App {
     }
 
     fn status_bar_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(status) = &self.status {
+            ui.label(RichText::new(status).color(theme::WARNING).strong());
+        }
+        // A decision is "saved" only once the store has acknowledged it.
+        if !self.pending.is_empty() {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!(
+                    "Saving {} decision{}…",
+                    self.pending.len(),
+                    if self.pending.len() == 1 { "" } else { "s" }
+                ));
+            });
+        } else if let Some(note) = &self.saved_note {
+            ui.label(RichText::new(note).color(theme::TEXT_DIM));
+        }
         ui.horizontal(|ui| match &self.model {
             ModelState::Loading => {
                 ui.spinner();

@@ -8,7 +8,7 @@ use super::viewer_worker::ImageInfo;
 use super::{App, Command, HeatEntry, ImageEntry, PaneView, RightPane, theme};
 use crate::model::card::ModelCard;
 use crate::model::gradcam::{overlay_alpha, turbo};
-use crate::worklist::{Label, ReviewState, StudyId};
+use crate::worklist::{Disposition, Label, ReviewState, StudyId};
 
 /// Which pane is drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +109,10 @@ impl App {
             return;
         };
         let card = self.classifier().map(|c| c.card().clone());
+        let card_sha = self
+            .classifier()
+            .map(|c| c.card_sha256().to_owned())
+            .unwrap_or_default();
         ui.horizontal(|ui| {
             ui.label(RichText::new(&row.name).size(16.0).strong());
             let rank = s.ranks.get(id.0).copied().flatten();
@@ -172,6 +176,12 @@ impl App {
             }
             let state = s.worklist.review_state(row);
             let (text, colour) = match (state, row.final_label) {
+                (ReviewState::ReadElsewhere | ReviewState::NotChestFilm, _) => {
+                    (state.as_str().to_owned(), theme::TEXT)
+                }
+                (ReviewState::Unreviewed, _) | (_, None) if s.worklist.needs_manual_read(row) => {
+                    ("needs a manual read".to_owned(), theme::WARNING)
+                }
                 (ReviewState::Unreviewed, _) | (_, None) => {
                     ("unreviewed".to_owned(), theme::TEXT_DIM)
                 }
@@ -179,7 +189,7 @@ impl App {
                     (format!("confirmed {l}"), theme::label_colour(l))
                 }
                 (ReviewState::Overridden, Some(l)) => {
-                    (format!("overridden: {l}"), theme::label_colour(l))
+                    (format!("overridden to {l}"), theme::label_colour(l))
                 }
                 (ReviewState::Labelled, Some(l)) => {
                     (format!("labelled {l}"), theme::label_colour(l))
@@ -194,7 +204,7 @@ impl App {
                     theme::TEXT,
                 )
                 .on_hover_text(format!(
-                    "Weights SHA-256 {}\n\n{}",
+                    "Weights SHA-256 {}\nCard SHA-256 {card_sha}\n\n{}",
                     c.weights_sha256, c.intended_use
                 ));
             }
@@ -217,14 +227,14 @@ impl App {
                 .on_hover_text("Fit the study to the pane (F)")
                 .clicked()
             {
-                self.commands.push(Command::Fit);
+                self.commands.send(Command::Fit);
             }
             if ui
                 .button("1:1")
                 .on_hover_text("One image pixel per screen pixel (O)")
                 .clicked()
             {
-                self.commands.push(Command::ActualSize);
+                self.commands.send(Command::ActualSize);
             }
             egui::ComboBox::from_id_salt("window-presets")
                 .selected_text("Window presets")
@@ -235,7 +245,7 @@ impl App {
                             .selectable_label(false, format!("{}  {}", n + 1, preset.label()))
                             .clicked()
                         {
-                            self.commands.push(Command::WindowPreset(n));
+                            self.commands.send(Command::WindowPreset(n));
                         }
                     }
                 })
@@ -246,14 +256,14 @@ impl App {
                 .on_hover_text("Swap black and white (I)")
                 .clicked()
             {
-                self.commands.push(Command::ToggleInvert);
+                self.commands.send(Command::ToggleInvert);
             }
             if ui
                 .selectable_label(self.prefs.link_views, "Link panes")
                 .on_hover_text("Zoom, pan and window move both panes together (L)")
                 .clicked()
             {
-                self.commands.push(Command::ToggleLink);
+                self.commands.send(Command::ToggleLink);
             }
             ui.separator();
             if ui
@@ -261,7 +271,7 @@ impl App {
                 .on_hover_text("The model's Grad-CAM heat map over the study (H)")
                 .clicked()
             {
-                self.commands.push(Command::Compare(None));
+                self.commands.send(Command::Compare(None));
             }
             self.compare_picker_ui(ui, id);
             if self.right_pane == RightPane::Explanation {
@@ -332,7 +342,7 @@ impl App {
             .response
             .on_hover_text("Right pane: another study, for comparison (same patient first)");
         if let Some(other) = chosen {
-            self.commands.push(Command::Compare(Some(other)));
+            self.commands.send(Command::Compare(Some(other)));
         }
     }
 
@@ -341,15 +351,33 @@ impl App {
         let Some(row) = s.worklist.row(id) else {
             return;
         };
-        let decidable = row.can_be_decided();
+        let blocked = self.viewing(true).err();
+        let decidable = row.can_be_decided() && blocked.is_none() && row.disposition.is_none();
         let ai = s.worklist.ai_label(row);
         let why_not = if decidable {
-            ""
+            String::new()
+        } else if let Some(d) = row.disposition {
+            format!(
+                "Recorded as {}: undo that first (Ctrl+Z)",
+                match d {
+                    Disposition::ReadElsewhere => "read elsewhere",
+                    Disposition::NotChestFilm => "not a chest film",
+                }
+            )
+        } else if let Some(why) = &blocked {
+            why.clone()
         } else if row.error().is_some() {
-            "This study could not be read: no decision can be recorded"
+            "This study could not be read: no label can be recorded".to_owned()
         } else {
-            "Wait for the study to be read"
+            "Wait for the study to be read".to_owned()
         };
+        let why_not = why_not.as_str();
+        // The image may have been on screen for less than the minimum time: wake up when it has.
+        if blocked.is_some() {
+            ui.ctx().request_repaint_after_secs(0.1);
+        }
+        let can_dispose =
+            row.can_be_decided() && row.disposition.is_none() && self.viewing(false).is_ok();
         ui.horizontal_wrapped(|ui| {
             let confirm_text = match ai {
                 Some(l) => format!("Confirm {l}"),
@@ -369,7 +397,7 @@ impl App {
                     why_not
                 });
             if confirm.clicked() {
-                self.commands.push(Command::Confirm);
+                self.commands.send(Command::Confirm);
             }
             for (label, key) in [(Label::Normal, "N"), (Label::Pneumonia, "P")] {
                 let button = egui::Button::new(
@@ -384,7 +412,28 @@ impl App {
                     .on_disabled_hover_text(why_not)
                     .clicked()
                 {
-                    self.commands.push(Command::SetLabel(label));
+                    self.commands.send(Command::SetLabel(label));
+                }
+            }
+            for (d, text, hover) in [
+                (
+                    Disposition::ReadElsewhere,
+                    "Read elsewhere",
+                    "Record that this study was read elsewhere: it counts as reviewed, with no label",
+                ),
+                (
+                    Disposition::NotChestFilm,
+                    "Not a chest film",
+                    "Record that this is not a chest film: the AI label does not apply; it counts as reviewed, with no label",
+                ),
+            ] {
+                if ui
+                    .add_enabled(can_dispose, egui::Button::new(text))
+                    .on_hover_text(hover)
+                    .on_disabled_hover_text(why_not)
+                    .clicked()
+                {
+                    self.commands.send(Command::Dispose(d));
                 }
             }
             if ui
@@ -396,7 +445,7 @@ impl App {
                 .on_hover_text("Take back the last decision (recorded as an undo event)")
                 .clicked()
             {
-                self.commands.push(Command::Undo);
+                self.commands.send(Command::Undo);
             }
             // The reason and its label stay together, on a row of their own when narrow.
             if ui.available_size_before_wrap().x < 250.0 {
@@ -437,6 +486,16 @@ impl App {
             .unwrap_or_default();
         let right_view = self.right_view();
         let left_image = self.cache.image(left_key);
+        // When the study's full-resolution image first reached the screen (decisions wait for
+        // it to have been there long enough).
+        match left_image {
+            Some(ImageEntry::Ready { .. }) => {
+                if self.shown.is_none_or(|(k, _)| k != left_key) {
+                    self.shown = Some((left_key, self.now));
+                }
+            }
+            _ => self.shown = None,
+        }
 
         let left_input = pane_ui(
             ui,
@@ -625,7 +684,7 @@ fn pane_ui(
     painter.rect_filled(rect, 0.0, theme::IMAGE_BACKGROUND);
     let mut input = PaneInput::default();
 
-    let (info, shown_window, textures) = match image {
+    let (info, shown_window, shown_invert, textures) = match image {
         None => {
             painter.text(
                 rect.center(),
@@ -652,9 +711,14 @@ fn pane_ui(
         Some(ImageEntry::Ready {
             info,
             window,
+            invert,
             textures,
-            ..
-        }) => (info, window.unwrap_or(info.default_window), textures),
+        }) => (
+            info,
+            window.unwrap_or(info.default_window),
+            *invert,
+            textures,
+        ),
     };
     let image_px = Vec2::new(info.width as f32, info.height as f32);
     let mut transform = pane.transform;
@@ -746,7 +810,8 @@ fn pane_ui(
             "W {:.0}  L {:.0}{}  ·  {zoom_pct:.0}%",
             shown_window.width,
             shown_window.center,
-            if pane.invert { "  · inverted" } else { "" }
+            // What the texture on screen was rendered with, not what was last asked for.
+            if shown_invert { "  · inverted" } else { "" }
         ),
         theme::TEXT,
     );

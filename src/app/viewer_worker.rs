@@ -4,7 +4,10 @@
 //!
 //! The window sends the whole list of what it wants shown (most important first) whenever that
 //! list changes; the thread works through the newest list only, one item at a time, and skips
-//! what it has already delivered. Decoded studies are kept in a small LRU cache.
+//! what it has already delivered and the window still holds. The window keeps one image texture
+//! per study (the last delivered), so delivering a study through a new (window, invert) forgets
+//! every earlier delivery of that study: going back to an earlier window or invert state renders
+//! it again. Decoded studies are kept in a small LRU cache.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -17,6 +20,11 @@ use crate::io::{self, GrayImage, Samples, Study, Window};
 use crate::model::Classifier;
 use crate::model::gradcam::{overlay_alpha, turbo};
 use crate::worklist::StudyId;
+
+/// Why a study whose file changed on disk is not shown.
+pub(crate) const CHANGED: &str = "the file changed on disk after it was scored: it is not the \
+     study that was scored and registered, so it is not shown and cannot be decided; reopen the \
+     folder to score it again";
 
 /// Decoded studies kept for re-windowing (about 6 MB each for a 3-megapixel film).
 const DECODED_CAPACITY: usize = 4;
@@ -53,6 +61,9 @@ pub(crate) enum Want {
         window: Option<Window>,
         /// Black and white swapped.
         invert: bool,
+        /// The SHA-256 of the file as it was scored (its identity in the decision store): the
+        /// image is shown only if the bytes read now have this hash.
+        sha256: Option<String>,
     },
     /// The study's Grad-CAM heat map.
     Heat {
@@ -140,6 +151,11 @@ pub(crate) struct ImageInfo {
 pub(crate) struct Textures {
     /// Finest first.
     pub levels: Vec<TextureHandle>,
+    /// FNV-1a hash of the full-resolution display bytes (after window and invert): which
+    /// picture the textures show.
+    pub digest: u64,
+    /// Mean of the full-resolution display bytes, 0 to 255.
+    pub mean: f64,
 }
 
 /// What the thread delivers.
@@ -152,6 +168,8 @@ pub(crate) enum ViewerMsg {
         info: Arc<ImageInfo>,
         /// The window asked for (`None`: default).
         window: Option<Window>,
+        /// Whether black and white are swapped.
+        invert: bool,
         /// The textures.
         textures: Textures,
     },
@@ -161,6 +179,8 @@ pub(crate) enum ViewerMsg {
         key: ImageKey,
         /// Why, in words.
         error: String,
+        /// Whether the file's bytes no longer have the hash it was scored and registered with.
+        changed: bool,
     },
     /// A study's heat map, as a texture whose alpha is the weight of each region.
     Heat {
@@ -261,6 +281,7 @@ impl Worker {
                         Want::Image { .. } => ViewerMsg::ImageFailed {
                             key: want.key(),
                             error,
+                            changed: false,
                         },
                         Want::Heat { .. } => ViewerMsg::HeatFailed {
                             key: want.key(),
@@ -272,6 +293,11 @@ impl Worker {
                     return;
                 }
                 self.ctx.request_repaint();
+                // The window replaces the study's texture: earlier deliveries are gone there.
+                if let Delivery::Image(key, ..) = delivery {
+                    self.delivered
+                        .retain(|d| !matches!(d, Delivery::Image(k, ..) if *k == key));
+                }
                 self.delivered.push_back(delivery);
                 if self.delivered.len() > DELIVERED_CAPACITY {
                     self.delivered.pop_front();
@@ -291,10 +317,20 @@ impl Worker {
                 path,
                 window,
                 invert,
+                sha256,
                 ..
             } => {
                 let decoded = self.decode(key, path);
                 match decoded.as_ref() {
+                    // The bytes decoded are hashed as they are read: a file replaced since it
+                    // was scored is never shown as if it were the scored study.
+                    Ok((study, _)) if sha256.as_ref().is_some_and(|h| *h != study.meta.sha256) => {
+                        ViewerMsg::ImageFailed {
+                            key,
+                            error: CHANGED.to_owned(),
+                            changed: true,
+                        }
+                    }
                     Ok((study, info)) => {
                         let shown = window.unwrap_or(info.default_window);
                         let textures = self.textures(
@@ -308,12 +344,14 @@ impl Worker {
                             key,
                             info: Arc::clone(info),
                             window: *window,
+                            invert: *invert,
                             textures,
                         }
                     }
                     Err(error) => ViewerMsg::ImageFailed {
                         key,
                         error: error.clone(),
+                        changed: false,
                     },
                 }
             }
@@ -368,6 +406,14 @@ impl Worker {
                 *b = 255 - *b;
             }
         }
+        let digest = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let mean = if bytes.is_empty() {
+            0.0
+        } else {
+            bytes.iter().map(|&b| f64::from(b)).sum::<f64>() / bytes.len() as f64
+        };
         let mut levels = Vec::new();
         let mut size = [image.width as usize, image.height as usize];
         let mut level = 0;
@@ -385,7 +431,11 @@ impl Worker {
             (bytes, size) = halve(&bytes, size);
             level += 1;
         }
-        Textures { levels }
+        Textures {
+            levels,
+            digest,
+            mean,
+        }
     }
 
     fn heat(

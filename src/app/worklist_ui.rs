@@ -66,7 +66,9 @@ impl Col {
                 "|dataset label − score|: how far the label is from the score; likely label \
                  errors first"
             }
-            Self::Review => "The reader's decision: unreviewed, confirmed or overridden",
+            Self::Review => {
+                "The reader's decision: unreviewed, confirmed, overridden (to the reader's label), read elsewhere, not a chest film; files the model could not read need a manual read and come first"
+            }
             Self::Name => "The file, relative to the opened folder",
             Self::Patient => "DICOM patient ID",
             Self::StudyUid => "DICOM study instance UID",
@@ -79,9 +81,9 @@ impl Col {
         match self {
             Self::Rank => 28.0,
             Self::Score => 100.0,
-            Self::Ai | Self::DatasetLabel | Self::Review => 74.0,
+            Self::Ai | Self::DatasetLabel => 74.0,
             Self::Disagreement => 38.0,
-            Self::Name => 150.0,
+            Self::Review | Self::Name => 150.0,
             Self::Patient => 90.0,
             Self::StudyUid => 120.0,
             Self::Error => 260.0,
@@ -94,7 +96,7 @@ impl Col {
             Self::Score => Column::exact(100.0),
             Self::Ai | Self::DatasetLabel => Column::exact(74.0),
             Self::Disagreement => Column::exact(38.0),
-            Self::Review => Column::initial(84.0).at_least(60.0).clip(true),
+            Self::Review => Column::initial(150.0).at_least(60.0).clip(true),
             Self::Name => Column::initial(150.0).at_least(80.0).clip(true),
             Self::Patient => Column::initial(90.0).at_least(50.0).clip(true),
             Self::StudyUid => Column::initial(120.0).at_least(50.0).clip(true),
@@ -181,7 +183,7 @@ impl App {
                     .clicked()
                     && !on
                 {
-                    self.commands.push(Command::SetFilter(filter));
+                    self.commands.send(Command::SetFilter(filter));
                 }
             }
             if has_labels {
@@ -202,7 +204,7 @@ impl App {
                             descending: true,
                         }
                     };
-                    self.commands.push(Command::SetSort(sort));
+                    self.commands.send(Command::SetSort(sort));
                 }
             }
         });
@@ -226,7 +228,7 @@ impl App {
                 .add(egui::Button::new("Open folder…").min_size(Vec2::new(160.0, 28.0)))
                 .clicked()
             {
-                self.commands.push(Command::ChooseFolder);
+                self.commands.send(Command::ChooseFolder);
             }
             ui.add(
                 egui::Label::new(
@@ -243,7 +245,7 @@ impl App {
             ui.label(RichText::new("Recent folders").strong());
             for folder in self.prefs.recent_folders.clone() {
                 if ui.link(folder.display().to_string()).clicked() {
-                    self.commands.push(Command::OpenFolder(folder));
+                    self.commands.send(Command::OpenFolder(folder));
                 }
             }
         }
@@ -345,10 +347,10 @@ impl App {
             });
         self.scroll_to_selected = false;
         if let Some(sort) = clicked_sort {
-            self.commands.push(Command::SetSort(sort));
+            self.commands.send(Command::SetSort(sort));
         }
         if let Some(id) = clicked_row {
-            self.commands.push(Command::Select(id));
+            self.commands.send(Command::Select(id));
         }
     }
 }
@@ -433,7 +435,7 @@ fn cell_ui(ui: &mut egui::Ui, col: Col, w: &Worklist, row: &StudyRow, rank: Opti
 
 /// The score as a number and a bar with the threshold marked.
 fn score_cell_ui(ui: &mut egui::Ui, score: f32, threshold: Option<f32>) {
-    ui.label(RichText::new(format!("{score:.3}")).monospace());
+    ui.label(RichText::new(score_text(score)).monospace());
     let (rect, _) = ui.allocate_exact_size(Vec2::new(38.0, 8.0), Sense::hover());
     let painter = ui.painter();
     painter.rect_filled(rect, 2.0, Color32::from_rgb(0x30, 0x34, 0x3b));
@@ -476,23 +478,38 @@ fn review_cell_ui(ui: &mut egui::Ui, w: &Worklist, row: &StudyRow) {
     let state = w.review_state(row);
     let final_label = row.final_label;
     match (state, final_label) {
+        (ReviewState::ReadElsewhere | ReviewState::NotChestFilm, _) => {
+            ui.label(RichText::new(state.as_str()).color(theme::TEXT))
+                .on_hover_text("Closed by the reader without a label");
+        }
+        (ReviewState::Unreviewed, _) | (_, None) if w.needs_manual_read(row) => {
+            ui.label(
+                RichText::new("needs a manual read")
+                    .color(theme::WARNING)
+                    .strong(),
+            )
+            .on_hover_text(
+                "The model could not read this file: a reader must read it, record it as read \
+                 elsewhere, or as not a chest film",
+            );
+        }
         (ReviewState::Unreviewed, _) | (_, None) => {
             ui.label(RichText::new("unreviewed").color(theme::TEXT_DIM));
         }
         (ReviewState::Confirmed, Some(l)) => {
-            ui.label(RichText::new("confirmed").color(theme::label_colour(l)))
+            ui.label(RichText::new(format!("confirmed {l}")).color(theme::label_colour(l)))
                 .on_hover_text(format!("The reader agreed with the AI: {l}"));
         }
         (ReviewState::Overridden, Some(l)) => {
             ui.label(
-                RichText::new("overridden")
+                RichText::new(format!("overridden to {l}"))
                     .color(theme::label_colour(l))
                     .strong(),
             )
             .on_hover_text(format!("The reader changed the AI label to {l}"));
         }
         (ReviewState::Labelled, Some(l)) => {
-            ui.label(RichText::new("labelled").color(theme::label_colour(l)))
+            ui.label(RichText::new(format!("labelled {l}")).color(theme::label_colour(l)))
                 .on_hover_text(format!("The reader set {l}; there is no AI label"));
         }
     }
@@ -504,6 +521,16 @@ fn filter_hint(filter: Filter) -> &'static str {
         Filter::Unreviewed => "Studies without a reader's decision",
         Filter::Disagreements => "Studies whose reader's label differs from the AI label",
         Filter::Errors => "Studies that could not be read or scored",
+    }
+}
+
+/// A score as the worklist shows it: three decimals, or five within 0.001 of 0 or 1, so that
+/// near-certain studies (which would all read 1.000) can still be told apart.
+pub(super) fn score_text(score: f32) -> String {
+    if !(0.001..0.999).contains(&score) {
+        format!("{score:.5}")
+    } else {
+        format!("{score:.3}")
     }
 }
 
@@ -522,6 +549,15 @@ fn duration_words(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_near_0_and_1_keep_more_decimals() {
+        assert_eq!(score_text(0.5), "0.500");
+        assert_eq!(score_text(0.99987), "0.99987");
+        assert_ne!(score_text(0.99991), score_text(0.99987));
+        assert_eq!(score_text(0.00042), "0.00042");
+        assert_eq!(score_text(0.998), "0.998");
+    }
 
     #[test]
     fn durations_read_naturally() {

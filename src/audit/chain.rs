@@ -7,8 +7,15 @@ use sha2::{Digest, Sha256};
 /// The hash that the first event links to: 32 zero bytes.
 pub const GENESIS_PREV_HASH: [u8; 32] = [0; 32];
 
-/// The first field of every encoding: names the format and its version.
-pub(crate) const ENCODING_TAG: &[u8] = b"cxr-triage decision event v1";
+/// The first field of a version 1 encoding: names the format and its version.
+pub(crate) const ENCODING_TAG_V1: &[u8] = b"cxr-triage decision event v1";
+
+/// The first field of a version 2 encoding (version 1's fields, then `viewed_ms` and
+/// `ood_reason`).
+pub(crate) const ENCODING_TAG_V2: &[u8] = b"cxr-triage decision event v2";
+
+/// The encoding version new events are written with.
+pub(crate) const LATEST_FORMAT: i64 = 2;
 
 /// The columns of one event as stored, in chain order. Text is hashed exactly as stored, and
 /// scores as the bits of the stored REAL, so any change to a stored value changes the hash.
@@ -29,6 +36,12 @@ pub(crate) struct EventFields<'a> {
     pub new_label: Option<&'a str>,
     pub action: &'a str,
     pub reason: &'a str,
+    /// Which encoding the event was written with (the stored `format_version`): 1 or 2.
+    pub format_version: i64,
+    /// Version 2: milliseconds the study's image was on screen before the decision.
+    pub viewed_ms: Option<i64>,
+    /// Version 2: why the model considers the study unlike its training films.
+    pub ood_reason: Option<&'a str>,
 }
 
 /// Appends one field: `0x00` for NULL, or `0x01`, the length as 8 bytes big-endian, and the bytes.
@@ -43,11 +56,23 @@ fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
     }
 }
 
-/// The canonical encoding of an event: every stored column but the two hashes, in a fixed order.
+/// The canonical encoding of an event: every stored column but the two hashes and the format
+/// version, in a fixed order. The format version picks the tag and the fields: version 1 stops
+/// after `reason`; version 2 adds `viewed_ms` and `ood_reason`. Any other version is encoded
+/// with a tag naming it and no fields, so that it can never match a stored hash.
 pub(crate) fn encode(f: &EventFields<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     let real = |v: Option<f64>| v.map(|x| x.to_bits().to_be_bytes());
-    put(&mut out, Some(ENCODING_TAG));
+    let tag: &[u8] = match f.format_version {
+        1 => ENCODING_TAG_V1,
+        2 => ENCODING_TAG_V2,
+        _ => {
+            put(&mut out, Some(b"cxr-triage decision event: unknown format"));
+            put(&mut out, Some(&f.format_version.to_be_bytes()));
+            return out;
+        }
+    };
+    put(&mut out, Some(tag));
     put(&mut out, Some(&f.id.to_be_bytes()));
     put(&mut out, Some(f.decided_at.as_bytes()));
     put(&mut out, Some(f.reader.as_bytes()));
@@ -66,6 +91,16 @@ pub(crate) fn encode(f: &EventFields<'_>) -> Vec<u8> {
     put(&mut out, f.new_label.map(str::as_bytes));
     put(&mut out, Some(f.action.as_bytes()));
     put(&mut out, Some(f.reason.as_bytes()));
+    if f.format_version >= 2 {
+        put(
+            &mut out,
+            f.viewed_ms
+                .map(i64::to_be_bytes)
+                .as_ref()
+                .map(<[u8; 8]>::as_slice),
+        );
+        put(&mut out, f.ood_reason.map(str::as_bytes));
+    }
     out
 }
 
@@ -118,6 +153,9 @@ mod tests {
             new_label: Some("NORMAL"),
             action: "override",
             reason: "",
+            format_version: 1,
+            viewed_ms: None,
+            ood_reason: None,
         }
     }
 
@@ -183,6 +221,60 @@ mod tests {
         b.reason = "b";
         assert_ne!(encode(&a), encode(&b));
     }
+
+    #[test]
+    fn version_2_appends_viewed_ms_and_ood_reason_to_the_version_1_fields() {
+        let v1 = encode(&sample());
+        let mut f = sample();
+        f.format_version = 2;
+        f.viewed_ms = Some(1234);
+        f.ood_reason = None;
+        let v2 = encode(&f);
+        let mut expected = Vec::new();
+        let field = |bytes: &[u8]| {
+            let mut v = vec![1];
+            v.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            v.extend_from_slice(bytes);
+            v
+        };
+        expected.extend(field(b"cxr-triage decision event v2"));
+        // Everything after version 1's tag is the same.
+        let v1_tag_len = field(b"cxr-triage decision event v1").len();
+        expected.extend_from_slice(&v1[v1_tag_len..]);
+        expected.extend(field(&1234i64.to_be_bytes()));
+        expected.push(0); // ood_reason: NULL
+        assert_eq!(v2, expected);
+        // The version 2 fields are hashed: changing either changes the encoding.
+        let mut g = f;
+        g.viewed_ms = Some(1235);
+        assert_ne!(encode(&g), v2);
+        let mut g = f;
+        g.ood_reason = Some("");
+        assert_ne!(encode(&g), v2);
+        // A version 1 event ignores them; an unknown version matches neither.
+        let mut g = f;
+        g.format_version = 1;
+        assert_eq!(encode(&g), v1);
+        g.format_version = 3;
+        assert_ne!(encode(&g), v1);
+        assert_ne!(encode(&g), v2);
+    }
+
+    #[test]
+    fn version_2_row_hash_matches_an_independent_sha256() {
+        // Python, continuing the recipe above:
+        //   enc2 = f(b"cxr-triage decision event v2") + enc[len(f(b"cxr-triage decision event v1")):]
+        //          + f(struct.pack(">q", 1234)) + f(b"lateral view")
+        //   hashlib.sha256(bytes(32) + enc2).hexdigest()
+        let mut f = sample();
+        f.format_version = 2;
+        f.viewed_ms = Some(1234);
+        f.ood_reason = Some("lateral view");
+        let h = row_hash(&GENESIS_PREV_HASH, &f);
+        assert_eq!(crate::io::hex(&h), GOLDEN_V2);
+    }
+
+    const GOLDEN_V2: &str = "8fef358dcd43929df50e7d694c17e2b6a51eb27a0c26827ad5015614f1ee81f7";
 
     #[test]
     fn hashes_parse_back_from_hex() {

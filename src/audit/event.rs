@@ -18,21 +18,41 @@ pub enum Action {
     /// The reader set a label without reference to the AI call (for example in a spreadsheet
     /// imported with `cxr-triage import`).
     Relabel,
+    /// The study was read elsewhere (another system, on film): no label is recorded here, but
+    /// the study counts as reviewed.
+    ReadElsewhere,
+    /// The study is not a chest film, so the model's label does not apply: no label, but the
+    /// study counts as reviewed.
+    NotChestFilm,
 }
 
 impl Action {
     /// Every action, in a fixed order.
-    pub const ALL: [Self; 4] = [Self::Confirm, Self::Override, Self::Undo, Self::Relabel];
+    pub const ALL: [Self; 6] = [
+        Self::Confirm,
+        Self::Override,
+        Self::Undo,
+        Self::Relabel,
+        Self::ReadElsewhere,
+        Self::NotChestFilm,
+    ];
 
-    /// The action as written in the store and in CSV files: `confirm`, `override`, `undo` or
-    /// `relabel`.
+    /// The action as written in the store and in CSV files: `confirm`, `override`, `undo`,
+    /// `relabel`, `read_elsewhere` or `not_chest_film`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Confirm => "confirm",
             Self::Override => "override",
             Self::Undo => "undo",
             Self::Relabel => "relabel",
+            Self::ReadElsewhere => "read_elsewhere",
+            Self::NotChestFilm => "not_chest_film",
         }
+    }
+
+    /// Whether the action closes a study without a label (read elsewhere, not a chest film).
+    pub fn is_disposition(self) -> bool {
+        matches!(self, Self::ReadElsewhere | Self::NotChestFilm)
     }
 }
 
@@ -44,7 +64,9 @@ impl fmt::Display for Action {
 
 /// An action name that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("\"{0}\" is not an action: use confirm, override, undo or relabel")]
+#[error(
+    "\"{0}\" is not an action: use confirm, override, undo, relabel, read_elsewhere or not_chest_film"
+)]
 pub struct ParseActionError(pub String);
 
 impl FromStr for Action {
@@ -108,6 +130,11 @@ pub struct NewDecision {
     pub action: Action,
     /// Why, in the reader's words (may be empty).
     pub reason: String,
+    /// How long the study's full-resolution image was on screen before the decision, in
+    /// milliseconds (`None` when no image was shown: an undo, an import, an unreadable study).
+    pub viewed_ms: Option<u64>,
+    /// Why the model considers the study unlike the films it was trained on, when it says so.
+    pub ood_reason: Option<String>,
 }
 
 /// One recorded event of the append-only decision log, as stored.
@@ -143,6 +170,13 @@ pub struct DecisionEvent {
     pub action: Action,
     /// Why.
     pub reason: String,
+    /// Milliseconds the study's image was on screen before the decision (version 2 events).
+    pub viewed_ms: Option<u64>,
+    /// Why the model considered the study unlike its training films (version 2 events).
+    pub ood_reason: Option<String>,
+    /// The canonical encoding the event's hash was computed with: 1 (written before
+    /// `viewed_ms` existed) or 2.
+    pub format_version: i64,
     /// Hexadecimal hash of the previous event (64 zeros for the first event).
     pub prev_hash: String,
     /// Hexadecimal SHA-256 of the previous hash and this event's canonical encoding.
@@ -175,6 +209,9 @@ pub struct CurrentState {
     pub ai: Option<AiCall>,
     /// Whether the reader's final label equals the AI label; `None` when either is missing.
     pub agreed: Option<bool>,
+    /// [`Action::ReadElsewhere`] or [`Action::NotChestFilm`] when that is the decision in force
+    /// (the study is reviewed, without a label).
+    pub disposition: Option<Action>,
 }
 
 impl CurrentState {
@@ -190,6 +227,7 @@ impl CurrentState {
             })
         });
         let final_label = last_event.new_label;
+        let disposition = Some(last_event.action).filter(|a| a.is_disposition());
         let agreed = match (final_label, &ai) {
             (Some(f), Some(a)) => Some(f == a.label),
             _ => None,
@@ -199,11 +237,12 @@ impl CurrentState {
             last_event,
             ai,
             agreed,
+            disposition,
         }
     }
 
-    /// Whether a reader's label is in force.
+    /// Whether a reader's label, or a "read elsewhere" or "not a chest film", is in force.
     pub fn is_reviewed(&self) -> bool {
-        self.final_label.is_some()
+        self.final_label.is_some() || self.disposition.is_some()
     }
 }

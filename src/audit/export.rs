@@ -31,7 +31,7 @@ pub const STUDY_COLUMNS: [&str; 13] = [
 ];
 
 /// The columns of the event-log export (`--events`): every column of the log, in order.
-pub const EVENT_COLUMNS: [&str; 17] = [
+pub const EVENT_COLUMNS: [&str; 20] = [
     "id",
     "decided_at",
     "reader",
@@ -49,6 +49,9 @@ pub const EVENT_COLUMNS: [&str; 17] = [
     "reason",
     "prev_hash",
     "row_hash",
+    "format_version",
+    "viewed_ms",
+    "ood_reason",
 ];
 
 /// Which rows an export writes.
@@ -103,7 +106,7 @@ impl DecisionStore {
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let event = event_from_row(row)?;
-                let last_path: Option<String> = row.get(17)?;
+                let last_path: Option<String> = row.get(20)?;
                 if under(last_path.as_deref().unwrap_or_default()) {
                     out.write_record(event_record(&event))?;
                     n += 1;
@@ -276,7 +279,7 @@ fn study_record(study: &StudyRow, state: Option<&CurrentState>, site: &SiteFigur
         study.study_uid.clone().unwrap_or_default(),
         opt_f32(ai.as_ref().and_then(|a| a.score)),
         opt_label(ai.as_ref().map(|a| a.label)),
-        opt_label(final_label),
+        final_words(state),
         match (final_label, ai.as_ref()) {
             (Some(f), Some(a)) if f == a.label => "yes".to_owned(),
             (Some(_), Some(_)) => "no".to_owned(),
@@ -311,5 +314,24 @@ fn event_record(e: &DecisionEvent) -> Vec<String> {
         e.reason.clone(),
         e.prev_hash.clone(),
         e.row_hash.clone(),
+        e.format_version.to_string(),
+        e.viewed_ms.map(|v| v.to_string()).unwrap_or_default(),
+        e.ood_reason.clone().unwrap_or_default(),
     ]
+}
+
+/// The per-study export's `final_label`: the label in force, or `read_elsewhere` /
+/// `not_chest_film` when that is the decision in force, or empty.
+fn final_words(state: Option<&CurrentState>) -> String {
+    match state {
+        Some(CurrentState {
+            final_label: Some(l),
+            ..
+        }) => l.as_str().to_owned(),
+        Some(CurrentState {
+            disposition: Some(a),
+            ..
+        }) => a.as_str().to_owned(),
+        _ => String::new(),
+    }
 }

@@ -199,6 +199,8 @@ pub fn import_csv(
                     new_label: Some(label),
                     action: Action::Relabel,
                     reason,
+                    viewed_ms: None,
+                    ood_reason: None,
                 };
                 pending.push((line, decision));
             }

@@ -1,8 +1,8 @@
 //! The decision store: append-only, hash-chained, in SQLite.
 //!
-//! Every reader decision (confirm, override, undo, relabel) is one event in the `decisions`
-//! table of a SQLite file ([`DecisionStore`]). Events are never changed or deleted: an undo is a
-//! new event. Together they form the audit trail that 21 CFR 11.10(e) asks for: who decided what,
+//! Every reader decision (confirm, override, undo, relabel, read elsewhere, not a chest film) is
+//! one event in the `decisions` table of a SQLite file ([`DecisionStore`]). Events are never
+//! changed or deleted: an undo is a new event. Together they form the audit trail that 21 CFR 11.10(e) asks for: who decided what,
 //! when, about which exact image (the SHA-256 of its file), with which model, score and
 //! threshold, the label before and after, and why.
 //!
@@ -46,7 +46,12 @@
 //! | undo | refused: [`AuditError::NothingToUndo`] |
 //!
 //! An undo is never itself undone; a decision after an undo simply becomes the newest decision
-//! in force. The store works this out from the study's events in the write transaction, so the
+//! in force.
+//!
+//! "Read elsewhere" (`read_elsewhere`) and "not a chest film" (`not_chest_film`) close a study
+//! without a label: it counts as reviewed, and its final label is `None`. While one is in force,
+//! nothing else is recorded for the study until it is undone (so an undo always restores a label
+//! or unreviewed). The store works this out from the study's events in the write transaction, so the
 //! caller need not (and the undo event records the restored label in `new_label`).
 //!
 //! # The hash chain
@@ -55,18 +60,32 @@
 //! zero bytes), and `row_hash` = SHA-256(`prev_hash` ‖ `encoding`), both written as 64 lower-case
 //! hexadecimal digits. The hash input uses the 32 raw bytes of `prev_hash`.
 //!
-//! `encoding` is the canonical encoding of every other column, in this order: a format tag, then
-//! `id`, `decided_at`, `reader`, `app_version`, `study_sha256`, `study_path`, `model_id`,
-//! `weights_sha256`, `score`, `threshold`, `ai_label`, `prev_label`, `new_label`, `action`,
-//! `reason`. Each field is written as one byte `0x00` for NULL, or as one byte `0x01`, the
-//! field's length in bytes as an unsigned 64-bit big-endian integer, and the bytes:
+//! `encoding` is the canonical encoding of every other column but `format_version`, in this
+//! order: a format tag, then `id`, `decided_at`, `reader`, `app_version`, `study_sha256`,
+//! `study_path`, `model_id`, `weights_sha256`, `score`, `threshold`, `ai_label`, `prev_label`,
+//! `new_label`, `action`, `reason`, and in version 2 also `viewed_ms` and `ood_reason`. Each
+//! field is written as one byte `0x00` for NULL, or as one byte `0x01`, the field's length in
+//! bytes as an unsigned 64-bit big-endian integer, and the bytes:
 //!
-//! - the format tag is the ASCII text `cxr-triage decision event v1`;
-//! - `id` is its signed 64-bit big-endian two's complement (8 bytes);
+//! - the format tag is the ASCII text `cxr-triage decision event v2` (events written before
+//!   schema version 2: `cxr-triage decision event v1`, and the encoding stops after `reason`);
+//! - `id` and `viewed_ms` are their signed 64-bit big-endian two's complement (8 bytes);
 //! - text is its UTF-8 bytes exactly as stored (labels `NORMAL`/`PNEUMONIA`, actions
-//!   `confirm`/`override`/`undo`/`relabel`, times as RFC 3339 UTC with milliseconds and `Z`);
+//!   `confirm`/`override`/`undo`/`relabel`/`read_elsewhere`/`not_chest_film`, times as RFC 3339
+//!   UTC with milliseconds and `Z`);
 //! - `score` and `threshold` are the 8 big-endian bytes of the IEEE 754 binary64 value stored in
 //!   SQLite (the model's `f32`, widened exactly).
+//!
+//! Each event's `format_version` column (1 or 2) says which encoding its hash was computed with,
+//! and [`DecisionStore::verify`] encodes each event accordingly. The schema migration to version
+//! 2 copies every existing event unchanged with `format_version` 1, so a chain started by an
+//! older cxr-triage still verifies; a version 1 event must have `viewed_ms` and `ood_reason` NULL
+//! (its hash does not cover them). Changing an event's `format_version` changes its encoding and
+//! breaks its hash.
+//!
+//! `viewed_ms` is how long the study's full-resolution image had been on screen when the reader
+//! decided (NULL for undos, imports and studies without an image); `ood_reason` is why the model
+//! found the study unlike the films it was trained on (NULL when it did not say so).
 //!
 //! Because the `id` is hashed, and [`DecisionStore::verify`] checks that ids run 1, 2, 3, …, an
 //! edited, deleted, reordered or inserted row breaks the chain at that row. SQLite triggers also

@@ -24,7 +24,7 @@ const DEFAULT_FILE_NAME: &str = "decisions.sqlite3";
 /// The columns of an event, in the order [`event_from_row`] reads them.
 pub(crate) const EVENT_COLUMNS_SQL: &str = "id, decided_at, reader, app_version, study_sha256, study_path, \
      model_id, weights_sha256, score, threshold, ai_label, prev_label, new_label, action, reason, \
-     prev_hash, row_hash";
+     prev_hash, row_hash, format_version, viewed_ms, ood_reason";
 
 /// The append-only, hash-chained decision store: one SQLite file.
 ///
@@ -255,9 +255,10 @@ fn append(tx: &Transaction<'_>, d: &NewDecision) -> Result<DecisionEvent, AuditE
     };
 
     // Replay the study's events: the final label in force, and the labels that each decision
-    // still in force replaced (the undo stack).
+    // still in force replaced (the undo stack), with the actions still in force.
     let mut prev_label = None;
     let mut undo_stack: Vec<Option<Label>> = Vec::new();
+    let mut in_force: Vec<Action> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
             "SELECT action, prev_label, new_label FROM decisions WHERE study_sha256 = ?1 ORDER BY id",
@@ -268,11 +269,24 @@ fn append(tx: &Transaction<'_>, d: &NewDecision) -> Result<DecisionEvent, AuditE
             let before: Option<Label> = row.get(1)?;
             if action == Action::Undo {
                 undo_stack.pop();
+                in_force.pop();
             } else {
                 undo_stack.push(before);
+                in_force.push(action);
             }
             prev_label = row.get(2)?;
         }
+    }
+    // A "read elsewhere" or "not a chest film" in force is undone before anything else is
+    // recorded, so that an undo always restores a label (or unreviewed).
+    if let Some(&top) = in_force.last()
+        && top.is_disposition()
+        && d.action != Action::Undo
+    {
+        return Err(AuditError::InvalidDecision(format!(
+            "the study is recorded as {}: undo that first",
+            disposition_words(top)
+        )));
     }
     let new_label = if d.action == Action::Undo {
         let restored = undo_stack.pop().ok_or(AuditError::NothingToUndo)?;
@@ -304,6 +318,9 @@ fn append(tx: &Transaction<'_>, d: &NewDecision) -> Result<DecisionEvent, AuditE
         new_label,
         action: d.action,
         reason: d.reason.clone(),
+        viewed_ms: d.viewed_ms,
+        ood_reason: d.ood_reason.clone(),
+        format_version: chain::LATEST_FORMAT,
         prev_hash: hex(&prev_hash),
         row_hash: String::new(),
     };
@@ -313,8 +330,9 @@ fn append(tx: &Transaction<'_>, d: &NewDecision) -> Result<DecisionEvent, AuditE
     tx.prepare_cached(
         "INSERT INTO decisions (id, decided_at, reader, app_version, study_sha256, study_path,
              model_id, weights_sha256, score, threshold, ai_label, prev_label, new_label, action,
-             reason, prev_hash, row_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             reason, prev_hash, row_hash, format_version, viewed_ms, ood_reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                 ?19, ?20)",
     )?
     .execute(rusqlite::params![
         event.id,
@@ -334,6 +352,9 @@ fn append(tx: &Transaction<'_>, d: &NewDecision) -> Result<DecisionEvent, AuditE
         event.reason,
         event.prev_hash,
         row_hash,
+        event.format_version,
+        fields.viewed_ms,
+        event.ood_reason,
     ])?;
     Ok(DecisionEvent { row_hash, ..event })
 }
@@ -387,6 +408,11 @@ pub(crate) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionEvent> {
         reason: r.get(14)?,
         prev_hash: r.get(15)?,
         row_hash: r.get(16)?,
+        format_version: r.get(17)?,
+        viewed_ms: r
+            .get::<_, Option<i64>>(18)?
+            .map(|v| u64::try_from(v).unwrap_or(0)),
+        ood_reason: r.get(19)?,
     })
 }
 
@@ -408,6 +434,9 @@ fn fields_of<'a>(e: &'a DecisionEvent, path_text: &'a str) -> EventFields<'a> {
         new_label: e.new_label.map(Label::as_str),
         action: e.action.as_str(),
         reason: &e.reason,
+        format_version: e.format_version,
+        viewed_ms: e.viewed_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+        ood_reason: e.ood_reason.as_deref(),
     }
 }
 
@@ -424,6 +453,14 @@ fn study_from_row(r: &Row<'_>) -> rusqlite::Result<StudyRecord> {
 /// The current UTC time as the store writes it: RFC 3339, milliseconds, `Z`.
 pub(crate) fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn disposition_words(action: Action) -> &'static str {
+    match action {
+        Action::ReadElsewhere => "read elsewhere",
+        Action::NotChestFilm => "not a chest film",
+        other => other.as_str(),
+    }
 }
 
 fn label_words(label: Option<Label>) -> &'static str {
@@ -482,7 +519,13 @@ fn validate_decision(d: &NewDecision) -> Result<(), AuditError> {
     {
         return invalid("the AI label does not follow from the score and threshold");
     }
-    if d.action != Action::Undo && d.new_label.is_none() {
+    if d.viewed_ms.is_some_and(|v| i64::try_from(v).is_err()) {
+        return invalid("the viewing time is out of range");
+    }
+    if d.action.is_disposition() && d.new_label.is_some() {
+        return invalid("a \"read elsewhere\" or \"not a chest film\" records no label");
+    }
+    if d.action != Action::Undo && !d.action.is_disposition() && d.new_label.is_none() {
         return invalid("a confirm, override or relabel needs a new label");
     }
     match d.action {

@@ -98,7 +98,7 @@ impl fmt::Display for BrokenLink {
 }
 
 /// The columns [`DecisionStore::verify`] reads, in chain order.
-const COLUMNS: [&str; 17] = [
+const COLUMNS: [&str; 20] = [
     "id",
     "decided_at",
     "reader",
@@ -116,6 +116,9 @@ const COLUMNS: [&str; 17] = [
     "reason",
     "prev_hash",
     "row_hash",
+    "format_version",
+    "viewed_ms",
+    "ood_reason",
 ];
 
 /// One event as stored, read without interpretation.
@@ -137,6 +140,9 @@ struct RawEvent {
     reason: String,
     prev_hash: String,
     row_hash: String,
+    format_version: i64,
+    viewed_ms: Option<i64>,
+    ood_reason: Option<String>,
 }
 
 impl RawEvent {
@@ -163,6 +169,9 @@ impl RawEvent {
             reason: text(14)?,
             prev_hash: text(15)?,
             row_hash: text(16)?,
+            format_version: r.get(17).map_err(|_| COLUMNS[17])?,
+            viewed_ms: r.get(18).map_err(|_| COLUMNS[18])?,
+            ood_reason: opt_text(19)?,
         })
     }
 
@@ -183,13 +192,17 @@ impl RawEvent {
             new_label: self.new_label.as_deref(),
             action: &self.action,
             reason: &self.reason,
+            format_version: self.format_version,
+            viewed_ms: self.viewed_ms,
+            ood_reason: self.ood_reason.as_deref(),
         }
     }
 }
 
 impl DecisionStore {
     /// Checks the whole log: ids run 1, 2, 3, … without gaps, each event links to the previous
-    /// event's hash, each event's hash matches its content, no events were cut off the end, and
+    /// event's hash, each event's hash matches its content (in the encoding its
+    /// `format_version` names, so that events written before version 2 still verify), no events were cut off the end, and
     /// the append-only triggers are in place.
     ///
     /// Returns `Ok` with the first broken link when it finds tampering; `Err` only when the store
@@ -240,7 +253,10 @@ impl DecisionStore {
                 break;
             }
             let computed = chain::row_hash(&prev, &e.fields());
-            if chain::parse_hash_hex(&e.row_hash) != Some(computed) {
+            // A version 1 event's hash does not cover the later columns: they must be empty.
+            let v1_extra =
+                e.format_version == 1 && (e.viewed_ms.is_some() || e.ood_reason.is_some());
+            if v1_extra || chain::parse_hash_hex(&e.row_hash) != Some(computed) {
                 first_broken = Some(broken(LinkProblem::ContentChanged));
                 break;
             }

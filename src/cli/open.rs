@@ -64,6 +64,7 @@ pub fn run(mut args: OpenArgs) -> anyhow::Result<ExitCode> {
         print_stats: std::env::var_os(STATS_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
         persist_preferences: screenshot.is_none(),
         screenshot,
+        store_write_delay: None,
     };
     app::run(config).map_err(|e| {
         anyhow::anyhow!(

@@ -403,6 +403,116 @@ fn monochrome1_dicom_is_inverted_with_its_window() {
     assert!(worst <= 1, "worst difference {worst}");
 }
 
+/// A VOI LUT Sequence item: `count` entries from stored value 0, rising linearly from 0 at
+/// `from` to 65535 at `to`.
+fn voi_lut_sequence(count: u16, from: u16, to: u16) -> DataElement<InMemDicomObject> {
+    let data: Vec<u16> = (0..count)
+        .map(|i| {
+            if i <= from {
+                0
+            } else if i >= to {
+                65535
+            } else {
+                (f64::from(i - from) / f64::from(to - from) * 65535.0).round() as u16
+            }
+        })
+        .collect();
+    let item = InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::LUT_DESCRIPTOR,
+            VR::US,
+            PrimitiveValue::U16([count, 0, 16].into_iter().collect()),
+        ),
+        DataElement::new(
+            tags::LUT_DATA,
+            VR::OW,
+            PrimitiveValue::U16(data.into_iter().collect()),
+        ),
+    ]);
+    DataElement::new(
+        tags::VOILUT_SEQUENCE,
+        VR::SQ,
+        dicom_core::value::DataSetSequence::from(vec![item]),
+    )
+}
+
+#[test]
+fn a_voi_lut_sequence_sets_the_default_window_before_the_file_window() {
+    let spec = DicomSpec {
+        windows: Some((&["3000"], &["100"])),
+        ..DicomSpec::mono("MONOCHROME2")
+    };
+    let mut obj = spec.object();
+    obj.put(voi_lut_sequence(4096, 1000, 2000));
+    let mut bytes = Vec::new();
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap()
+        .write_all(&mut bytes)
+        .unwrap();
+    let study = load_study_bytes(&bytes).unwrap();
+    // The LUT rises from 1 % to 99 % of its output between stored values 1011 and 1989 (entry
+    // 1010 is round(655.35) = 655, just under 1 % of 65535).
+    assert_eq!(
+        study.meta.default_window,
+        Window {
+            center: 1500.0,
+            width: 978.0
+        }
+    );
+    // Without the LUT, the file's window.
+    let study = load_study_bytes(&spec.file_bytes(uids::EXPLICIT_VR_LITTLE_ENDIAN)).unwrap();
+    assert_eq!(
+        study.meta.default_window,
+        Window {
+            center: 3000.0,
+            width: 100.0
+        }
+    );
+}
+
+#[test]
+fn an_inverse_presentation_lut_shape_inverts_a_monochrome2_image_and_its_window() {
+    let spec = DicomSpec {
+        windows: Some((&["1000"], &["500"])),
+        ..DicomSpec::mono("MONOCHROME2")
+    };
+    let mut obj = spec.object();
+    obj.put(DataElement::new(
+        tags::PRESENTATION_LUT_SHAPE,
+        VR::CS,
+        "INVERSE",
+    ));
+    let mut bytes = Vec::new();
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap()
+        .write_all(&mut bytes)
+        .unwrap();
+    let study = load_study_bytes(&bytes).unwrap();
+    let expected: Vec<u16> = spec.stored.iter().map(|&v| 4095 - v).collect();
+    assert_eq!(u16s(&study), expected);
+    assert_eq!(
+        study.meta.default_window,
+        Window {
+            center: 3095.0,
+            width: 500.0
+        }
+    );
+    // IDENTITY changes nothing.
+    let mut obj = spec.object();
+    obj.put(DataElement::new(
+        tags::PRESENTATION_LUT_SHAPE,
+        VR::CS,
+        "IDENTITY",
+    ));
+    let mut bytes = Vec::new();
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap()
+        .write_all(&mut bytes)
+        .unwrap();
+    let study = load_study_bytes(&bytes).unwrap();
+    assert_eq!(u16s(&study), spec.stored);
+}
+
 #[test]
 fn rescale_slope_and_intercept_are_applied() {
     let mut spec = DicomSpec::mono("MONOCHROME2");

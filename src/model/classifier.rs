@@ -36,6 +36,9 @@ pub enum ModelError {
         /// The hash of the bytes found.
         actual: String,
     },
+    /// A value of the card is out of range (an edited or damaged card).
+    #[error("the model card is not valid: {0}")]
+    CardValue(String),
     /// The card is for another architecture.
     #[error("the model is a {found} network; this version of cxr-triage runs {expected}")]
     Architecture {
@@ -72,6 +75,7 @@ pub struct Assessment {
 pub struct Classifier {
     net: CxrNet,
     card: ModelCard,
+    card_sha256: String,
     device: Device,
     ood: Option<FeatureGaussian>,
 }
@@ -103,6 +107,7 @@ impl Classifier {
     /// SHA-256 is not the card's.
     pub fn from_bytes(card_json: &[u8], weights: Vec<u8>) -> Result<Self, ModelError> {
         let card: ModelCard = serde_json::from_slice(card_json)?;
+        validate_card(&card)?;
         if card.arch_id != ARCH_ID {
             return Err(ModelError::Architecture {
                 found: card.arch_id,
@@ -124,9 +129,11 @@ impl Classifier {
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(ModelError::Weights)?;
         let net = CxrNet::new(&card.config, &vb).map_err(ModelError::Weights)?;
+        let card_sha256 = sha256_hex(card_json);
         Ok(Self {
             net,
             card,
+            card_sha256,
             device,
             ood,
         })
@@ -135,6 +142,12 @@ impl Classifier {
     /// The model card.
     pub fn card(&self) -> &ModelCard {
         &self.card
+    }
+
+    /// Lower-case hexadecimal SHA-256 of the model card's file as loaded (the card holds the
+    /// threshold: an edited card has another hash).
+    pub fn card_sha256(&self) -> &str {
+        &self.card_sha256
     }
 
     /// The network.
@@ -216,5 +229,69 @@ impl Classifier {
         let input = self.prepare(image, window)?;
         let scores = self.score_prepared(std::slice::from_ref(&input))?;
         Ok(scores.first().copied().unwrap_or(f32::NAN))
+    }
+}
+/// Refuses a card whose values cannot be right: a threshold outside (0, 1), an empty model
+/// name, a weights hash that is not 64 hexadecimal digits, an input size below 8 pixels.
+fn validate_card(card: &ModelCard) -> Result<(), ModelError> {
+    let bad = |why: &str| Err(ModelError::CardValue(why.to_owned()));
+    if !(card.threshold.is_finite() && card.threshold > 0.0 && card.threshold < 1.0) {
+        return bad("its threshold is not between 0 and 1");
+    }
+    if card.model_id.trim().is_empty() || card.model_id.chars().any(char::is_control) {
+        return bad("its model name is empty or holds control characters");
+    }
+    if card.weights_sha256.len() != 64
+        || !card.weights_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return bad("its weights SHA-256 is not 64 hexadecimal digits");
+    }
+    if card.normalisation.input_size < 8 {
+        return bad("its input size is below 8 pixels");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn shipped() -> (serde_json::Value, Vec<u8>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+        let card = std::fs::read(dir.join("cxrnet.json")).unwrap();
+        let weights = std::fs::read(dir.join("cxrnet.safetensors")).unwrap();
+        (serde_json::from_slice(&card).unwrap(), weights)
+    }
+
+    #[test]
+    fn edited_card_values_are_refused_and_the_card_hash_is_kept() {
+        let (card, weights) = shipped();
+        let bytes = serde_json::to_vec(&card).unwrap();
+        let c = Classifier::from_bytes(&bytes, weights.clone()).unwrap();
+        assert_eq!(c.card_sha256(), sha256_hex(&bytes));
+        for (field, value) in [
+            ("threshold", serde_json::json!(1.5)),
+            ("threshold", serde_json::json!(0.0)),
+            ("model_id", serde_json::json!(" ")),
+            ("weights_sha256", serde_json::json!("abc")),
+        ] {
+            let mut edited = card.clone();
+            edited[field] = value.clone();
+            let err =
+                Classifier::from_bytes(&serde_json::to_vec(&edited).unwrap(), weights.clone())
+                    .unwrap_err();
+            assert!(
+                matches!(err, ModelError::CardValue(_)),
+                "{field} = {value}: {err}"
+            );
+        }
+        // A valid edit (another threshold) loads, with another card hash.
+        let mut edited = card;
+        edited["threshold"] = serde_json::json!(0.42);
+        let bytes2 = serde_json::to_vec(&edited).unwrap();
+        let c2 = Classifier::from_bytes(&bytes2, weights).unwrap();
+        assert_ne!(c2.card_sha256(), c.card_sha256());
     }
 }

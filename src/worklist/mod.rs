@@ -17,7 +17,9 @@ use std::str::FromStr;
 
 pub use labels::{DatasetLabel, LabelFile, LabelSource, LabelsError, label_from_folder_names};
 pub use sort::{Filter, SortKey, SortSpec, step_in_view};
-pub use study::{Counts, ReviewState, ScoreState, StudyId, StudyRow, Worklist, scope_warning};
+pub use study::{
+    Counts, Disposition, ReviewState, ScoreState, StudyId, StudyRow, Worklist, scope_warning,
+};
 
 /// A study's label: what the model says, or what a reader decided.
 #[derive(

@@ -248,19 +248,34 @@ mod tests {
     }
 
     #[test]
-    fn default_order_is_score_highest_first_then_errors_then_pending() {
+    fn default_order_is_manual_reads_then_score_highest_first_then_pending() {
         let w = sample();
         let view = w.view(SortSpec::default(), Filter::All);
+        // The unreadable file needs a manual read: it heads the list whatever the sort.
         assert_eq!(
             names(&w, &view),
-            ["a.jpg", "d.jpg", "b.jpg", "junk.txt", "c.jpg"]
+            ["junk.txt", "a.jpg", "d.jpg", "b.jpg", "c.jpg"]
         );
         // Ascending keeps the studies without a score at the end.
         let up = SortSpec::default().clicked(SortKey::Score);
         assert!(!up.descending);
         assert_eq!(
             names(&w, &w.view(up, Filter::All)),
-            ["b.jpg", "d.jpg", "a.jpg", "junk.txt", "c.jpg"]
+            ["junk.txt", "b.jpg", "d.jpg", "a.jpg", "c.jpg"]
+        );
+        // Once it has a decision it sorts with the others (errors after scored studies).
+        let mut w = w;
+        let sha = w.row(StudyId(2)).unwrap().sha256.clone();
+        w.row_mut(StudyId(2)).unwrap().sha256 = Some("e".repeat(64));
+        w.set_decision(
+            &"e".repeat(64),
+            None,
+            Some(crate::worklist::Disposition::NotChestFilm),
+        );
+        assert_eq!(sha, None);
+        assert_eq!(
+            names(&w, &w.view(SortSpec::default(), Filter::All)),
+            ["a.jpg", "d.jpg", "b.jpg", "junk.txt", "c.jpg"]
         );
     }
 
@@ -270,7 +285,7 @@ mod tests {
         let by_name = SortSpec::default().clicked(SortKey::Name);
         assert_eq!(
             names(&w, &w.view(by_name, Filter::All)),
-            ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "junk.txt"]
+            ["junk.txt", "a.jpg", "b.jpg", "c.jpg", "d.jpg"]
         );
         let back = by_name.clicked(SortKey::Name);
         assert_eq!(
@@ -282,7 +297,7 @@ mod tests {
         let by_ai = SortSpec::default().clicked(SortKey::AiLabel);
         assert_eq!(
             names(&w, &w.view(by_ai, Filter::All)),
-            ["a.jpg", "d.jpg", "b.jpg", "junk.txt", "c.jpg"]
+            ["junk.txt", "a.jpg", "d.jpg", "b.jpg", "c.jpg"]
         );
     }
 
@@ -294,7 +309,7 @@ mod tests {
         let sort = SortSpec::default();
         assert_eq!(
             names(&w, &w.view(sort, Filter::Unreviewed)),
-            ["b.jpg", "junk.txt", "c.jpg"]
+            ["junk.txt", "b.jpg", "c.jpg"]
         );
         assert_eq!(names(&w, &w.view(sort, Filter::Disagreements)), ["d.jpg"]);
         assert_eq!(names(&w, &w.view(sort, Filter::Errors)), ["junk.txt"]);
@@ -321,7 +336,7 @@ mod tests {
         assert!(sort.descending);
         assert_eq!(
             names(&w, &w.view(sort, Filter::All)),
-            ["b.jpg", "d.jpg", "a.jpg", "junk.txt", "c.jpg"]
+            ["junk.txt", "b.jpg", "d.jpg", "a.jpg", "c.jpg"]
         );
     }
 

@@ -32,6 +32,10 @@ pub enum ReviewState {
     Overridden,
     /// The reader set a label and there is no AI label to compare it with.
     Labelled,
+    /// The reader recorded that the study was read elsewhere (no label here).
+    ReadElsewhere,
+    /// The reader recorded that the study is not a chest film (no label).
+    NotChestFilm,
 }
 
 impl ReviewState {
@@ -42,10 +46,13 @@ impl ReviewState {
             Self::Confirmed => "confirmed",
             Self::Overridden => "overridden",
             Self::Labelled => "labelled",
+            Self::ReadElsewhere => "read elsewhere",
+            Self::NotChestFilm => "not a chest film",
         }
     }
 
-    /// Whether a reader's label is in force.
+    /// Whether a reader's decision is in force (a label, or "read elsewhere" / "not a chest
+    /// film").
     pub fn is_reviewed(self) -> bool {
         self != Self::Unreviewed
     }
@@ -55,6 +62,15 @@ impl fmt::Display for ReviewState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A decision that closes a study without a label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Disposition {
+    /// Read elsewhere (another system, on film).
+    ReadElsewhere,
+    /// Not a chest film: the model's label does not apply.
+    NotChestFilm,
 }
 
 /// One study of the worklist.
@@ -76,10 +92,16 @@ pub struct StudyRow {
     pub score: ScoreState,
     /// The label the dataset already gives the study (label-correction mode).
     pub dataset_label: Option<DatasetLabel>,
-    /// The reader's label in force, from the decision store (`None`: unreviewed).
+    /// The reader's label in force, from the decision store (`None`: unreviewed, or closed
+    /// without a label: see `disposition`).
     pub final_label: Option<Label>,
+    /// "Read elsewhere" or "not a chest film", when that is the reader's decision in force.
+    pub disposition: Option<Disposition>,
     /// Why the study is outside what the model has seen, when its attributes say so.
     pub scope_warning: Option<String>,
+    /// The file's bytes no longer have the hash it was scored with (it was replaced on disk):
+    /// it is not shown and cannot be decided until the folder is opened again.
+    pub changed: bool,
 }
 
 impl StudyRow {
@@ -95,7 +117,9 @@ impl StudyRow {
             score: ScoreState::Pending,
             dataset_label: None,
             final_label: None,
+            disposition: None,
             scope_warning: None,
+            changed: false,
         }
     }
 
@@ -117,7 +141,7 @@ impl StudyRow {
 
     /// Whether a decision can be recorded: the file was read, so its identity is known.
     pub fn can_be_decided(&self) -> bool {
-        self.sha256.is_some()
+        self.sha256.is_some() && !self.changed
     }
 
     /// How far the dataset label is from the score, |label − score|: near 1 when the model
@@ -172,6 +196,9 @@ pub struct Counts {
     pub reviewed: usize,
     /// Studies whose reader's label differs from the AI label.
     pub disagreements: usize,
+    /// Studies that could not be read or scored and have no decision: a reader must read them
+    /// (they are also counted as not reviewed).
+    pub manual: usize,
 }
 
 impl Counts {
@@ -245,6 +272,11 @@ impl Worklist {
 
     /// Where the row stands with the reader.
     pub fn review_state(&self, row: &StudyRow) -> ReviewState {
+        match row.disposition {
+            Some(Disposition::ReadElsewhere) => return ReviewState::ReadElsewhere,
+            Some(Disposition::NotChestFilm) => return ReviewState::NotChestFilm,
+            None => {}
+        }
         match (row.final_label, self.ai_label(row)) {
             (None, _) => ReviewState::Unreviewed,
             (Some(_), None) => ReviewState::Labelled,
@@ -256,14 +288,39 @@ impl Worklist {
     /// Sets the reader's label of every row whose file has this SHA-256 (identical copies share
     /// their decisions). Returns how many rows changed.
     pub fn set_final_label(&mut self, sha256: &str, label: Option<Label>) -> usize {
+        self.set_decision(sha256, label, None)
+    }
+
+    /// Sets the reader's decision in force (a label, or a disposition without one) of every row
+    /// whose file has this SHA-256. Returns how many rows changed.
+    pub fn set_decision(
+        &mut self,
+        sha256: &str,
+        label: Option<Label>,
+        disposition: Option<Disposition>,
+    ) -> usize {
         let mut changed = 0;
         for row in &mut self.rows {
-            if row.sha256.as_deref() == Some(sha256) && row.final_label != label {
+            if row.sha256.as_deref() == Some(sha256)
+                && (row.final_label != label || row.disposition != disposition)
+            {
                 row.final_label = label;
+                row.disposition = disposition;
                 changed += 1;
             }
         }
         changed
+    }
+
+    /// Whether a study could not be read or scored and has no decision: the reader must read
+    /// it, so the worklist shows it at the top.
+    pub fn needs_manual_read(&self, row: &StudyRow) -> bool {
+        row.error().is_some() && !self.review_state(row).is_reviewed()
+    }
+
+    /// Whether every study of the folder has a decision in force.
+    pub fn all_reviewed(&self) -> bool {
+        self.rows.iter().all(|r| self.review_state(r).is_reviewed())
     }
 
     /// Whether any study carries a dataset label (the label-correction columns are shown).
@@ -283,19 +340,27 @@ impl Worklist {
                 ScoreState::Scored(_) => c.scored += 1,
                 ScoreState::Failed(_) => c.failed += 1,
             }
+            if self.needs_manual_read(row) {
+                c.manual += 1;
+            }
             match self.review_state(row) {
                 ReviewState::Unreviewed => {}
                 ReviewState::Overridden => {
                     c.reviewed += 1;
                     c.disagreements += 1;
                 }
-                ReviewState::Confirmed | ReviewState::Labelled => c.reviewed += 1,
+                ReviewState::Confirmed
+                | ReviewState::Labelled
+                | ReviewState::ReadElsewhere
+                | ReviewState::NotChestFilm => c.reviewed += 1,
             }
         }
         c
     }
 
-    /// The studies `filter` keeps, in the order `sort` gives.
+    /// The studies `filter` keeps, in the order `sort` gives, after the group of studies that
+    /// need a manual read ([`needs_manual_read`](Self::needs_manual_read)): whatever the sort,
+    /// a study no model could read is never moved out of sight.
     pub fn view(&self, sort: SortSpec, filter: Filter) -> Vec<StudyId> {
         let mut ids: Vec<StudyId> = self
             .rows
@@ -303,7 +368,12 @@ impl Worklist {
             .filter(|r| filter.keeps(self, r))
             .map(|r| r.id)
             .collect();
-        ids.sort_by(|a, b| sort.compare(self, &self.rows[a.0], &self.rows[b.0]));
+        ids.sort_by(|a, b| {
+            let (ra, rb) = (&self.rows[a.0], &self.rows[b.0]);
+            self.needs_manual_read(rb)
+                .cmp(&self.needs_manual_read(ra))
+                .then_with(|| sort.compare(self, ra, rb))
+        });
         ids
     }
 
@@ -338,8 +408,9 @@ impl Worklist {
         ids
     }
 
-    /// The first study after `after` in `view` (wrapping around) that is unreviewed and can be
-    /// decided. With no `after`, the first such study of the view.
+    /// The first study after `after` in `view` (wrapping around) that has no decision, including
+    /// those that could not be read (a reader must read them). With no `after`, the first such
+    /// study of the view.
     pub fn next_unreviewed(&self, view: &[StudyId], after: Option<StudyId>) -> Option<StudyId> {
         let start = after
             .and_then(|a| view.iter().position(|&id| id == a))
@@ -350,7 +421,7 @@ impl Worklist {
             .filter(|&id| Some(id) != after)
             .find(|&id| {
                 self.row(id)
-                    .is_some_and(|r| r.can_be_decided() && !self.review_state(r).is_reviewed())
+                    .is_some_and(|r| !self.review_state(r).is_reviewed())
             })
     }
 
@@ -449,25 +520,49 @@ mod tests {
     }
 
     #[test]
-    fn next_unreviewed_wraps_and_skips_reviewed_and_unreadable_studies() {
+    fn next_unreviewed_wraps_skips_reviewed_studies_and_keeps_unreadable_ones() {
         let mut w = Worklist::new(
             vec![
                 row("a", Some(0.9)),
                 row("b", Some(0.8)),
                 row("c", None),
                 row("d", Some(0.1)),
+                row("e", None),
             ],
             Some(0.5),
         );
+        w.row_mut(StudyId(2)).unwrap().score = ScoreState::Failed("not an image".into());
         w.row_mut(StudyId(1)).unwrap().final_label = Some(Label::Pneumonia);
         let view = w.view(SortSpec::default(), Filter::All);
-        assert_eq!(view, [StudyId(0), StudyId(1), StudyId(3), StudyId(2)]);
+        // The unreadable study first ("needs a manual read"), then by score, pending last.
+        assert_eq!(
+            view,
+            [StudyId(2), StudyId(0), StudyId(1), StudyId(3), StudyId(4)]
+        );
         assert_eq!(w.next_unreviewed(&view, Some(StudyId(0))), Some(StudyId(3)));
-        // After the last decidable study, wrap to the first; never the study itself.
-        assert_eq!(w.next_unreviewed(&view, Some(StudyId(3))), Some(StudyId(0)));
-        w.row_mut(StudyId(0)).unwrap().final_label = Some(Label::Pneumonia);
-        assert_eq!(w.next_unreviewed(&view, Some(StudyId(3))), None);
-        assert_eq!(w.next_unreviewed(&view, None), Some(StudyId(3)));
+        // After the last study, wrap to the first: the unreadable one is not skipped.
+        assert_eq!(w.next_unreviewed(&view, Some(StudyId(4))), Some(StudyId(2)));
+        assert_eq!(w.next_unreviewed(&view, Some(StudyId(2))), Some(StudyId(0)));
+        assert_eq!(w.counts().manual, 1);
+        assert!(!w.all_reviewed());
+        // Read elsewhere: reviewed, out of the manual group, no label.
+        let sha = "c".repeat(64);
+        w.row_mut(StudyId(2)).unwrap().sha256 = Some(sha.clone());
+        assert_eq!(
+            w.set_decision(&sha, None, Some(Disposition::ReadElsewhere)),
+            1
+        );
+        let c = w.row(StudyId(2)).unwrap().clone();
+        assert_eq!(w.review_state(&c), ReviewState::ReadElsewhere);
+        assert!(!w.needs_manual_read(&c));
+        assert_eq!(w.counts().manual, 0);
+        let view = w.view(SortSpec::default(), Filter::All);
+        assert_eq!(view[0], StudyId(0));
+        for id in [0, 3, 4] {
+            w.row_mut(StudyId(id)).unwrap().final_label = Some(Label::Normal);
+        }
+        assert!(w.all_reviewed());
+        assert_eq!(w.next_unreviewed(&view, None), None);
     }
 
     #[test]

@@ -137,9 +137,30 @@ pub fn wait_for_scores(h: &mut Harness<'static, App>) {
     });
 }
 
-/// Runs a few frames, so that queued input and the commands it pushes are applied.
+/// Runs a few frames, so that queued input and the commands it pushes are applied, and then
+/// until every decision sent to the store is acknowledged.
 pub fn settle(h: &mut Harness<'static, App>) {
     for _ in 0..3 {
         h.step();
     }
+    if h.state().is_saving() {
+        step_until(h, "the decisions to be saved", |app| !app.is_saving());
+    }
+}
+
+/// Waits until a decision on the selected study would be recorded: its film has been on screen
+/// for the minimum time.
+pub fn until_decidable(h: &mut Harness<'static, App>) {
+    step_until(h, "the film to have been on screen long enough", |app| {
+        app.decision_blocked().is_none()
+    });
+}
+
+/// The real `App` in a test harness whose frames are `step_dt` seconds apart (egui's clock), for
+/// tests that time what the reader does.
+pub fn harness_with_step(config: AppConfig, step_dt: f32) -> Harness<'static, App> {
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        .with_step_dt(step_dt)
+        .build_eframe(|cc| App::new(cc, config))
 }

@@ -54,6 +54,8 @@ pub fn decision(n: u32, action: Action, score: f32, new_label: Option<Label>) ->
         new_label,
         action,
         reason: String::new(),
+        viewed_ms: None,
+        ood_reason: None,
     }
 }
 

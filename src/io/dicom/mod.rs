@@ -9,6 +9,11 @@
 //! mirrored the same way, centre `c' = low + high - c`, width unchanged, so that it shows exactly
 //! what the file's window showed: for `RG1_J2KI.dcm`, 15000/30000 becomes centre 17767, width 30000.
 //! With a Modality LUT Sequence, `low` and `high` are the smallest and largest LUT entries.
+//!
+//! The file's VOI is, in order: its VOI LUT Sequence (the first LUT, as the linear window over
+//! the input range where the LUT rises from 1 % to 99 % of its output), else its first Window
+//! Center/Width; without either, the full range of the samples. A Presentation LUT Shape of
+//! `INVERSE` on a MONOCHROME2 image inverts it as MONOCHROME1 is (samples and window mirrored).
 
 pub(crate) mod structure;
 
@@ -382,18 +387,27 @@ fn decode_image(
     let modality = ModalityTransform::read(obj, &layout)?;
     let (low, high) = modality.output_range();
     let monochrome1 = photometric == "MONOCHROME1";
-    let window = first_f64(obj, tags::WINDOW_CENTER)
-        .zip(first_f64(obj, tags::WINDOW_WIDTH))
-        .filter(|&(_, width)| width > 0.0)
-        .map(|(center, width)| Window {
-            center: if monochrome1 {
-                low + high - center
-            } else {
-                center
-            },
-            width,
-        });
-    let samples = modality.apply(&stored, monochrome1);
+    // A Presentation LUT Shape of INVERSE on a MONOCHROME2 image asks for it to be shown
+    // inverted, as MONOCHROME1 is (on MONOCHROME1 it is the usual, consistent value).
+    let inverse_shape = string_of(obj, tags::PRESENTATION_LUT_SHAPE)
+        .is_some_and(|s| s.eq_ignore_ascii_case("INVERSE"));
+    let invert = monochrome1 || inverse_shape;
+    // The file's VOI: its VOI LUT Sequence when present, else its first window.
+    let file_window = voi_lut_window(obj).or_else(|| {
+        first_f64(obj, tags::WINDOW_CENTER)
+            .zip(first_f64(obj, tags::WINDOW_WIDTH))
+            .filter(|&(_, width)| width > 0.0)
+            .map(|(center, width)| Window { center, width })
+    });
+    let window = file_window.map(|w| Window {
+        center: if invert {
+            low + high - w.center
+        } else {
+            w.center
+        },
+        width: w.width,
+    });
+    let samples = modality.apply(&stored, invert);
     let image = GrayImage {
         width: u32::from(layout.columns),
         height: u32::from(layout.rows),
@@ -406,6 +420,79 @@ fn decode_image(
         Photometric::Monochrome2
     };
     Ok((image, photometric, window))
+}
+
+/// The window that stands for the first VOI LUT of the VOI LUT Sequence (0028,3010): the
+/// range of input values over which the LUT rises from 1 % to 99 % of its output range (a
+/// linear window through the LUT's own transition, which shows what the LUT shows up to its
+/// curvature). `None` without a usable LUT.
+fn voi_lut_window(obj: &InMemDicomObject) -> Option<Window> {
+    let item = obj
+        .get(tags::VOILUT_SEQUENCE)?
+        .items()
+        .and_then(<[_]>::first)?;
+    let descriptor: Vec<i64> = item
+        .get(tags::LUT_DESCRIPTOR)?
+        .to_multi_int::<i64>()
+        .ok()
+        .filter(|d| d.len() == 3)?;
+    let count = match descriptor[0] {
+        0 => 65536,
+        n => usize::try_from(n & 0xFFFF).ok()?,
+    };
+    // The first value mapped: read as signed when it is above 32767 and the LUT is for signed
+    // data is ambiguous; modality values of chest films are non-negative, so unsigned.
+    let first_mapped = (descriptor[1] & 0xFFFF) as f64;
+    let entry_bits = u32::try_from(descriptor[2]).ok()?.clamp(1, 16);
+    let data = item.get(tags::LUT_DATA)?;
+    let entries: Vec<f64> = match data.value() {
+        Value::Primitive(PrimitiveValue::U16(values)) => {
+            values.iter().map(|&v| f64::from(v)).collect()
+        }
+        Value::Primitive(PrimitiveValue::U8(bytes)) if entry_bits > 8 => bytes
+            .chunks_exact(2)
+            .map(|pair| f64::from(u16::from_le_bytes([pair[0], pair[1]])))
+            .collect(),
+        Value::Primitive(PrimitiveValue::U8(bytes)) => {
+            bytes.iter().map(|&b| f64::from(b)).collect()
+        }
+        _ => data
+            .to_multi_int::<i64>()
+            .ok()?
+            .into_iter()
+            .map(|v| (v & 0xFFFF) as f64)
+            .collect(),
+    };
+    if entries.len() < count || count < 2 {
+        return None;
+    }
+    let entries = &entries[..count];
+    let lo = entries.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = entries.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if hi <= lo {
+        return None;
+    }
+    let rising = entries[count - 1] >= entries[0];
+    let level = |f: f64| lo + f * (hi - lo);
+    // Indices where the LUT passes 1 % and 99 % of its range (in its own direction).
+    let (a, b) = if rising {
+        (level(0.01), level(0.99))
+    } else {
+        (level(0.99), level(0.01))
+    };
+    let start = entries
+        .iter()
+        .position(|&v| if rising { v >= a } else { v <= a })?;
+    let end = entries
+        .iter()
+        .rposition(|&v| if rising { v <= b } else { v >= b })?;
+    let (start, end) = (start.min(end), start.max(end));
+    let low_input = first_mapped + start as f64;
+    let high_input = first_mapped + end as f64;
+    Some(Window::from_range(
+        low_input,
+        high_input.max(low_input + 1.0),
+    ))
 }
 
 /// Checks the size written in the compressed stream itself (JPEG frame header or JPEG 2000

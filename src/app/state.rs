@@ -1,0 +1,463 @@
+//! The window's state between frames: the open folder, the texture cache, the panes, pending
+//! writes, and the code that folds the background threads' messages into it (scorer, viewer).
+//! No drawing here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use super::scorer::ScorerMsg;
+use super::view::{self, ViewTransform};
+use super::viewer_worker::{self, ImageInfo, ImageKey, Textures, ViewerMsg, Want};
+use super::{App, Command, IMAGE_CACHE_CAPACITY, Level};
+use crate::io::Window;
+use crate::model::Classifier;
+use crate::worklist::{Counts, StudyId, Worklist};
+
+/// The model, as far as the window knows.
+pub(super) enum ModelState {
+    Loading,
+    Ready(Arc<Classifier>),
+    Failed(String),
+}
+
+/// Scoring progress of the open folder.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Progress {
+    pub(super) done: usize,
+    pub(super) first_rows_secs: Option<f64>,
+    pub(super) finished_secs: Option<f64>,
+    pub(super) cancelled: bool,
+}
+
+/// The open folder.
+pub(super) struct Session {
+    pub(super) generation: u64,
+    pub(super) root: PathBuf,
+    pub(super) worklist: Worklist,
+    pub(super) listed: bool,
+    pub(super) view: Vec<StudyId>,
+    pub(super) ranks: Vec<Option<usize>>,
+    pub(super) counts: Counts,
+    pub(super) view_dirty: bool,
+    pub(super) selected: Option<StudyId>,
+    pub(super) compare: Option<StudyId>,
+    pub(super) cancel: Arc<AtomicBool>,
+    pub(super) started: Instant,
+    pub(super) progress: Progress,
+    pub(super) uniform_warning: Option<String>,
+    pub(super) undo_stack: Vec<StudyId>,
+}
+
+impl Session {
+    pub(super) fn key(&self, id: StudyId) -> ImageKey {
+        ImageKey {
+            generation: self.generation,
+            id,
+        }
+    }
+
+    pub(super) fn is_scoring(&self) -> bool {
+        self.progress.finished_secs.is_none()
+    }
+}
+
+/// A decision sent to the writer thread, waiting for its acknowledgement.
+#[derive(Clone, Debug)]
+pub(super) struct PendingWrite {
+    pub(super) seq: u64,
+    pub(super) id: StudyId,
+    pub(super) sha: String,
+    pub(super) name: String,
+    pub(super) kind: WriteKind,
+}
+
+/// What a pending write does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WriteKind {
+    /// A decision; `last` when no unreviewed study was left in the list after it.
+    Decision { last: bool },
+    /// An undo; `from_stack` when it takes back a decision of this session.
+    Undo { from_stack: bool },
+}
+
+/// A study's display textures as the viewer delivered them.
+pub(super) enum ImageEntry {
+    Ready {
+        info: Arc<ImageInfo>,
+        window: Option<Window>,
+        invert: bool,
+        textures: Textures,
+    },
+    Failed(String),
+}
+
+/// A study's heat map.
+pub(super) enum HeatEntry {
+    Ready(egui::TextureHandle),
+    Failed(String),
+}
+
+/// Textures of recently shown studies, least recently used first.
+#[derive(Default)]
+pub(super) struct ImageCache {
+    pub(super) images: Vec<(ImageKey, ImageEntry)>,
+    pub(super) heat: Vec<(ImageKey, HeatEntry)>,
+}
+
+impl ImageCache {
+    pub(super) fn image(&self, key: ImageKey) -> Option<&ImageEntry> {
+        self.images.iter().find(|(k, _)| *k == key).map(|(_, e)| e)
+    }
+
+    pub(super) fn heat(&self, key: ImageKey) -> Option<&HeatEntry> {
+        self.heat.iter().find(|(k, _)| *k == key).map(|(_, e)| e)
+    }
+
+    /// Marks a study as just used.
+    pub(super) fn touch(&mut self, key: ImageKey) {
+        if let Some(pos) = self.images.iter().position(|(k, _)| *k == key) {
+            let entry = self.images.remove(pos);
+            self.images.push(entry);
+        }
+    }
+
+    /// Keeps at most `IMAGE_CACHE_CAPACITY` studies besides those in `keep`; returns the
+    /// studies dropped.
+    pub(super) fn evict(&mut self, keep: &[ImageKey]) -> Vec<ImageKey> {
+        let mut dropped = Vec::new();
+        while self.images.len() > IMAGE_CACHE_CAPACITY {
+            let Some(pos) = self.images.iter().position(|(k, _)| !keep.contains(k)) else {
+                break;
+            };
+            dropped.push(self.images.remove(pos).0);
+        }
+        while self.heat.len() > IMAGE_CACHE_CAPACITY {
+            let Some(pos) = self.heat.iter().position(|(k, _)| !keep.contains(k)) else {
+                break;
+            };
+            dropped.push(self.heat.remove(pos).0);
+        }
+        dropped
+    }
+
+    pub(super) fn clear(&mut self) -> Vec<ImageKey> {
+        let mut keys: Vec<ImageKey> = self.images.drain(..).map(|(k, _)| k).collect();
+        keys.extend(self.heat.drain(..).map(|(k, _)| k));
+        keys
+    }
+}
+
+/// Zoom, pan and window of one pane.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct PaneView {
+    pub(super) transform: ViewTransform,
+    /// `None`: the study's default window.
+    pub(super) window: Option<Window>,
+    pub(super) invert: bool,
+}
+
+/// What the right pane shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum RightPane {
+    /// The same study with its Grad-CAM heat map.
+    #[default]
+    Explanation,
+    /// Another study of the worklist.
+    Compare,
+}
+
+impl App {
+    pub(super) fn classifier(&self) -> Option<&Arc<Classifier>> {
+        match &self.model {
+            ModelState::Ready(c) => Some(c),
+            ModelState::Loading | ModelState::Failed(_) => None,
+        }
+    }
+
+    /// Drains the scorer's messages into the session.
+    pub(super) fn drain_scorer(&mut self) {
+        let Some(scorer) = &self.scorer else { return };
+        let messages: Vec<ScorerMsg> = scorer.messages.try_iter().collect();
+        for msg in messages {
+            self.on_scorer_msg(msg);
+        }
+    }
+
+    pub(super) fn on_scorer_msg(&mut self, msg: ScorerMsg) {
+        match msg {
+            ScorerMsg::Model(Ok(classifier)) => {
+                let threshold = classifier.card().threshold;
+                self.model = ModelState::Ready(classifier);
+                if let Some(s) = &mut self.session {
+                    s.worklist.set_threshold(Some(threshold));
+                    s.view_dirty = true;
+                }
+            }
+            ScorerMsg::Model(Err(e)) => {
+                self.toasts
+                    .add(Level::Error, format!("the model could not be loaded: {e}"));
+                self.model = ModelState::Failed(e);
+            }
+            ScorerMsg::Listed {
+                generation,
+                rows,
+                elapsed_secs,
+            } => {
+                let threshold = self.classifier().map(|c| c.card().threshold);
+                if let Some(s) = self.session_of(generation) {
+                    s.worklist = Worklist::new(rows, threshold);
+                    s.listed = true;
+                    s.view_dirty = true;
+                    s.progress.first_rows_secs = Some(s.started.elapsed().as_secs_f64());
+                    tracing::info!(
+                        target: "cxr_triage::app",
+                        "listed {} studies in {:.0} ms",
+                        s.worklist.len(),
+                        elapsed_secs * 1000.0
+                    );
+                }
+            }
+            ScorerMsg::ListFailed { generation, error } => {
+                if self.session_of(generation).is_some() {
+                    self.session = None;
+                    self.toasts.add(Level::Error, error);
+                }
+            }
+            ScorerMsg::Warning {
+                generation,
+                message,
+            } => {
+                if self.session_of(generation).is_some() {
+                    self.toasts.add(Level::Warning, message);
+                }
+            }
+            ScorerMsg::Batch {
+                generation,
+                studies,
+            } => {
+                if let Some(s) = self.session_of(generation) {
+                    for study in studies {
+                        let Some(row) = s.worklist.row_mut(study.id) else {
+                            continue;
+                        };
+                        if let Some(meta) = study.meta {
+                            let dicom = meta.dicom;
+                            row.patient_id = dicom.as_ref().and_then(|d| d.patient_id.clone());
+                            row.study_uid =
+                                dicom.as_ref().and_then(|d| d.study_instance_uid.clone());
+                            row.scope_warning = crate::worklist::scope_warning(
+                                dicom.as_ref().and_then(|d| d.body_part_examined.as_deref()),
+                                dicom.as_ref().and_then(|d| d.view_position.as_deref()),
+                                study.not_seen.as_deref(),
+                            );
+                            row.sha256 = Some(meta.sha256);
+                        }
+                        row.score = match study.outcome {
+                            Ok(score) => crate::worklist::ScoreState::Scored(score),
+                            Err(e) => crate::worklist::ScoreState::Failed(e),
+                        };
+                        if row.sha256.is_none() {
+                            row.sha256 = study.raw_sha256;
+                        }
+                        row.final_label = study.final_label;
+                        row.disposition = study.disposition;
+                        s.progress.done += 1;
+                    }
+                    s.view_dirty = true;
+                }
+            }
+            ScorerMsg::Finished {
+                generation,
+                elapsed_secs,
+                cancelled,
+            } => {
+                if let Some(s) = self.session_of(generation) {
+                    s.progress.finished_secs = Some(s.started.elapsed().as_secs_f64());
+                    s.progress.cancelled = cancelled;
+                    s.uniform_warning = s.worklist.uniform_scores_warning();
+                    tracing::info!(
+                        target: "cxr_triage::app",
+                        "scored {} studies in {elapsed_secs:.1} s",
+                        s.progress.done
+                    );
+                    if s.selected.is_none() {
+                        s.view_dirty = true;
+                        self.commands.send(Command::SelectFirst);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn session_of(&mut self, generation: u64) -> Option<&mut Session> {
+        self.session.as_mut().filter(|s| s.generation == generation)
+    }
+
+    /// Drains the viewer's deliveries into the texture cache.
+    pub(super) fn drain_viewer(&mut self) {
+        let Some(viewer) = &self.viewer else { return };
+        let messages: Vec<ViewerMsg> = viewer.messages.try_iter().collect();
+        for msg in messages {
+            match msg {
+                ViewerMsg::Image {
+                    key,
+                    info,
+                    window,
+                    invert,
+                    textures,
+                } => {
+                    self.cache.images.retain(|(k, _)| *k != key);
+                    self.cache.images.push((
+                        key,
+                        ImageEntry::Ready {
+                            info,
+                            window,
+                            invert,
+                            textures,
+                        },
+                    ));
+                }
+                ViewerMsg::ImageFailed {
+                    key,
+                    error,
+                    changed,
+                } => {
+                    if changed
+                        && let Some(s) = self.session_of(key.generation)
+                        && let Some(row) = s.worklist.row_mut(key.id)
+                    {
+                        row.changed = true;
+                        row.score = crate::worklist::ScoreState::Failed(error.clone());
+                        s.view_dirty = true;
+                    }
+                    self.cache.images.retain(|(k, _)| *k != key);
+                    self.cache.images.push((key, ImageEntry::Failed(error)));
+                }
+                ViewerMsg::Heat { key, texture } => {
+                    self.cache.heat.retain(|(k, _)| *k != key);
+                    self.cache.heat.push((key, HeatEntry::Ready(texture)));
+                }
+                ViewerMsg::HeatFailed { key, error } => {
+                    self.cache.heat.retain(|(k, _)| *k != key);
+                    self.cache.heat.push((key, HeatEntry::Failed(error)));
+                }
+            }
+        }
+    }
+
+    /// Recomputes the worklist's order and counts after a change.
+    pub(super) fn refresh_view(&mut self) {
+        let Some(s) = &mut self.session else { return };
+        if !s.view_dirty {
+            return;
+        }
+        s.view = s.worklist.view(self.prefs.sort, self.prefs.filter);
+        s.ranks = s.worklist.score_ranks();
+        s.counts = s.worklist.counts();
+        s.view_dirty = false;
+    }
+
+    /// What the panes need from the viewer thread, most important first.
+    pub(super) fn wants(&self) -> Vec<Want> {
+        let Some(s) = &self.session else {
+            return Vec::new();
+        };
+        let Some(selected) = s.selected else {
+            return Vec::new();
+        };
+        let image = |id: StudyId, pane: &PaneView| {
+            s.worklist.row(id).map(|row| Want::Image {
+                key: s.key(id),
+                path: row.path.clone(),
+                window: pane.window,
+                invert: pane.invert,
+                sha256: row.sha256.clone(),
+            })
+        };
+        let mut wants: Vec<Want> = image(selected, &self.left).into_iter().collect();
+        match self.right_pane {
+            RightPane::Explanation => {
+                if self.classifier().is_some()
+                    && let Some(row) = s.worklist.row(selected)
+                    && row.score_value().is_some()
+                {
+                    wants.push(Want::Heat {
+                        key: s.key(selected),
+                        path: row.path.clone(),
+                    });
+                }
+            }
+            RightPane::Compare => {
+                if let Some(other) = s.compare {
+                    wants.extend(image(other, &self.right_view()));
+                }
+            }
+        }
+        // Prefetch the next study of the list, so that J shows it at once.
+        if let Some(next) =
+            crate::worklist::step_in_view(&s.view, Some(selected), 1).filter(|&n| n != selected)
+        {
+            wants.extend(image(next, &PaneView::default()));
+        }
+        wants
+    }
+
+    /// The right pane's view: the left one's when linked.
+    pub(super) fn right_view(&self) -> PaneView {
+        if !self.prefs.link_views {
+            return self.right;
+        }
+        let mut view = self.left;
+        if self.right_pane == RightPane::Compare
+            && let (Some(s), Some(window)) = (&self.session, self.left.window)
+            && let (Some(sel), Some(other)) = (s.selected, s.compare)
+            && let (
+                Some(ImageEntry::Ready { info: from, .. }),
+                Some(ImageEntry::Ready { info: to, .. }),
+            ) = (self.cache.image(s.key(sel)), self.cache.image(s.key(other)))
+        {
+            view.window = Some(view::carry_window(
+                window,
+                from.default_window,
+                to.default_window,
+            ));
+        } else if self.right_pane == RightPane::Compare {
+            view.window = None;
+        }
+        view
+    }
+
+    /// Sends the viewer what the panes need, when that changed.
+    pub(super) fn request_images(&mut self, ctx: &egui::Context) {
+        let wants = self.wants();
+        let keep: Vec<ImageKey> = wants
+            .iter()
+            .map(|w| match w {
+                Want::Image { key, .. } | Want::Heat { key, .. } => *key,
+            })
+            .collect();
+        for key in &keep {
+            self.cache.touch(*key);
+        }
+        let dropped = self.cache.evict(&keep);
+        self.forgotten.extend(dropped);
+        if self.last_wants.as_ref() == Some(&wants) && self.forgotten.is_empty() {
+            return;
+        }
+        let Some(viewer) = &self.viewer else { return };
+        let request = viewer_worker::ViewerRequest {
+            wants: wants.clone(),
+            forgotten: self.forgotten.clone(),
+            classifier: self.classifier().cloned(),
+            max_texture_side: ctx.input(|i| i.max_texture_side),
+        };
+        if viewer.request(request) {
+            self.last_wants = Some(wants);
+            self.forgotten.clear();
+        } else {
+            ctx.request_repaint();
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The reading loop, driven through the real window: a decision is recorded only for a film the
+//! reader saw (no key repeats, no decision before the film has been on screen long enough, none
+//! on a study the filter hides), and no study is hidden (unreadable files stay at the top, can be
+//! closed as "read elsewhere" or "not a chest film", and "all reviewed" means every study).
+
+#![allow(clippy::unwrap_used)]
+
+mod app_common;
+
+use app_common::{
+    config, folder, harness, harness_with_step, settle, step_until, until_decidable,
+    wait_for_scores,
+};
+use cxr_triage::app::{App, Command};
+use cxr_triage::audit::{Action, DecisionStore};
+use cxr_triage::worklist::{Filter, StudyId, StudyRow};
+use egui::accesskit::Role;
+use egui::{Event, Key, Modifiers};
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT as _, Queryable as _};
+
+fn row(app: &App, id: StudyId) -> StudyRow {
+    app.worklist().unwrap().row(id).unwrap().clone()
+}
+
+fn events(fx: &app_common::Fixture) -> u64 {
+    DecisionStore::open(&fx.db).unwrap().event_count().unwrap()
+}
+
+/// A key event as the windowing layer sends it; `repeat` for the repeats of a held key.
+fn key_event(h: &mut Harness<'static, App>, key: Key, pressed: bool, repeat: bool) {
+    h.event(Event::Key {
+        key,
+        physical_key: None,
+        pressed,
+        repeat,
+        modifiers: Modifiers::NONE,
+    });
+}
+
+/// The first scored study of the list, selected, with its film on screen.
+fn select_first_scored(h: &mut Harness<'static, App>) -> StudyId {
+    let id = *h
+        .state()
+        .view_order()
+        .iter()
+        .find(|&&id| row(h.state(), id).score_value().is_some())
+        .unwrap();
+    h.state_mut().push(Command::Select(id));
+    step_until(h, "the film on screen", |app| {
+        app.image_on_screen_secs().is_some()
+    });
+    id
+}
+
+#[test]
+fn a_held_key_decides_nothing_and_a_film_must_be_seen_before_it_is_decided() {
+    let fx = folder(5);
+    // Frames 0.1 s apart on egui's clock.
+    let mut h = harness_with_step(config(&fx), 0.1);
+    wait_for_scores(&mut h);
+    let first = select_first_scored(&mut h);
+
+    // The film has just appeared: C is refused, and the status bar says why.
+    assert!(h.state().image_on_screen_secs().unwrap() < 0.25);
+    key_event(&mut h, Key::C, true, false);
+    h.step();
+    assert_eq!(events(&fx), 0);
+    let status = h.state().status_message().unwrap().to_owned();
+    assert!(status.contains("on screen for"), "{status}");
+    assert_eq!(h.state().selected(), Some(first));
+
+    // Holding C: only the repeats arrive after the first press was refused; none decides.
+    until_decidable(&mut h);
+    for _ in 0..8 {
+        key_event(&mut h, Key::C, true, true);
+        h.step();
+    }
+    key_event(&mut h, Key::C, false, false);
+    settle(&mut h);
+    assert_eq!(events(&fx), 0, "key repeats never decide");
+
+    // A fresh press after the minimum time decides, and records how long the film was shown.
+    let shown = h.state().image_on_screen_secs().unwrap();
+    key_event(&mut h, Key::C, true, false);
+    key_event(&mut h, Key::C, false, false);
+    h.step();
+    h.step();
+    // The selection has moved on at once; a second tap 0.1 s later lands on the next study
+    // before its film has been seen: nothing is recorded for it.
+    let second = h.state().selected().unwrap();
+    assert_ne!(second, first);
+    key_event(&mut h, Key::C, true, false);
+    h.step();
+    assert!(
+        h.state().status_message().is_some(),
+        "the status bar says why"
+    );
+    settle(&mut h);
+    assert_eq!(h.state().selected(), Some(second));
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let sha = row(h.state(), first).sha256.unwrap();
+    let event = store.current(&sha).unwrap().unwrap().last_event;
+    assert_eq!(event.action, Action::Confirm);
+    assert_eq!(event.format_version, 2);
+    assert_eq!(event.ood_reason, None);
+    let viewed = event.viewed_ms.unwrap();
+    assert!(viewed >= 500, "{viewed} ms");
+    assert!(
+        viewed as f64 >= shown * 1000.0 - 1.0,
+        "{viewed} ms, shown {shown} s"
+    );
+    assert_eq!(
+        store.event_count().unwrap(),
+        1,
+        "only the first tap decided"
+    );
+}
+
+#[test]
+fn decide_buttons_wait_for_the_full_resolution_image() {
+    let fx = folder(6);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    // The last study of the list: not prefetched, so its film is not there yet.
+    let last = *h.state().view_order().last().unwrap();
+    assert!(row(h.state(), last).score_value().is_some());
+    h.state_mut().push(Command::Select(last));
+    h.step();
+    assert_eq!(h.state().image_on_screen_secs(), None);
+    let normal = h.get_by_role_and_label(Role::Button, "NORMAL N");
+    assert!(
+        normal.accesskit_node().is_disabled(),
+        "disabled while the image loads"
+    );
+    h.state_mut()
+        .push(Command::SetLabel(cxr_triage::worklist::Label::Normal));
+    h.step();
+    assert_eq!(events(&fx), 0);
+    assert!(
+        h.state()
+            .status_message()
+            .unwrap()
+            .contains("still loading"),
+        "{:?}",
+        h.state().status_message()
+    );
+    until_decidable(&mut h);
+    assert!(
+        !h.get_by_role_and_label(Role::Button, "NORMAL N")
+            .accesskit_node()
+            .is_disabled()
+    );
+}
+
+#[test]
+fn a_study_the_filter_hides_is_not_decided_and_all_reviewed_means_every_study() {
+    let fx = folder(4);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    let first = select_first_scored(&mut h);
+    until_decidable(&mut h);
+
+    // The Disagreements filter hides the (unreviewed) selected study: C records nothing.
+    h.state_mut()
+        .push(Command::SetFilter(Filter::Disagreements));
+    settle(&mut h);
+    assert!(!h.state().view_order().contains(&first));
+    h.key_press(Key::C);
+    settle(&mut h);
+    assert_eq!(events(&fx), 0);
+    assert!(
+        h.state().status_message().unwrap().contains("filter"),
+        "{:?}",
+        h.state().status_message()
+    );
+    // Nothing to review in this (empty) list, but the folder is not all reviewed.
+    h.key_press(Key::U);
+    settle(&mut h);
+    let notices = h.state().notices();
+    assert!(
+        notices.iter().all(|n| !n.contains("has been reviewed")),
+        "{notices:?}"
+    );
+    assert!(
+        notices.iter().any(|n| n.contains("the filter hides them")),
+        "{notices:?}"
+    );
+}
+
+#[test]
+fn unreadable_files_stay_at_the_top_and_can_be_closed_without_a_label() {
+    let fx = folder(3);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    let view = h.state().view_order().to_vec();
+    let junk = row(h.state(), view[0]);
+    assert_eq!(junk.name, "notes.txt", "the unreadable file heads the list");
+    assert!(h.state().worklist().unwrap().needs_manual_read(&junk));
+    assert!(h.query_all_by_label("needs a manual read").count() >= 1);
+    assert_eq!(h.state().worklist().unwrap().counts().manual, 1);
+
+    // Decide every scored study; U and the automatic move never skip the unreadable file.
+    for _ in 0..3 {
+        let next = h.state().view_order()[1..]
+            .iter()
+            .copied()
+            .find(|&id| row(h.state(), id).final_label.is_none())
+            .unwrap();
+        h.state_mut().push(Command::Select(next));
+        settle(&mut h);
+        until_decidable(&mut h);
+        h.key_press(Key::C);
+        settle(&mut h);
+    }
+    assert_eq!(events(&fx), 3);
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .all(|n| !n.contains("has been reviewed")),
+        "{:?}",
+        h.state().notices()
+    );
+    assert_eq!(h.state().selected(), Some(junk.id), "the move lands on it");
+    h.key_press(Key::U);
+    settle(&mut h);
+    assert_eq!(h.state().selected(), Some(junk.id));
+
+    // It cannot be labelled (there is no film), but it can be recorded as read elsewhere.
+    step_until(&mut h, "the error on screen", |app| {
+        app.decision_blocked()
+            .is_some_and(|w| w.contains("cannot be shown"))
+    });
+    h.key_press(Key::P);
+    settle(&mut h);
+    assert_eq!(events(&fx), 3);
+    let button = h.get_by_role_and_label(Role::Button, "Read elsewhere");
+    assert!(
+        !button.accesskit_node().is_disabled(),
+        "{:?}",
+        row(h.state(), junk.id)
+    );
+    button.click_accesskit();
+    settle(&mut h);
+    let store = DecisionStore::open(&fx.db).unwrap();
+    assert_eq!(
+        store.event_count().unwrap(),
+        4,
+        "{:?} {:?}",
+        h.state().status_message(),
+        h.state().notices()
+    );
+    let sha = row(h.state(), junk.id).sha256.unwrap();
+    let state = store.current(&sha).unwrap().unwrap();
+    assert_eq!(state.last_event.action, Action::ReadElsewhere);
+    assert_eq!(state.final_label, None);
+    assert!(state.is_reviewed());
+    assert_eq!(state.last_event.viewed_ms, None);
+    assert!(store.verify().unwrap().is_intact());
+    let counts = h.state().worklist().unwrap().counts();
+    assert_eq!((counts.reviewed, counts.manual), (4, 0));
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.contains("Every study of this folder has been reviewed")),
+        "{:?}",
+        h.state().notices()
+    );
+
+    // Ctrl+Z takes it back: it needs a manual read again.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    settle(&mut h);
+    let junk_now = row(h.state(), junk.id);
+    assert!(h.state().worklist().unwrap().needs_manual_read(&junk_now));
+}
+
+#[test]
+fn a_slow_store_shows_saving_and_the_window_keeps_drawing() {
+    let fx = folder(3);
+    let mut cfg = config(&fx);
+    cfg.store_write_delay = Some(std::time::Duration::from_millis(1500));
+    let mut h = harness(cfg);
+    wait_for_scores(&mut h);
+    let first = select_first_scored(&mut h);
+    until_decidable(&mut h);
+    let sha = row(h.state(), first).sha256.unwrap();
+    h.key_press(Key::C);
+    for _ in 0..3 {
+        h.step();
+    }
+    // Sent, not yet acknowledged: the row is not marked, the status bar says "Saving", and
+    // frames keep coming quickly.
+    assert!(h.state().is_saving());
+    assert_eq!(row(h.state(), first).final_label, None);
+    assert!(h.query_by_label_contains("Saving 1 decision").is_some());
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        h.step();
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(h.state().is_saving(), "the store is still writing");
+    assert!(
+        slowest < std::time::Duration::from_millis(500),
+        "a frame took {slowest:?} while the store was writing"
+    );
+    // Once acknowledged: saved, in the row and in the store.
+    step_until(&mut h, "the acknowledgement", |app| !app.is_saving());
+    assert!(row(h.state(), first).final_label.is_some());
+    assert!(h.query_by_label_contains("Saved:").is_some());
+    let store = DecisionStore::open(&fx.db).unwrap();
+    assert!(store.current(&sha).unwrap().is_some());
+}
+
+#[test]
+fn a_command_sender_can_be_kept_and_used_from_another_thread() {
+    let fx = folder(2);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    let sender = h.state().command_sender();
+    let last = *h.state().view_order().last().unwrap();
+    std::thread::Builder::new()
+        .name("test-sender".to_owned())
+        .spawn(move || sender.send(Command::Select(last)))
+        .unwrap()
+        .join()
+        .unwrap();
+    settle(&mut h);
+    assert_eq!(h.state().selected(), Some(last));
+}
+
+#[test]
+fn a_file_replaced_after_scoring_is_not_shown_and_cannot_be_decided() {
+    let fx = folder(6);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    // The last study of the list: its image has not been read for display yet.
+    let last = *h.state().view_order().last().unwrap();
+    let before = row(h.state(), last);
+    assert!(before.score_value().is_some());
+    // Another film takes its place on disk.
+    app_common::write_study(&before.path, 999);
+    h.state_mut().push(Command::Select(last));
+    step_until(&mut h, "the changed file to be caught", |app| {
+        app.worklist().unwrap().row(last).unwrap().changed
+    });
+    settle(&mut h);
+    let after = row(h.state(), last);
+    assert!(
+        after.error().unwrap().contains("changed on disk"),
+        "{after:?}"
+    );
+    assert_eq!(h.state().image_on_screen_secs(), None, "not shown");
+    assert!(!after.can_be_decided());
+    // No label, and no "read elsewhere" either: nothing is recorded.
+    for _ in 0..4 {
+        h.step();
+    }
+    h.key_press(Key::C);
+    settle(&mut h);
+    h.state_mut().push(Command::Dispose(
+        cxr_triage::worklist::Disposition::ReadElsewhere,
+    ));
+    settle(&mut h);
+    assert_eq!(events(&fx), 0);
+    assert!(
+        h.state()
+            .status_message()
+            .unwrap()
+            .contains("changed on disk")
+            || h.state()
+                .status_message()
+                .unwrap()
+                .contains("cannot be shown"),
+        "{:?}",
+        h.state().status_message()
+    );
+}

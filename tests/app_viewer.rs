@@ -1,0 +1,148 @@
+//! The picture matches its controls: window presets, invert and window drags, in any order and
+//! any number of times, always end with the main pane's texture rendered through the window and
+//! invert state the controls show, and the same state always gives the same pixels.
+
+#![allow(clippy::unwrap_used)]
+
+mod app_common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use app_common::{config, folder, harness, step_until};
+use cxr_triage::app::{App, Command, DisplayedImage};
+use cxr_triage::io::Window;
+use egui::{Event, Key, Modifiers, PointerButton};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable as _;
+
+/// Runs frames until the texture on screen was rendered with the pane's window and invert;
+/// fails after ten seconds (the picture never caught up with its controls).
+fn picture_matches_controls(h: &mut Harness<'static, App>, after: &str) -> DisplayedImage {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        h.step();
+        let app = h.state();
+        let pane = app.left_pane();
+        if let Some(d) = app.displayed_image()
+            && d.window == pane.window
+            && d.invert == pane.invert
+        {
+            // One more frame: the corner text is drawn from the same entry.
+            h.step();
+            return h.state().displayed_image().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {after}: the pane shows {:?} but its controls say window {:?}, invert {}",
+            app.displayed_image().map(|d| (d.window, d.invert)),
+            pane.window,
+            pane.invert
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The window a picture was effectively rendered with.
+fn effective(d: &DisplayedImage, default: Window) -> (u64, u64, bool) {
+    let w = d.window.unwrap_or(default);
+    (w.center.to_bits(), w.width.to_bits(), d.invert)
+}
+
+#[test]
+fn presets_invert_and_drags_in_any_order_keep_the_picture_matching_its_controls() {
+    let fx = folder(3);
+    let mut h = harness(config(&fx));
+    step_until(&mut h, "the study on screen", App::is_settled);
+    // A scored study (the unreadable file heads the list).
+    let id = *h
+        .state()
+        .view_order()
+        .iter()
+        .find(|&&id| {
+            h.state()
+                .worklist()
+                .unwrap()
+                .row(id)
+                .unwrap()
+                .score_value()
+                .is_some()
+        })
+        .unwrap();
+    h.state_mut().push(Command::Select(id));
+    let base = picture_matches_controls(&mut h, "selecting the study");
+    let [default, ..] = h.state().selected_windows().unwrap();
+    assert_eq!((base.window, base.invert), (None, false));
+
+    // Invert twice: the picture comes back, and the inverted one is its negative.
+    h.key_press(Key::I);
+    let inverted = picture_matches_controls(&mut h, "I");
+    assert!(inverted.invert);
+    assert_ne!(inverted.digest, base.digest);
+    assert!((inverted.mean - (255.0 - base.mean)).abs() < 1e-6);
+    h.key_press(Key::I);
+    let back = picture_matches_controls(&mut h, "I, I");
+    assert_eq!(back.digest, base.digest, "invert twice shows the original");
+
+    // High contrast, then the default again (key 1, and the menu's "Default").
+    h.key_press(Key::Num4);
+    let high = picture_matches_controls(&mut h, "4");
+    assert!(high.window.is_some());
+    h.key_press(Key::Num1);
+    let back = picture_matches_controls(&mut h, "4, 1");
+    assert_eq!((back.window, back.digest), (None, base.digest));
+    h.key_press(Key::Num4);
+    picture_matches_controls(&mut h, "4, 1, 4");
+    h.state_mut().push(Command::WindowPreset(0));
+    let back = picture_matches_controls(&mut h, "4, 1, 4, Default");
+    assert_eq!(back.digest, base.digest);
+
+    // A fixed pseudo-random walk through presets and invert: every state always shows the
+    // same pixels, whatever came before.
+    let mut seen: HashMap<(u64, u64, bool), u64> = HashMap::new();
+    seen.insert(effective(&base, default), base.digest);
+    let keys = [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::I];
+    let mut state = 12_345u32;
+    let mut walk = Vec::new();
+    for _ in 0..24 {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let key = keys[(state >> 24) as usize % keys.len()];
+        walk.push(key);
+        h.key_press(key);
+        let d = picture_matches_controls(&mut h, &format!("{walk:?}"));
+        let expected = *seen.entry(effective(&d, default)).or_insert(d.digest);
+        assert_eq!(d.digest, expected, "after {walk:?}");
+    }
+
+    // A right-drag changes the window; key 1 and invert still bring back the original.
+    let pane = h.get_by_label("Link panes").rect().left_bottom() + egui::vec2(200.0, 200.0);
+    h.hover_at(pane);
+    h.event(Event::PointerButton {
+        pos: pane,
+        button: PointerButton::Secondary,
+        pressed: true,
+        modifiers: Modifiers::NONE,
+    });
+    h.step();
+    for i in 1..=4 {
+        h.event(Event::PointerMoved(pane + egui::vec2(12.0 * i as f32, 6.0)));
+        h.step();
+    }
+    h.event(Event::PointerButton {
+        pos: pane + egui::vec2(48.0, 6.0),
+        button: PointerButton::Secondary,
+        pressed: false,
+        modifiers: Modifiers::NONE,
+    });
+    let dragged = picture_matches_controls(&mut h, "a right-drag");
+    assert!(dragged.window.is_some());
+    assert_ne!(dragged.digest, base.digest);
+    h.key_press(Key::Num1);
+    let now = picture_matches_controls(&mut h, "a right-drag, 1");
+    let expected_invert = now.invert;
+    if expected_invert {
+        h.key_press(Key::I);
+    }
+    let back = picture_matches_controls(&mut h, "a right-drag, 1, (I)");
+    assert_eq!(back.digest, base.digest);
+}
