@@ -98,7 +98,7 @@ fn export_writes_the_csv_and_refuses_to_write_into_the_study_folder() {
     assert!(stdout(&out).starts_with("exported 3 reviewed studies"));
     let text = std::fs::read_to_string(&csv_path).unwrap();
     assert!(text.starts_with(
-        "path,sha256,patient_id,study_uid,score,ai_label,final_label,agreed,reader,decided_at,reason,model_id,threshold\n"
+        "path,sha256,patient_id,study_uid,score,ai_label,final_label,agreed,reader,decided_at,reason,model_id,threshold,not_seen\n"
     ));
     assert_eq!(text.lines().count(), 4);
 

@@ -570,7 +570,9 @@ impl App {
             action: Action::Undo,
             reason: String::new(),
             viewed_ms: None,
-            ood_reason: None,
+            // What the reader was told the model has not seen (the image-based flag and the
+            // DICOM warnings), as shown in the row and the header.
+            ood_reason: row.and_then(|r| r.scope_warning.clone()),
         }
     }
 

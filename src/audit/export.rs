@@ -14,7 +14,7 @@ use super::{AuditError, DecisionStore};
 use crate::worklist::Label;
 
 /// The columns of the per-study export (the default and `--all`), in order.
-pub const STUDY_COLUMNS: [&str; 13] = [
+pub const STUDY_COLUMNS: [&str; 14] = [
     "path",
     "sha256",
     "patient_id",
@@ -28,6 +28,7 @@ pub const STUDY_COLUMNS: [&str; 13] = [
     "reason",
     "model_id",
     "threshold",
+    "not_seen",
 ];
 
 /// The columns of the event-log export (`--events`): every column of the log, in order.
@@ -292,6 +293,7 @@ fn study_record(study: &StudyRow, state: Option<&CurrentState>, site: &SiteFigur
             .and_then(|a| a.model_id.clone())
             .unwrap_or_default(),
         opt_f32(ai.as_ref().and_then(|a| a.threshold)),
+        last.and_then(|e| e.ood_reason.clone()).unwrap_or_default(),
     ]
 }
 
