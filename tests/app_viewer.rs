@@ -146,3 +146,20 @@ fn presets_invert_and_drags_in_any_order_keep_the_picture_matching_its_controls(
     let back = picture_matches_controls(&mut h, "a right-drag, 1, (I)");
     assert_eq!(back.digest, base.digest);
 }
+
+#[test]
+fn s_gives_the_film_the_whole_viewer_and_is_in_the_help() {
+    let fx = folder(2);
+    let mut h = harness(config(&fx));
+    step_until(&mut h, "the study on screen", App::is_settled);
+    assert!(!h.state().single_pane());
+    h.key_press(Key::S);
+    app_common::settle(&mut h);
+    assert!(h.state().single_pane());
+    h.key_press(Key::S);
+    app_common::settle(&mut h);
+    assert!(!h.state().single_pane());
+    h.key_press(Key::F1);
+    app_common::settle(&mut h);
+    assert!(h.query_by_label_contains("Single pane").is_some());
+}

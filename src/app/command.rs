@@ -69,6 +69,8 @@ pub enum Command {
     ActualSize,
     /// Link or unlink zoom, pan and window of the two panes.
     ToggleLink,
+    /// Give the film the whole viewer (hide the right pane), or show both panes again.
+    ToggleSinglePane,
 }
 
 /// Queues commands for the window from anywhere: the window's own drawing code, or another
@@ -206,6 +208,7 @@ impl App {
             }
             Command::ActualSize => self.pending_actual_size = true,
             Command::ToggleLink => self.prefs.link_views = !self.prefs.link_views,
+            Command::ToggleSinglePane => self.single_pane = !self.single_pane,
         }
     }
 
@@ -799,6 +802,9 @@ impl App {
             }
             if key(Key::H) {
                 commands.push(Command::Compare(None));
+            }
+            if key(Key::S) {
+                commands.push(Command::ToggleSinglePane);
             }
         });
         if toggle_help {

@@ -20,7 +20,7 @@ const NO_SAVE_DIALOG: &str = "No file was chosen. If no dialog appeared, this de
 file-chooser service (xdg-desktop-portal, or zenity): type the path of the CSV file to write.";
 
 /// Every keyboard shortcut, as the help overlay and the README list them.
-pub(crate) const SHORTCUTS: [(&str, &str); 21] = [
+pub(crate) const SHORTCUTS: [(&str, &str); 22] = [
     ("C or Enter", "Confirm the AI label"),
     ("N", "Set NORMAL"),
     ("P", "Set PNEUMONIA"),
@@ -44,6 +44,10 @@ pub(crate) const SHORTCUTS: [(&str, &str); 21] = [
     ("F / O", "Fit / one image pixel per screen pixel (1:1)"),
     ("L", "Link or unlink zoom, pan and window of the panes"),
     ("H", "Show the heat map in the right pane"),
+    (
+        "S",
+        "Single pane: give the film the whole viewer (again: both panes)",
+    ),
     ("Ctrl+O", "Open a folder"),
     ("Ctrl+E", "Export reviewed cases (CSV)"),
     ("F1 or ?", "Show or hide this help"),

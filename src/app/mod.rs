@@ -173,6 +173,8 @@ pub struct App {
     shown: Option<(ImageKey, f64)>,
     /// Why the last decision asked for was not recorded, for the status bar.
     status: Option<String>,
+    /// Whether the film has the whole viewer (no right pane).
+    single_pane: bool,
 }
 
 impl App {
@@ -267,6 +269,7 @@ impl App {
             now: 0.0,
             shown: None,
             status: None,
+            single_pane: false,
         }
     }
 
@@ -388,6 +391,11 @@ impl App {
     pub fn selected_windows(&self) -> Option<[Window; 3]> {
         let info = self.selected_info()?;
         Some([info.default_window, info.full_range, info.auto_window])
+    }
+
+    /// Whether the film has the whole viewer (S).
+    pub fn single_pane(&self) -> bool {
+        self.single_pane
     }
 
     /// What the status bar says about the last decision asked for that was not recorded.

@@ -137,7 +137,7 @@ impl App {
             let ai = s.worklist.ai_label(row);
             let (score_text, score_colour) = match (row.score_value(), row.error()) {
                 (Some(v), _) => (
-                    format!("{v:.3}"),
+                    super::worklist_ui::score_text(v),
                     ai.map_or(theme::TEXT, theme::label_colour),
                 ),
                 (None, Some(_)) => ("failed".to_owned(), theme::ERROR),
@@ -471,7 +471,11 @@ impl App {
         let full = ui.available_rect_before_wrap();
         let gap = 4.0;
         let half = (full.width() - gap) / 2.0;
-        let left_rect = Rect::from_min_size(full.min, Vec2::new(half, full.height()));
+        let left_rect = if self.single_pane {
+            full
+        } else {
+            Rect::from_min_size(full.min, Vec2::new(half, full.height()))
+        };
         let right_rect = Rect::from_min_size(
             Pos2::new(full.min.x + half + gap, full.min.y),
             Vec2::new(half, full.height()),
@@ -546,7 +550,9 @@ impl App {
                 None => (None, "Choose a study to compare with".to_owned(), None),
             },
         };
-        let right_input = if self.right_pane == RightPane::Compare && s.compare.is_none() {
+        let right_input = if self.single_pane {
+            PaneInput::default()
+        } else if self.right_pane == RightPane::Compare && s.compare.is_none() {
             empty_pane_ui(
                 ui,
                 right_rect,
