@@ -103,7 +103,10 @@ fn a_held_key_decides_nothing_and_a_film_must_be_seen_before_it_is_decided() {
     let event = store.current(&sha).unwrap().unwrap().last_event;
     assert_eq!(event.action, Action::Confirm);
     assert_eq!(event.format_version, 2);
-    assert_eq!(event.ood_reason, None);
+    // The decision records what the row told the reader the model has not seen (the generated
+    // films are unlike the training films, so the flag is up).
+    assert_eq!(event.ood_reason, row(h.state(), first).scope_warning);
+    assert!(event.ood_reason.is_some());
     let viewed = event.viewed_ms.unwrap();
     assert!(viewed >= 500, "{viewed} ms");
     assert!(

@@ -480,3 +480,28 @@ fn a_folder_dropped_on_the_window_opens() {
     wait_for_scores(&mut h);
     assert_eq!(h.state().worklist().unwrap().len(), 3);
 }
+
+#[test]
+fn the_start_screen_opens_the_demo_studies() {
+    let fx = folder(1);
+    let mut cfg = config(&fx);
+    cfg.folder = None;
+    let mut h = harness(cfg);
+    settle(&mut h);
+    assert!(h.state().worklist().is_none());
+    h.get_by_role_and_label(Role::Button, "Open the demo studies")
+        .click();
+    wait_for_scores(&mut h);
+    let w = h.state().worklist().unwrap();
+    // The nine films of assets/demo, every one read and scored.
+    assert_eq!(w.len(), 9);
+    assert!(
+        w.rows().iter().all(|r| r.score_value().is_some()),
+        "{:?}",
+        w.rows()
+            .iter()
+            .map(|r| (&r.name, r.error()))
+            .collect::<Vec<_>>()
+    );
+    assert!(w.rows().iter().any(|r| r.name == "RG1_J2KI.dcm"));
+}

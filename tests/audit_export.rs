@@ -80,7 +80,8 @@ fn the_default_export_has_one_row_per_reviewed_study_with_the_documented_columns
             "decided_at",
             "reason",
             "model_id",
-            "threshold"
+            "threshold",
+            "not_seen"
         ]
     );
     assert_eq!(header, STUDY_COLUMNS);
@@ -230,7 +231,7 @@ fn exporting_to_a_file_replaces_it_whole_and_leaves_no_temporary_file() {
         .unwrap();
     assert_eq!(n, 2);
     let (header, rows) = parse(&std::fs::read(&dest).unwrap());
-    assert_eq!((header.len(), rows.len()), (13, 2));
+    assert_eq!((header.len(), rows.len()), (14, 2));
     let names: Vec<_> = std::fs::read_dir(out_dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

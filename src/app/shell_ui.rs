@@ -67,6 +67,14 @@ impl App {
                 if ui.button("Type a folder path…").clicked() {
                     self.dialogs.open_folder = Some(super::dialogs::PathDialog::default());
                 }
+                let demo = crate::install::find_demo_folder();
+                if ui
+                    .add_enabled(demo.is_ok(), egui::Button::new("Open the demo studies"))
+                    .clicked()
+                    && let Ok(demo) = demo
+                {
+                    self.commands.send(Command::OpenFolder(demo));
+                }
                 ui.separator();
                 let has_store = self.store_path().is_some();
                 if ui

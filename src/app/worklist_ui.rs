@@ -239,6 +239,27 @@ impl App {
                 )
                 .wrap(),
             );
+            ui.add_space(12.0);
+            // The nine demo films that come with cxr-triage (beside the executable, in the
+            // installed data folder, or in the source tree).
+            match crate::install::find_demo_folder() {
+                Ok(demo) => {
+                    if ui
+                        .add(
+                            egui::Button::new("Open the demo studies")
+                                .min_size(Vec2::new(160.0, 28.0)),
+                        )
+                        .on_hover_text(demo.display().to_string())
+                        .clicked()
+                    {
+                        self.commands.send(Command::OpenFolder(demo));
+                    }
+                }
+                Err(why) => {
+                    ui.add_enabled(false, egui::Button::new("Open the demo studies"))
+                        .on_disabled_hover_text(why);
+                }
+            }
         });
         if !self.prefs.recent_folders.is_empty() {
             ui.add_space(16.0);

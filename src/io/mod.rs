@@ -91,6 +91,8 @@ pub struct DicomTags {
     pub study_date: Option<String>,
     /// Body Part Examined (0018,0015), for example "CHEST".
     pub body_part_examined: Option<String>,
+    /// Patient's Age (0010,1010) as written, for example "045Y" or "006M".
+    pub patient_age: Option<String>,
     /// Transfer Syntax UID; for a raw data set, the syntax it was read with. See
     /// [`transfer_syntax_name`].
     pub transfer_syntax: String,

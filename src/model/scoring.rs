@@ -30,6 +30,48 @@ pub struct Scored {
 /// The reader-facing reason of the image-based "not seen" flag.
 pub const UNLIKE_TRAINING: &str = "unlike the films the model was trained on";
 
+/// A DICOM Age String (`nnnD`, `nnnW`, `nnnM` or `nnnY`) in years; `None` when malformed.
+pub fn age_years(age: &str) -> Option<f32> {
+    let age = age.trim();
+    let (digits, unit) = age.split_at(age.len().checked_sub(1)?);
+    let n: f32 = digits.parse().ok()?;
+    let per_year = match unit {
+        "D" | "d" => 365.25,
+        "W" | "w" => 52.18,
+        "M" | "m" => 12.0,
+        "Y" | "y" => 1.0,
+        _ => return None,
+    };
+    Some(n / per_year)
+}
+
+/// Why the score may not hold for a patient of this DICOM age: the model trained on children
+/// of 1 to 5 years and on a few adult films, and ranks adult films less well.
+pub fn age_reason(age: &str) -> Option<String> {
+    let years = age_years(age)?;
+    if years < 1.0 {
+        Some("infant under one year".to_owned())
+    } else if years >= 18.0 {
+        Some("adult patient (few adult films in training)".to_owned())
+    } else {
+        None
+    }
+}
+
+/// The "not seen" reasons of one study: the image-based flag and the DICOM Patient's Age.
+fn not_seen_reasons(unlike_training: bool, meta: Option<&StudyMeta>) -> Option<String> {
+    let mut reasons: Vec<String> = Vec::new();
+    if unlike_training {
+        reasons.push(UNLIKE_TRAINING.to_owned());
+    }
+    reasons.extend(
+        meta.and_then(|m| m.dicom.as_ref())
+            .and_then(|d| d.patient_age.as_deref())
+            .and_then(age_reason),
+    );
+    (!reasons.is_empty()).then(|| reasons.join(", "))
+}
+
 /// A study read and turned into the network's input, or why it could not be.
 type Prepared = (Option<StudyMeta>, Result<Vec<f32>, String>);
 
@@ -83,15 +125,35 @@ pub fn score_paths(
                 let ood_distance = assessment.as_ref().ok().and_then(|a| a.ood_distance);
                 Scored {
                     index: base + i,
+                    not_seen: not_seen_reasons(
+                        ood_distance.is_some_and(|d| classifier.is_unlike_training(d)),
+                        meta.as_ref(),
+                    ),
                     meta,
                     outcome: assessment.map(|a| a.score),
                     ood_distance,
-                    not_seen: ood_distance
-                        .filter(|&d| classifier.is_unlike_training(d))
-                        .map(|_| UNLIKE_TRAINING.to_owned()),
                 }
             })
             .collect();
         on_batch(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dicom_ages_become_years_and_reasons() {
+        assert_eq!(age_years("045Y"), Some(45.0));
+        assert_eq!(age_years("006M"), Some(0.5));
+        assert!((age_years("104W").unwrap() - 1.993).abs() < 0.01);
+        assert!(age_years("Y").is_none() && age_years("12X").is_none() && age_years("").is_none());
+        assert_eq!(age_reason("003Y"), None);
+        assert_eq!(age_reason("017Y"), None);
+        assert_eq!(age_reason("018Y").as_deref(), Some("adult patient (few adult films in training)"));
+        assert_eq!(age_reason("010D").as_deref(), Some("infant under one year"));
+        assert_eq!(not_seen_reasons(false, None), None);
+        assert_eq!(not_seen_reasons(true, None).as_deref(), Some(UNLIKE_TRAINING));
     }
 }

@@ -164,6 +164,7 @@ fn dicom_tags(obj: &DefaultDicomObject) -> DicomTags {
         view_position: string_of(obj, tags::VIEW_POSITION),
         study_date: string_of(obj, tags::STUDY_DATE),
         body_part_examined: string_of(obj, tags::BODY_PART_EXAMINED),
+        patient_age: string_of(obj, tags::PATIENT_AGE),
         transfer_syntax: obj.meta().transfer_syntax().to_string(),
     }
 }
