@@ -151,9 +151,15 @@ mod tests {
         assert!(age_years("Y").is_none() && age_years("12X").is_none() && age_years("").is_none());
         assert_eq!(age_reason("003Y"), None);
         assert_eq!(age_reason("017Y"), None);
-        assert_eq!(age_reason("018Y").as_deref(), Some("adult patient (few adult films in training)"));
+        assert_eq!(
+            age_reason("018Y").as_deref(),
+            Some("adult patient (few adult films in training)")
+        );
         assert_eq!(age_reason("010D").as_deref(), Some("infant under one year"));
         assert_eq!(not_seen_reasons(false, None), None);
-        assert_eq!(not_seen_reasons(true, None).as_deref(), Some(UNLIKE_TRAINING));
+        assert_eq!(
+            not_seen_reasons(true, None).as_deref(),
+            Some(UNLIKE_TRAINING)
+        );
     }
 }
