@@ -414,7 +414,7 @@ fn register(
         .filter_map(|s| {
             let meta = s.meta.as_ref()?;
             let path = paths.get(s.index)?;
-            Some((s.index, study_record(path, meta)))
+            Some((s.index, StudyRecord::from_meta(path, meta)))
         })
         .collect();
     records.extend(raw.iter().filter_map(|(index, sha)| {
@@ -450,27 +450,4 @@ fn register(
             )
         })
         .collect())
-}
-
-/// The store's record of a study: identity, where it is, and what its loader found.
-fn study_record(path: &Path, meta: &StudyMeta) -> StudyRecord {
-    let dicom = meta.dicom.as_ref();
-    let metadata = serde_json::json!({
-        "format": meta.format.to_string(),
-        "width": meta.width,
-        "height": meta.height,
-        "bits_stored": meta.bits_stored,
-        "photometric": meta.photometric.to_string(),
-        "file_size_bytes": meta.file_size_bytes,
-        "modality": dicom.and_then(|d| d.modality.clone()),
-        "view_position": dicom.and_then(|d| d.view_position.clone()),
-        "body_part_examined": dicom.and_then(|d| d.body_part_examined.clone()),
-    });
-    StudyRecord {
-        sha256: meta.sha256.clone(),
-        path: path.to_owned(),
-        patient_id: dicom.and_then(|d| d.patient_id.clone()),
-        study_uid: dicom.and_then(|d| d.study_instance_uid.clone()),
-        metadata_json: metadata.to_string(),
-    }
 }

@@ -226,17 +226,6 @@ pub fn split_by_group(
     (train, held)
 }
 
-/// Weighted binary cross-entropy with logits, averaged (as in training).
-fn weighted_bce(
-    logits: &Tensor,
-    targets: &Tensor,
-    weights: &Tensor,
-) -> candle_core::Result<Tensor> {
-    let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    let per = (softplus - (targets * logits)?)?;
-    (per * weights)?.mean_all()
-}
-
 /// Scores `units` in inference mode, in batches, through the parent's calibration (which the
 /// adapted card keeps, so that its threshold means the same as when it was chosen here).
 fn predict(
@@ -460,7 +449,7 @@ pub fn adapt(
             let ys = Tensor::from_vec(targets, batch.len(), &device)?;
             let ws = Tensor::from_vec(weights, batch.len(), &device)?;
             let logits = net.forward_t(&xs, true)?;
-            let loss = weighted_bce(&logits, &ys, &ws)?;
+            let loss = crate::model::train::weighted_bce(&logits, &ys, &ws)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 return Err(AdaptError::Candle(candle_core::Error::Msg(format!(

@@ -319,7 +319,7 @@ fn pixel_stats(units: &[Vec<f32>]) -> (f32, f32) {
 }
 
 /// Weighted binary cross-entropy with logits, averaged: `w * (softplus(z) - y z)`.
-fn weighted_bce(
+pub(crate) fn weighted_bce(
     logits: &Tensor,
     targets: &Tensor,
     weights: &Tensor,
