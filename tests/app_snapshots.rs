@@ -66,6 +66,9 @@ fn label_correction_columns() {
     h.get_by_label("Likely label errors first").click();
     settle(&mut h);
     h.key_press(Key::Home);
+    // Let the window apply the selection first: until it has, the previous study (already
+    // settled) would satisfy the wait, and the new one's heat map would still be computing.
+    settle(&mut h);
     step_until(&mut h, "the first study", App::is_settled);
     settle(&mut h);
     mask_timing(&mut h);
