@@ -431,32 +431,20 @@ pub fn adapt(
                 })
                 .collect::<Vec<_>>()
                 .concat();
-            let targets: Vec<f32> = batch
-                .iter()
-                .map(|&i| if samples[i].pneumonia { 1.0 } else { 0.0 })
-                .collect();
-            let weights: Vec<f32> = batch
-                .iter()
-                .map(|&i| {
-                    if samples[i].pneumonia {
-                        class_weights.1
-                    } else {
-                        class_weights.0
-                    }
-                })
-                .collect();
-            let xs = Tensor::from_vec(flat, (batch.len(), 1, size, size), &device)?;
-            let ys = Tensor::from_vec(targets, batch.len(), &device)?;
-            let ws = Tensor::from_vec(weights, batch.len(), &device)?;
-            let logits = net.forward_t(&xs, true)?;
-            let loss = crate::model::train::weighted_bce(&logits, &ys, &ws)?;
-            let value = f64::from(loss.to_scalar::<f32>()?);
+            let labels: Vec<bool> = batch.iter().map(|&i| samples[i].pneumonia).collect();
+            let value = crate::model::train::train_step(
+                &net,
+                &mut opt,
+                flat,
+                &labels,
+                class_weights,
+                size,
+            )?;
             if !value.is_finite() {
                 return Err(AdaptError::Candle(candle_core::Error::Msg(format!(
                     "the loss became {value} at epoch {epoch}"
                 ))));
             }
-            opt.step(&loss.backward()?)?;
             loss_sum += value;
             steps += 1;
             images_seen += batch.len();

@@ -330,6 +330,36 @@ pub(crate) fn weighted_bce(
     (per * weights)?.mean_all()
 }
 
+/// One optimiser step on a batch of network inputs (`flat`, `labels.len()` images of side
+/// `size`), each image's loss weighted by its class; returns the batch's loss (possibly not
+/// finite, for the caller to refuse). Training and site adaptation share it.
+pub(crate) fn train_step(
+    net: &CxrNet,
+    opt: &mut AdamW,
+    flat: Vec<f32>,
+    labels: &[bool],
+    class_weights: (f32, f32),
+    size: usize,
+) -> candle_core::Result<f64> {
+    let device = Device::Cpu;
+    let n = labels.len();
+    let targets: Vec<f32> = labels.iter().map(|&y| if y { 1.0 } else { 0.0 }).collect();
+    let weights: Vec<f32> = labels
+        .iter()
+        .map(|&y| if y { class_weights.1 } else { class_weights.0 })
+        .collect();
+    let xs = Tensor::from_vec(flat, (n, 1, size, size), &device)?;
+    let ys = Tensor::from_vec(targets, n, &device)?;
+    let ws = Tensor::from_vec(weights, n, &device)?;
+    let logits = net.forward_t(&xs, true)?;
+    let loss = weighted_bce(&logits, &ys, &ws)?;
+    let value = f64::from(loss.to_scalar::<f32>()?);
+    if value.is_finite() {
+        opt.step(&loss.backward()?)?;
+    }
+    Ok(value)
+}
+
 /// Learning rate at `step` of `total`: linear warm-up, then cosine decay to 2% of the peak.
 fn learning_rate_at(step: usize, warmup: usize, total: usize, peak: f64) -> f64 {
     if step < warmup {
@@ -889,34 +919,21 @@ pub fn train(
                     x
                 })
                 .collect();
-            let flat: Vec<f32> = augmented.concat();
-            let targets: Vec<f32> = batch
-                .iter()
-                .map(|&i| if train_set.labels[i] { 1.0 } else { 0.0 })
-                .collect();
-            let weights: Vec<f32> = batch
-                .iter()
-                .map(|&i| {
-                    if train_set.labels[i] {
-                        class_weights.1
-                    } else {
-                        class_weights.0
-                    }
-                })
-                .collect();
-            let xs = Tensor::from_vec(flat, (batch.len(), 1, size, size), &device)?;
-            let ys = Tensor::from_vec(targets, batch.len(), &device)?;
-            let ws = Tensor::from_vec(weights, batch.len(), &device)?;
-            let logits = net.forward_t(&xs, true)?;
-            let loss = weighted_bce(&logits, &ys, &ws)?;
-            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            let labels: Vec<bool> = batch.iter().map(|&i| train_set.labels[i]).collect();
+            let loss_value = train_step(
+                &net,
+                &mut opt,
+                augmented.concat(),
+                &labels,
+                class_weights,
+                size,
+            )?;
             if !loss_value.is_finite() {
                 return Err(TrainError::Candle(candle_core::Error::Msg(format!(
                     "the loss became {loss_value} at epoch {epoch}, step {}",
                     step + 1
                 ))));
             }
-            opt.step(&loss.backward()?)?;
             loss_sum += loss_value;
             state.images_seen += batch.len();
             on_event(TrainEvent::Step {
