@@ -432,7 +432,13 @@ fn export_writes_the_reviewed_cases_and_never_into_the_studies_folder() {
         h.state().notices()
     );
 
-    let dest = fx.dir.path().join("reviewed.csv");
+    // A long path without spaces, as hospital shares have: the notice must still fit on screen.
+    let deep = fx
+        .dir
+        .path()
+        .join("departmental_share_radiology_quality_assurance_exports_2026_december_reader_one");
+    std::fs::create_dir_all(&deep).unwrap();
+    let dest = deep.join("reviewed_cases_of_the_morning_list_for_the_quality_team.csv");
     h.state_mut().push(Command::ExportCsv {
         dest: dest.clone(),
         kind: ExportKind::Reviewed,
@@ -440,6 +446,16 @@ fn export_writes_the_reviewed_cases_and_never_into_the_studies_folder() {
     step_until(&mut h, "the export", |app| {
         app.notices().iter().any(|n| n.starts_with("Exported"))
     });
+    for _ in 0..3 {
+        h.step();
+    }
+    let notice = h.get_by_label_contains("Exported");
+    let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1280.0, 800.0));
+    assert!(
+        screen.contains_rect(notice.rect()),
+        "the export notice is drawn at {:?}, outside the window",
+        notice.rect()
+    );
     let csv = std::fs::read_to_string(&dest).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 2, "{csv}");
@@ -449,6 +465,43 @@ fn export_writes_the_reviewed_cases_and_never_into_the_studies_folder() {
         "{csv}"
     );
     assert!(lines[1].contains("Test Reader"), "{csv}");
+}
+
+#[test]
+fn without_a_system_dialog_the_export_path_field_has_the_keyboard() {
+    use cxr_triage::app::Command;
+    use cxr_triage::audit::ExportKind;
+    use egui_kittest::kittest::NodeT as _;
+
+    let fx = folder(2);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    // No desktop portal or zenity answers here (as on a bare workstation): the window falls back
+    // to a path field.
+    h.state_mut()
+        .push(Command::ChooseExportFile(ExportKind::Reviewed));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while h.query_by_label("CSV file").is_none() {
+        assert!(std::time::Instant::now() < deadline, "no path field");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    h.step();
+    let csv_field = |h: &egui_kittest::Harness<'static, cxr_triage::app::App>| {
+        h.query_all_by_role(egui::accesskit::Role::TextInput)
+            .map(|n| n.accesskit_node())
+            .find(|n| n.value().is_some_and(|v| v.contains(".csv")))
+            .map(|n| (n.is_focused(), n.value().unwrap_or_default()))
+            .unwrap()
+    };
+    let (focused, before) = csv_field(&h);
+    assert!(focused, "the path field does not have the keyboard");
+    // What the reader types goes into the field, not to the shortcuts (C would confirm).
+    h.event(egui::Event::Text("C".to_owned()));
+    h.key_press(Key::C);
+    h.step();
+    let (_, after) = csv_field(&h);
+    assert_eq!(after, format!("{before}C"));
 }
 
 /// A folder dropped on the window, as the windowing layer reports it.

@@ -1,6 +1,7 @@
 //! The picture matches its controls: window presets, invert and window drags, in any order and
 //! any number of times, always end with the main pane's texture rendered through the window and
-//! invert state the controls show, and the same state always gives the same pixels.
+//! invert state the controls show, and the same state always gives the same pixels. The header
+//! and the worklist show what a radiologist expects: age, sex, study date, view, waiting time.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +15,7 @@ use cxr_triage::app::{App, Command, DisplayedImage};
 use cxr_triage::io::Window;
 use egui::{Event, Key, Modifiers, PointerButton};
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable as _;
+use egui_kittest::kittest::{NodeT as _, Queryable as _};
 
 /// Runs frames until the texture on screen was rendered with the pane's window and invert;
 /// fails after ten seconds (the picture never caught up with its controls).
@@ -162,4 +163,59 @@ fn s_gives_the_film_the_whole_viewer_and_is_in_the_help() {
     h.key_press(Key::F1);
     app_common::settle(&mut h);
     assert!(h.query_by_label_contains("Single pane").is_some());
+}
+
+#[test]
+fn the_header_and_optional_columns_show_age_sex_date_view_and_waiting_time() {
+    let fx = folder(3);
+    app_common::write_dicom_study(&fx.studies.join("chest.dcm"), 5, "045Y", "F", "PA");
+    let mut h = harness(config(&fx));
+    step_until(&mut h, "the scores", |app| {
+        app.worklist().is_some() && !app.is_scoring() && app.model_ready()
+    });
+    let w = h.state().worklist().unwrap();
+    let id = w.rows().iter().find(|r| r.name == "chest.dcm").unwrap().id;
+    let facts = &w.row(id).unwrap().facts;
+    assert_eq!(
+        facts.summary().as_deref(),
+        Some("45 y · F · 2024-01-31 · PA")
+    );
+    // Every study has a waiting time: the DICOM one from its study date and time, the others
+    // from their files.
+    assert!(
+        w.rows()
+            .iter()
+            .filter(|r| r.sha256.is_some())
+            .all(|r| r.facts.waiting_since.is_some())
+    );
+    h.state_mut().push(Command::Select(id));
+    step_until(&mut h, "the study on screen", App::is_settled);
+    assert!(h.query_by_label("45 y · F · 2024-01-31 · PA").is_some());
+    // The optional columns are there, and the View menu switches one off.
+    for title in ["Waiting", "Age", "Sex", "Date", "View"] {
+        assert!(
+            h.query_all_by_label_contains(title).next().is_some(),
+            "no {title} column"
+        );
+    }
+    assert!(h.query_by_label("PA").is_some());
+    h.state_mut()
+        .push(Command::ToggleColumn(cxr_triage::app::OptionalColumn::View));
+    app_common::settle(&mut h);
+    assert!(
+        h.query_by_label("PA").is_none(),
+        "the View column is still shown"
+    );
+    // The Study column starts with the file name.
+    let labels: Vec<String> = h
+        .query_all_by_label_contains("study-02")
+        .filter_map(|n| {
+            let node = n.accesskit_node();
+            node.label().or_else(|| node.value())
+        })
+        .collect();
+    assert!(
+        labels.iter().any(|l| l.starts_with("study-02.png")),
+        "{labels:?}"
+    );
 }

@@ -69,6 +69,8 @@ pub enum Command {
     ActualSize,
     /// Link or unlink zoom, pan and window of the two panes.
     ToggleLink,
+    /// Show or hide an optional worklist column.
+    ToggleColumn(super::prefs::OptionalColumn),
     /// Give the film the whole viewer (hide the right pane), or show both panes again.
     ToggleSinglePane,
 }
@@ -208,6 +210,7 @@ impl App {
             }
             Command::ActualSize => self.pending_actual_size = true,
             Command::ToggleLink => self.prefs.link_views = !self.prefs.link_views,
+            Command::ToggleColumn(column) => self.prefs.columns.toggle(column),
             Command::ToggleSinglePane => self.single_pane = !self.single_pane,
         }
     }

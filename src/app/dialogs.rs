@@ -59,6 +59,19 @@ pub(crate) const SHORTCUTS: [(&str, &str); 22] = [
 pub(super) struct PathDialog {
     pub text: String,
     pub message: Option<String>,
+    /// Whether the path field has been given the keyboard once (when the dialog opened), so
+    /// that the reader can type or paste at once.
+    pub focused: bool,
+}
+
+impl PathDialog {
+    /// Gives `field` the keyboard the first time the dialog is drawn.
+    fn focus_once(&mut self, field: &egui::Response) {
+        if !self.focused {
+            field.request_focus();
+            self.focused = true;
+        }
+    }
 }
 
 /// The outcome of an export: rows written, where, and what.
@@ -152,6 +165,7 @@ impl App {
                     self.dialogs.open_folder = Some(PathDialog {
                         text,
                         message: Some(NO_FOLDER_DIALOG.to_owned()),
+                        focused: false,
                     });
                 }
                 Err(picker) => self.dialogs.folder_picker = Some(picker),
@@ -166,6 +180,7 @@ impl App {
                         PathDialog {
                             text: suggested.display().to_string(),
                             message: Some(NO_SAVE_DIALOG.to_owned()),
+                            focused: false,
                         },
                     ));
                 }
@@ -327,6 +342,7 @@ impl App {
                         .desired_width(f32::INFINITY),
                 )
                 .labelled_by(label.id);
+            dialog.focus_once(&field);
             let entered = field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
             ui.horizontal(|ui| {
                 if ui.button("Open").clicked() || entered {
@@ -367,6 +383,7 @@ impl App {
                         .desired_width(f32::INFINITY),
                 )
                 .labelled_by(label.id);
+            dialog.focus_once(&field);
             let entered = field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
             ui.horizontal(|ui| {
                 if ui.button("Export").clicked() || entered {

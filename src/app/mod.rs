@@ -41,6 +41,7 @@ use std::time::Instant;
 
 pub use command::{Command, CommandSender};
 pub use frame_stats::{FrameStats, Histogram};
+pub use prefs::OptionalColumn;
 
 use crate::audit::DecisionStore;
 use crate::io::Window;

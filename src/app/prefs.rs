@@ -35,6 +35,99 @@ pub(crate) struct Preferences {
     /// How long a study's full-resolution image must have been on screen before a decision on
     /// it is recorded, in seconds.
     pub min_view_secs: f32,
+    /// The optional worklist columns that are switched on.
+    pub columns: Columns,
+}
+
+/// A worklist column the reader can switch on or off (View > Columns). Each is drawn only when
+/// some study of the folder has a value for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionalColumn {
+    /// The patient's age (DICOM).
+    Age,
+    /// The patient's sex (DICOM).
+    Sex,
+    /// The study date (DICOM).
+    StudyDate,
+    /// The view position (DICOM).
+    View,
+    /// How long the study has waited.
+    Waiting,
+}
+
+impl OptionalColumn {
+    /// Every optional column, in the worklist's order.
+    pub const ALL: [Self; 5] = [
+        Self::Waiting,
+        Self::Age,
+        Self::Sex,
+        Self::StudyDate,
+        Self::View,
+    ];
+
+    /// The column's name in the View menu.
+    pub fn menu_name(self) -> &'static str {
+        match self {
+            Self::Age => "Age (DICOM)",
+            Self::Sex => "Sex (DICOM)",
+            Self::StudyDate => "Study date (DICOM)",
+            Self::View => "View position (DICOM)",
+            Self::Waiting => "Waiting time",
+        }
+    }
+}
+
+/// Which optional columns are on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct Columns {
+    /// The patient's age.
+    pub age: bool,
+    /// The patient's sex.
+    pub sex: bool,
+    /// The study date.
+    pub study_date: bool,
+    /// The view position.
+    pub view: bool,
+    /// How long the study has waited.
+    pub waiting: bool,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self {
+            age: true,
+            sex: true,
+            study_date: true,
+            view: true,
+            waiting: true,
+        }
+    }
+}
+
+impl Columns {
+    /// Whether `column` is on.
+    pub fn shows(self, column: OptionalColumn) -> bool {
+        match column {
+            OptionalColumn::Age => self.age,
+            OptionalColumn::Sex => self.sex,
+            OptionalColumn::StudyDate => self.study_date,
+            OptionalColumn::View => self.view,
+            OptionalColumn::Waiting => self.waiting,
+        }
+    }
+
+    /// Switches `column` on or off.
+    pub fn toggle(&mut self, column: OptionalColumn) {
+        let flag = match column {
+            OptionalColumn::Age => &mut self.age,
+            OptionalColumn::Sex => &mut self.sex,
+            OptionalColumn::StudyDate => &mut self.study_date,
+            OptionalColumn::View => &mut self.view,
+            OptionalColumn::Waiting => &mut self.waiting,
+        };
+        *flag = !*flag;
+    }
 }
 
 /// The default of [`Preferences::min_view_secs`].
@@ -50,6 +143,7 @@ impl Default for Preferences {
             link_views: true,
             heat_opacity: 0.45,
             min_view_secs: DEFAULT_MIN_VIEW_SECS,
+            columns: Columns::default(),
         }
     }
 }
@@ -130,6 +224,21 @@ mod tests {
         }
         .restored();
         assert_eq!((kept.heat_opacity, note), (0.3, None));
+    }
+
+    #[test]
+    fn optional_columns_toggle_and_are_remembered() {
+        let mut p = Preferences::default();
+        for c in OptionalColumn::ALL {
+            assert!(p.columns.shows(c));
+        }
+        p.columns.toggle(OptionalColumn::Sex);
+        assert!(!p.columns.shows(OptionalColumn::Sex));
+        assert!(p.columns.shows(OptionalColumn::Age));
+        let back: Preferences = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.columns, p.columns);
+        p.columns.toggle(OptionalColumn::Sex);
+        assert_eq!(p.columns, Columns::default());
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub(crate) struct ScoredStudy {
     /// SHA-256 of the bytes of a file that could not be read as a study (so that a reader can
     /// still record that it was read elsewhere or is not a chest film).
     pub raw_sha256: Option<String>,
+    /// When the file was last written (where a study without a DICOM study date starts waiting).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// What the scorer reports.
@@ -348,7 +350,12 @@ fn run_job(
                     .iter()
                     .find(|(i, _)| *i == s.index)
                     .map(|(_, h)| h.clone());
+                let modified = paths
+                    .get(s.index)
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .and_then(|m| m.modified().ok());
                 ScoredStudy {
+                    modified,
                     id: StudyId(s.index),
                     meta: s.meta,
                     outcome: s.outcome,

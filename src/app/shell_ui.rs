@@ -132,6 +132,19 @@ impl App {
                 {
                     self.commands.send(Command::Compare(None));
                 }
+                ui.menu_button("Columns", |ui| {
+                    for column in super::prefs::OptionalColumn::ALL {
+                        let mut on = self.prefs.columns.shows(column);
+                        if ui.checkbox(&mut on, column.menu_name()).changed() {
+                            self.commands.send(Command::ToggleColumn(column));
+                        }
+                    }
+                    ui.label(
+                        RichText::new("A DICOM column appears when a study has the attribute")
+                            .color(theme::TEXT_DIM)
+                            .small(),
+                    );
+                });
                 ui.separator();
                 ui.checkbox(
                     &mut self.dialogs.diagnostics,

@@ -252,7 +252,11 @@ impl App {
                                 dicom.as_ref().and_then(|d| d.view_position.as_deref()),
                                 study.not_seen.as_deref(),
                             );
+                            row.facts =
+                                crate::worklist::StudyFacts::new(dicom.as_ref(), study.modified);
                             row.sha256 = Some(meta.sha256);
+                        } else {
+                            row.facts = crate::worklist::StudyFacts::new(None, study.modified);
                         }
                         row.score = match study.outcome {
                             Ok(score) => crate::worklist::ScoreState::Scored(score),

@@ -114,7 +114,14 @@ impl App {
             .map(|c| c.card_sha256().to_owned())
             .unwrap_or_default();
         ui.horizontal(|ui| {
-            ui.label(RichText::new(&row.name).size(16.0).strong());
+            let file = row.name.rsplit(['/', '\\']).next().unwrap_or(&row.name);
+            ui.label(RichText::new(file).size(16.0).strong())
+                .on_hover_text(row.path.display().to_string());
+            // What a radiologist reads first: age, sex, study date, view (DICOM).
+            if let Some(facts) = row.facts.summary() {
+                ui.label(RichText::new(facts).size(14.0).color(theme::TEXT))
+                    .on_hover_text("Patient's age and sex, study date, view position (DICOM)");
+            }
             let rank = s.ranks.get(id.0).copied().flatten();
             let mut line = match rank {
                 Some(r) => format!("rank {r} of {}", s.counts.scored),
@@ -128,6 +135,12 @@ impl App {
             }
             if let Some(p) = &row.patient_id {
                 line.push_str(&format!(" · patient {p}"));
+            }
+            if let Some(waited) = row.facts.waited(std::time::SystemTime::now()) {
+                line.push_str(&format!(
+                    " · waiting {}",
+                    crate::worklist::waiting_text(waited)
+                ));
             }
             ui.add(egui::Label::new(RichText::new(line).color(theme::TEXT_DIM)).truncate());
         });

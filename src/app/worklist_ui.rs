@@ -3,7 +3,7 @@
 use egui::{Align, Color32, Layout, RichText, Sense, Stroke, Vec2};
 use egui_extras::{Column, TableBuilder};
 
-use super::{App, Command, theme};
+use super::{App, Command, OptionalColumn, theme};
 use crate::worklist::{Filter, ReviewState, SortKey, SortSpec, StudyRow, Worklist};
 
 /// Height of a table row, in points.
@@ -22,6 +22,11 @@ enum Col {
     Patient,
     StudyUid,
     Error,
+    Waiting,
+    Age,
+    Sex,
+    StudyDate,
+    View,
 }
 
 impl Col {
@@ -37,6 +42,11 @@ impl Col {
             Self::Patient => "Patient",
             Self::StudyUid => "Study UID",
             Self::Error => "Error",
+            Self::Waiting => "Waiting",
+            Self::Age => "Age",
+            Self::Sex => "Sex",
+            Self::StudyDate => "Date",
+            Self::View => "View",
         }
     }
 
@@ -51,6 +61,11 @@ impl Col {
             Self::Patient => SortKey::Patient,
             Self::StudyUid => SortKey::StudyUid,
             Self::Error => SortKey::Error,
+            Self::Waiting => SortKey::Waiting,
+            Self::Age => SortKey::Age,
+            Self::Sex => SortKey::Sex,
+            Self::StudyDate => SortKey::StudyDate,
+            Self::View => SortKey::View,
         }
     }
 
@@ -69,10 +84,21 @@ impl Col {
             Self::Review => {
                 "The reader's decision: unreviewed, confirmed, overridden (to the reader's label), read elsewhere, not a chest film; files the model could not read need a manual read and come first"
             }
-            Self::Name => "The file, relative to the opened folder",
+            Self::Name => {
+                "The file's name, then its folder within the opened folder (hover for the full \
+                 path)"
+            }
             Self::Patient => "DICOM patient ID",
             Self::StudyUid => "DICOM study instance UID",
             Self::Error => "Why the study could not be read or scored",
+            Self::Waiting => {
+                "How long the study has waited: since its DICOM study date and time, else since \
+                 the file reached the folder"
+            }
+            Self::Age => "The patient's age (DICOM Patient's Age)",
+            Self::Sex => "The patient's sex (DICOM Patient's Sex)",
+            Self::StudyDate => "The study date (DICOM Study Date)",
+            Self::View => "The view position (DICOM View Position: PA, AP, lateral…)",
         }
     }
 
@@ -87,6 +113,9 @@ impl Col {
             Self::Patient => 90.0,
             Self::StudyUid => 120.0,
             Self::Error => 260.0,
+            Self::Waiting => 80.0,
+            Self::Age | Self::Sex | Self::View => 44.0,
+            Self::StudyDate => 82.0,
         }
     }
 
@@ -101,6 +130,9 @@ impl Col {
             Self::Patient => Column::initial(90.0).at_least(50.0).clip(true),
             Self::StudyUid => Column::initial(120.0).at_least(50.0).clip(true),
             Self::Error => Column::initial(260.0).at_least(80.0).clip(true),
+            Self::Waiting => Column::initial(80.0).at_least(50.0).clip(true),
+            Self::Age | Self::Sex | Self::View => Column::initial(44.0).at_least(30.0).clip(true),
+            Self::StudyDate => Column::initial(82.0).at_least(50.0).clip(true),
         }
     }
 }
@@ -280,6 +312,45 @@ impl App {
             cols.extend([Col::DatasetLabel, Col::Disagreement]);
         }
         cols.push(Col::Review);
+        let on = self.prefs.columns;
+        let rows = w.rows();
+        for (column, col, present) in [
+            (
+                OptionalColumn::Waiting,
+                Col::Waiting,
+                rows.iter().any(|r| r.facts.waiting_since.is_some()),
+            ),
+            (
+                OptionalColumn::Age,
+                Col::Age,
+                rows.iter().any(|r| r.facts.age.is_some()),
+            ),
+            (
+                OptionalColumn::Sex,
+                Col::Sex,
+                rows.iter().any(|r| r.facts.sex.is_some()),
+            ),
+            (
+                OptionalColumn::StudyDate,
+                Col::StudyDate,
+                rows.iter().any(|r| r.facts.study_date.is_some()),
+            ),
+            (
+                OptionalColumn::View,
+                Col::View,
+                rows.iter().any(|r| r.facts.view.is_some()),
+            ),
+        ] {
+            if on.shows(column) && present {
+                cols.push(col);
+            }
+        }
+        if cols.contains(&Col::Waiting) {
+            // Waiting times are shown to the minute.
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_secs(30));
+        }
+        let now = std::time::SystemTime::now();
         if s.counts.failed > 0 {
             cols.push(Col::Error);
         }
@@ -357,7 +428,14 @@ impl App {
                             table_row.set_selected(selected == Some(id));
                             for &col in &cols {
                                 table_row.col(|ui| {
-                                    cell_ui(ui, col, w, row, s.ranks.get(id.0).copied().flatten());
+                                    cell_ui(
+                                        ui,
+                                        col,
+                                        w,
+                                        row,
+                                        s.ranks.get(id.0).copied().flatten(),
+                                        now,
+                                    );
                                 });
                             }
                             if table_row.response().clicked() {
@@ -376,7 +454,14 @@ impl App {
     }
 }
 
-fn cell_ui(ui: &mut egui::Ui, col: Col, w: &Worklist, row: &StudyRow, rank: Option<usize>) {
+fn cell_ui(
+    ui: &mut egui::Ui,
+    col: Col,
+    w: &Worklist,
+    row: &StudyRow,
+    rank: Option<usize>,
+    now: std::time::SystemTime,
+) {
     let dim = theme::TEXT_DIM;
     match col {
         Col::Rank => {
@@ -435,9 +520,41 @@ fn cell_ui(ui: &mut egui::Ui, col: Col, w: &Worklist, row: &StudyRow, rank: Opti
         },
         Col::Review => review_cell_ui(ui, w, row),
         Col::Name => {
-            ui.label(&row.name)
+            let (file, folder) = split_name(&row.name);
+            let mut job = egui::text::LayoutJob::default();
+            let style = ui.style();
+            job.append(
+                file,
+                0.0,
+                egui::TextFormat::simple(
+                    egui::TextStyle::Body.resolve(style),
+                    style.visuals.text_color(),
+                ),
+            );
+            if !folder.is_empty() {
+                job.append(
+                    folder,
+                    8.0,
+                    egui::TextFormat::simple(egui::TextStyle::Small.resolve(style), dim),
+                );
+            }
+            ui.add(egui::Label::new(job).truncate())
                 .on_hover_text(row.path.display().to_string());
         }
+        Col::Waiting => match row.facts.waited(now) {
+            Some(waited) => {
+                let from = row.facts.waiting_since.map(|(_, from)| from.as_str());
+                ui.label(crate::worklist::waiting_text(waited))
+                    .on_hover_text(from.unwrap_or_default());
+            }
+            None => {
+                ui.label(RichText::new("–").color(dim));
+            }
+        },
+        Col::Age => optional_text_ui(ui, row.facts.age_text().as_deref()),
+        Col::Sex => optional_text_ui(ui, row.facts.sex_text()),
+        Col::StudyDate => optional_text_ui(ui, row.facts.date_text().as_deref()),
+        Col::View => optional_text_ui(ui, row.facts.view.as_deref()),
         Col::Patient => {
             ui.label(row.patient_id.as_deref().unwrap_or("–"));
         }
@@ -451,6 +568,23 @@ fn cell_ui(ui: &mut egui::Ui, col: Col, w: &Worklist, row: &StudyRow, rank: Opti
                     .on_hover_text(e);
             }
         }
+    }
+}
+
+/// A value, or a dash when it is unknown.
+fn optional_text_ui(ui: &mut egui::Ui, text: Option<&str>) {
+    match text {
+        Some(t) => ui.label(t),
+        None => ui.label(RichText::new("–").color(theme::TEXT_DIM)),
+    };
+}
+
+/// A study's name relative to the opened folder, as (file name, folder): the file name is what
+/// tells rows apart, so it comes first.
+fn split_name(name: &str) -> (&str, &str) {
+    match name.rfind(['/', '\\']) {
+        Some(i) => (&name[i + 1..], &name[..i]),
+        None => (name, ""),
     }
 }
 
@@ -578,6 +712,16 @@ mod tests {
         assert_ne!(score_text(0.99991), score_text(0.99987));
         assert_eq!(score_text(0.00042), "0.00042");
         assert_eq!(score_text(0.998), "0.998");
+    }
+
+    #[test]
+    fn the_file_name_comes_before_its_folder() {
+        assert_eq!(
+            split_name("site/ward 3/2024/film-0042.dcm"),
+            ("film-0042.dcm", "site/ward 3/2024")
+        );
+        assert_eq!(split_name("a.jpg"), ("a.jpg", ""));
+        assert_eq!(split_name("x\\y.png"), ("y.png", "x"));
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct DicomTags {
     pub body_part_examined: Option<String>,
     /// Patient's Age (0010,1010) as written, for example "045Y" or "006M".
     pub patient_age: Option<String>,
+    /// Patient's Sex (0010,0040): "F", "M" or "O".
+    pub patient_sex: Option<String>,
+    /// Study Time (0008,0030), as written (HHMMSS.FFFFFF, any tail may be missing).
+    pub study_time: Option<String>,
     /// Transfer Syntax UID; for a raw data set, the syntax it was read with. See
     /// [`transfer_syntax_name`].
     pub transfer_syntax: String,

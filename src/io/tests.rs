@@ -96,6 +96,9 @@ impl DicomSpec {
             ),
             DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, "2.25.1234"),
             DataElement::new(tags::STUDY_DATE, VR::DA, "20240131"),
+            DataElement::new(tags::STUDY_TIME, VR::TM, "143000"),
+            DataElement::new(tags::PATIENT_SEX, VR::CS, "F"),
+            DataElement::new(tags::PATIENT_AGE, VR::AS, "045Y"),
             DataElement::new(tags::MODALITY, VR::CS, "CR"),
             DataElement::new(tags::PATIENT_ID, VR::LO, "PAT-0042"),
             DataElement::new(tags::BODY_PART_EXAMINED, VR::CS, "CHEST"),
@@ -360,6 +363,9 @@ fn monochrome2_dicom_keeps_its_values_window_and_tags() {
     assert_eq!(tags.modality.as_deref(), Some("CR"));
     assert_eq!(tags.view_position.as_deref(), Some("PA"));
     assert_eq!(tags.study_date.as_deref(), Some("20240131"));
+    assert_eq!(tags.study_time.as_deref(), Some("143000"));
+    assert_eq!(tags.patient_sex.as_deref(), Some("F"));
+    assert_eq!(tags.patient_age.as_deref(), Some("045Y"));
     assert_eq!(tags.body_part_examined.as_deref(), Some("CHEST"));
     assert_eq!(tags.transfer_syntax, uids::EXPLICIT_VR_LITTLE_ENDIAN);
     assert_eq!(

@@ -8,6 +8,7 @@
 //!   ([`Worklist::view`]), including the label-correction sort by disagreement, |label − score|.
 //! - [`label_from_folder_names`] and [`LabelFile`] find the labels a dataset already carries.
 
+mod facts;
 mod labels;
 mod sort;
 mod study;
@@ -15,6 +16,7 @@ mod study;
 use std::fmt;
 use std::str::FromStr;
 
+pub use facts::{StudyFacts, WaitingSince, waiting_text};
 pub use labels::{DatasetLabel, LabelFile, LabelSource, LabelsError, label_from_folder_names};
 pub use sort::{Filter, SortKey, SortSpec, step_in_view};
 pub use study::{

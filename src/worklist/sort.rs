@@ -29,13 +29,26 @@ pub enum SortKey {
     DatasetLabel,
     /// |dataset label − score|: likely label errors first when descending.
     Disagreement,
+    /// The patient's age (DICOM), in days.
+    Age,
+    /// The patient's sex (DICOM).
+    Sex,
+    /// The study date (DICOM).
+    StudyDate,
+    /// The view position (DICOM).
+    View,
+    /// How long the study has waited: the longest first when descending.
+    Waiting,
 }
 
 impl SortKey {
     /// The direction a click on a new column starts with: the most useful end first (highest
     /// score, pneumonia, strongest disagreement), alphabetical for text.
     pub fn descending_by_default(self) -> bool {
-        matches!(self, Self::Score | Self::AiLabel | Self::Disagreement)
+        matches!(
+            self,
+            Self::Score | Self::AiLabel | Self::Disagreement | Self::Waiting
+        )
     }
 }
 
@@ -106,6 +119,29 @@ impl SortSpec {
             SortKey::Disagreement => {
                 present_first(a.disagreement(), b.disagreement(), d, f32::total_cmp)
             }
+            SortKey::Age => {
+                present_first(a.facts.age_days(), b.facts.age_days(), d, f64::total_cmp)
+            }
+            SortKey::Sex => present_first(a.facts.sex_text(), b.facts.sex_text(), d, Ord::cmp),
+            SortKey::StudyDate => present_first(
+                a.facts.study_date.as_deref(),
+                b.facts.study_date.as_deref(),
+                d,
+                Ord::cmp,
+            ),
+            SortKey::View => present_first(
+                a.facts.view.as_deref(),
+                b.facts.view.as_deref(),
+                d,
+                Ord::cmp,
+            ),
+            // Waited longer = started earlier.
+            SortKey::Waiting => present_first(
+                a.facts.waiting_since.map(|(t, _)| std::cmp::Reverse(t)),
+                b.facts.waiting_since.map(|(t, _)| std::cmp::Reverse(t)),
+                d,
+                Ord::cmp,
+            ),
         };
         primary
             .then_with(|| score_order(a, b, true))
@@ -336,6 +372,38 @@ mod tests {
         assert!(sort.descending);
         assert_eq!(
             names(&w, &w.view(sort, Filter::All)),
+            ["junk.txt", "b.jpg", "d.jpg", "a.jpg", "c.jpg"]
+        );
+    }
+
+    #[test]
+    fn dicom_columns_and_waiting_time_sort_with_unknowns_last() {
+        use std::time::{Duration, SystemTime};
+        let mut w = sample();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // b: 45 y, waited 3 h; a: 6 months, waited 1 h; d: 3 y, waited 2 h; the others unknown.
+        for (id, age, mins) in [(0, "045Y", 0), (1, "006M", 120), (4, "003Y", 60)] {
+            let facts = &mut w.row_mut(StudyId(id)).unwrap().facts;
+            facts.age = Some(age.to_owned());
+            facts.waiting_since = Some((
+                t0 + Duration::from_secs(mins * 60),
+                crate::worklist::WaitingSince::FileModified,
+            ));
+        }
+        let by_age = SortSpec::default().clicked(SortKey::Age);
+        assert!(!by_age.descending);
+        assert_eq!(
+            names(&w, &w.view(by_age, Filter::All)),
+            ["junk.txt", "a.jpg", "d.jpg", "b.jpg", "c.jpg"]
+        );
+        assert_eq!(
+            names(&w, &w.view(by_age.clicked(SortKey::Age), Filter::All)),
+            ["junk.txt", "b.jpg", "d.jpg", "a.jpg", "c.jpg"]
+        );
+        let by_wait = SortSpec::default().clicked(SortKey::Waiting);
+        assert!(by_wait.descending, "the longest wait comes first");
+        assert_eq!(
+            names(&w, &w.view(by_wait, Filter::All)),
             ["junk.txt", "b.jpg", "d.jpg", "a.jpg", "c.jpg"]
         );
     }

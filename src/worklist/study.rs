@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::{DatasetLabel, Filter, Label, SortSpec};
+use super::{DatasetLabel, Filter, Label, SortSpec, StudyFacts};
 
 /// A study's place in the folder's listing (the order the files were found in). Stable while the
 /// folder is open, whatever the sort order.
@@ -102,6 +102,8 @@ pub struct StudyRow {
     /// The file's bytes no longer have the hash it was scored with (it was replaced on disk):
     /// it is not shown and cannot be decided until the folder is opened again.
     pub changed: bool,
+    /// Age, sex, study date, view position and the start of the study's wait.
+    pub facts: StudyFacts,
 }
 
 impl StudyRow {
@@ -120,6 +122,7 @@ impl StudyRow {
             disposition: None,
             scope_warning: None,
             changed: false,
+            facts: StudyFacts::default(),
         }
     }
 

@@ -70,6 +70,53 @@ pub fn write_study(path: &Path, seed: u32) {
     img.save(path).unwrap();
 }
 
+/// The film of [`write_study`] as a 12-bit MONOCHROME2 DICOM file carrying the patient's age and
+/// sex, a study date and time, and a view position.
+pub fn write_dicom_study(path: &Path, seed: u32, age: &str, sex: &str, view: &str) {
+    use dicom_core::value::PrimitiveValue;
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::{tags, uids};
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+
+    let png = path.with_extension("tmp.png");
+    write_study(&png, seed);
+    let img = image::open(&png).unwrap().into_luma8();
+    std::fs::remove_file(&png).unwrap();
+    let (w, h) = img.dimensions();
+    let pixels: Vec<u16> = img.pixels().map(|p| u16::from(p.0[0]) * 16).collect();
+    let us = |v: u16| PrimitiveValue::from(v);
+    let obj = InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
+        ),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, format!("2.25.{seed}1")),
+        DataElement::new(tags::STUDY_DATE, VR::DA, "20240131"),
+        DataElement::new(tags::STUDY_TIME, VR::TM, "143000"),
+        DataElement::new(tags::MODALITY, VR::CS, "DX"),
+        DataElement::new(tags::PATIENT_ID, VR::LO, format!("PAT-{seed}")),
+        DataElement::new(tags::PATIENT_SEX, VR::CS, sex),
+        DataElement::new(tags::PATIENT_AGE, VR::AS, age),
+        DataElement::new(tags::BODY_PART_EXAMINED, VR::CS, "CHEST"),
+        DataElement::new(tags::VIEW_POSITION, VR::CS, view),
+        DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, format!("2.25.{seed}")),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, us(1)),
+        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        DataElement::new(tags::ROWS, VR::US, us(h as u16)),
+        DataElement::new(tags::COLUMNS, VR::US, us(w as u16)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, us(16)),
+        DataElement::new(tags::BITS_STORED, VR::US, us(12)),
+        DataElement::new(tags::HIGH_BIT, VR::US, us(11)),
+        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, us(0)),
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())),
+    ]);
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
+        .unwrap()
+        .write_to_file(path)
+        .unwrap();
+}
+
 /// `n` generated studies (PNG and JPEG, one in a subfolder) and one file that is not an image.
 pub fn folder(n: u32) -> Fixture {
     let fx = Fixture::new();

@@ -165,6 +165,8 @@ fn dicom_tags(obj: &DefaultDicomObject) -> DicomTags {
         study_date: string_of(obj, tags::STUDY_DATE),
         body_part_examined: string_of(obj, tags::BODY_PART_EXAMINED),
         patient_age: string_of(obj, tags::PATIENT_AGE),
+        patient_sex: string_of(obj, tags::PATIENT_SEX),
+        study_time: string_of(obj, tags::STUDY_TIME),
         transfer_syntax: obj.meta().transfer_syntax().to_string(),
     }
 }
