@@ -719,10 +719,6 @@ impl App {
         if typing {
             return;
         }
-        let help_key = |i: &mut egui::InputState| {
-            i.consume_key(Modifiers::NONE, Key::F1)
-                || i.consume_key(Modifiers::NONE, Key::Questionmark)
-        };
         if self.dialogs.any_modal_open() {
             if self.dialogs.help
                 && ctx.input_mut(|i| help_key(i) || i.consume_key(Modifiers::NONE, Key::Escape))
@@ -731,85 +727,11 @@ impl App {
             }
             return;
         }
-        let mut commands = Vec::new();
-        let mut toggle_help = false;
-        let mut focus_reason = false;
-        ctx.input_mut(|i| {
-            toggle_help = help_key(i);
-            let command_key =
-                |i: &mut egui::InputState, key| i.consume_key(Modifiers::COMMAND, key);
-            if command_key(i, Key::Z) {
-                commands.push(Command::Undo);
-            }
-            if command_key(i, Key::O) {
-                commands.push(Command::ChooseFolder);
-            }
-            if command_key(i, Key::E) {
-                commands.push(Command::ChooseExportFile(ExportKind::Reviewed));
-            }
-            // Deciding keys act on a fresh press only: a held key's repeats never decide.
-            let c = fresh_press(i, Key::C);
-            if fresh_press(i, Key::Enter) || c {
-                commands.push(Command::Confirm);
-            }
-            if fresh_press(i, Key::N) {
-                commands.push(Command::SetLabel(Label::Normal));
-            }
-            if fresh_press(i, Key::P) {
-                commands.push(Command::SetLabel(Label::Pneumonia));
-            }
-            let mut key = |k| i.consume_key(Modifiers::NONE, k);
-            if key(Key::J) || key(Key::ArrowDown) {
-                commands.push(Command::Step(1));
-            }
-            if key(Key::K) || key(Key::ArrowUp) {
-                commands.push(Command::Step(-1));
-            }
-            if key(Key::PageDown) {
-                commands.push(Command::Step(20));
-            }
-            if key(Key::PageUp) {
-                commands.push(Command::Step(-20));
-            }
-            if key(Key::Home) {
-                commands.push(Command::SelectFirst);
-            }
-            if key(Key::End) {
-                commands.push(Command::SelectLast);
-            }
-            if key(Key::U) {
-                commands.push(Command::NextUnreviewed);
-            }
-            if key(Key::R) {
-                focus_reason = true;
-            }
-            for (n, k) in [Key::Num1, Key::Num2, Key::Num3, Key::Num4]
-                .into_iter()
-                .enumerate()
-            {
-                if key(k) {
-                    commands.push(Command::WindowPreset(n));
-                }
-            }
-            if key(Key::I) {
-                commands.push(Command::ToggleInvert);
-            }
-            if key(Key::F) {
-                commands.push(Command::Fit);
-            }
-            if key(Key::O) {
-                commands.push(Command::ActualSize);
-            }
-            if key(Key::L) {
-                commands.push(Command::ToggleLink);
-            }
-            if key(Key::H) {
-                commands.push(Command::Compare(None));
-            }
-            if key(Key::S) {
-                commands.push(Command::ToggleSinglePane);
-            }
-        });
+        let KeyOutcome {
+            commands,
+            toggle_help,
+            focus_reason,
+        } = ctx.input_mut(key_outcome);
         if toggle_help {
             self.dialogs.help = !self.dialogs.help;
         }
@@ -841,6 +763,108 @@ impl App {
             };
             self.commands.send(Command::OpenFolder(folder));
         }
+    }
+}
+
+/// F1 or ?: the help key.
+fn help_key(i: &mut egui::InputState) -> bool {
+    i.consume_key(Modifiers::NONE, Key::F1) || i.consume_key(Modifiers::NONE, Key::Questionmark)
+}
+
+/// What the keys pressed this frame ask for.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct KeyOutcome {
+    /// Commands, in the order of the table below.
+    pub commands: Vec<Command>,
+    /// F1 or ?: show or hide the shortcut overlay.
+    pub toggle_help: bool,
+    /// R: give the reason field the keyboard.
+    pub focus_reason: bool,
+}
+
+/// The keyboard shortcuts: consumes the keys of this frame's input that are shortcuts and says
+/// what they ask for. The one key handler of the window (the help overlay and the README list
+/// the same keys: [`super::dialogs::SHORTCUTS`], checked against this function by a test).
+pub(super) fn key_outcome(i: &mut egui::InputState) -> KeyOutcome {
+    let mut commands = Vec::new();
+    let mut focus_reason = false;
+    let toggle_help = help_key(i);
+    let command_key = |i: &mut egui::InputState, key| i.consume_key(Modifiers::COMMAND, key);
+    if command_key(i, Key::Z) {
+        commands.push(Command::Undo);
+    }
+    if command_key(i, Key::O) {
+        commands.push(Command::ChooseFolder);
+    }
+    if command_key(i, Key::E) {
+        commands.push(Command::ChooseExportFile(ExportKind::Reviewed));
+    }
+    // Deciding keys act on a fresh press only: a held key's repeats never decide.
+    let c = fresh_press(i, Key::C);
+    if fresh_press(i, Key::Enter) || c {
+        commands.push(Command::Confirm);
+    }
+    if fresh_press(i, Key::N) {
+        commands.push(Command::SetLabel(Label::Normal));
+    }
+    if fresh_press(i, Key::P) {
+        commands.push(Command::SetLabel(Label::Pneumonia));
+    }
+    let mut key = |k| i.consume_key(Modifiers::NONE, k);
+    if key(Key::J) || key(Key::ArrowDown) {
+        commands.push(Command::Step(1));
+    }
+    if key(Key::K) || key(Key::ArrowUp) {
+        commands.push(Command::Step(-1));
+    }
+    if key(Key::PageDown) {
+        commands.push(Command::Step(20));
+    }
+    if key(Key::PageUp) {
+        commands.push(Command::Step(-20));
+    }
+    if key(Key::Home) {
+        commands.push(Command::SelectFirst);
+    }
+    if key(Key::End) {
+        commands.push(Command::SelectLast);
+    }
+    if key(Key::U) {
+        commands.push(Command::NextUnreviewed);
+    }
+    if key(Key::R) {
+        focus_reason = true;
+    }
+    for (n, k) in [Key::Num1, Key::Num2, Key::Num3, Key::Num4]
+        .into_iter()
+        .enumerate()
+    {
+        if key(k) {
+            commands.push(Command::WindowPreset(n));
+        }
+    }
+    if key(Key::I) {
+        commands.push(Command::ToggleInvert);
+    }
+    if key(Key::F) {
+        commands.push(Command::Fit);
+    }
+    if key(Key::O) {
+        commands.push(Command::ActualSize);
+    }
+    if key(Key::L) {
+        commands.push(Command::ToggleLink);
+    }
+    if key(Key::H) {
+        commands.push(Command::Compare(None));
+    }
+    if key(Key::S) {
+        commands.push(Command::ToggleSinglePane);
+    }
+    KeyOutcome {
+        commands,
+        toggle_help,
+        focus_reason,
     }
 }
 

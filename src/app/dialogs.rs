@@ -487,6 +487,127 @@ impl App {
 mod tests {
     use super::*;
 
+    use egui::{Event, Key, Modifiers, RawInput};
+
+    use crate::app::command::{KeyOutcome, key_outcome};
+
+    /// What the window's key handler does with a key press; `held`: with the key's repeat that
+    /// follows in the next frame while it is held down (egui marks it as a repeat), the
+    /// outcome of that frame.
+    fn press(modifiers: Modifiers, key: Key, held: bool) -> KeyOutcome {
+        let ctx = egui::Context::default();
+        let mut out = KeyOutcome::default();
+        let event = Event::Key {
+            key,
+            physical_key: None,
+            pressed: true,
+            repeat: false,
+            modifiers,
+        };
+        for _ in 0..if held { 2 } else { 1 } {
+            let raw = RawInput {
+                events: vec![event.clone()],
+                ..RawInput::default()
+            };
+            let _ = ctx.run_pass(raw, |ctx| out = ctx.input_mut(key_outcome));
+        }
+        out
+    }
+
+    /// The keys a row of [`SHORTCUTS`] names, in groups: keys joined by "or" do the same thing
+    /// and share a group; keys joined by "/" or listed with spaces ("1 2 3 4") do different
+    /// things. `None` for pointer gestures.
+    fn groups_of(keys: &str) -> Option<Vec<Vec<(Modifiers, Key)>>> {
+        if keys.contains("drag") || keys.contains("Wheel") {
+            return None;
+        }
+        let parse = |name: &str| {
+            let (modifiers, name) = match name.strip_prefix("Ctrl+") {
+                Some(rest) => (Modifiers::COMMAND, rest),
+                None => (Modifiers::NONE, name),
+            };
+            let key = Key::from_name(&name.replace("Page ", "Page"))
+                .unwrap_or_else(|| panic!("the help names a key egui does not know: {name}"));
+            (modifiers, key)
+        };
+        let mut groups = Vec::new();
+        for part in keys.split(" / ") {
+            let alternatives: Vec<&str> = part.split(" or ").collect();
+            if alternatives.len() == 1 && part.contains(' ') && !part.starts_with("Page ") {
+                groups.extend(part.split(' ').map(|k| vec![parse(k)]));
+            } else {
+                groups.push(alternatives.into_iter().map(parse).collect());
+            }
+        }
+        Some(groups)
+    }
+
+    /// Keys of the help that the shortcut handler leaves to others: Esc closes dialogs (egui's
+    /// modals) and leaves the reason field (the text field).
+    const HANDLED_ELSEWHERE: [Key; 1] = [Key::Escape];
+
+    #[test]
+    fn every_key_in_the_help_does_what_its_row_says_and_no_other_key_acts() {
+        let mut listed = Vec::new();
+        let mut outcomes: Vec<(String, KeyOutcome)> = Vec::new();
+        for (keys, what) in SHORTCUTS {
+            let Some(groups) = groups_of(keys) else {
+                continue;
+            };
+            for group in groups {
+                let first = press(group[0].0, group[0].1, false);
+                for &(modifiers, key) in &group {
+                    listed.push((modifiers, key));
+                    let outcome = press(modifiers, key, false);
+                    if HANDLED_ELSEWHERE.contains(&key) {
+                        assert_eq!(outcome, KeyOutcome::default(), "{keys}");
+                        continue;
+                    }
+                    assert_ne!(
+                        outcome,
+                        KeyOutcome::default(),
+                        "{keys} ({what}) does nothing"
+                    );
+                    assert_eq!(outcome, first, "the keys of {keys} do different things");
+                }
+                if !HANDLED_ELSEWHERE.contains(&group[0].1) {
+                    outcomes.push((format!("{keys}: {:?}", group[0].1), first));
+                }
+            }
+        }
+        // Different rows (and the keys of a row joined by "/") do different things.
+        for (i, (a, x)) in outcomes.iter().enumerate() {
+            for (b, y) in &outcomes[i + 1..] {
+                assert_ne!(x, y, "{a} and {b} do the same thing");
+            }
+        }
+        // A key that does something is in the help.
+        for &key in Key::ALL {
+            for modifiers in [Modifiers::NONE, Modifiers::COMMAND, Modifiers::SHIFT] {
+                if press(modifiers, key, false) != KeyOutcome::default() {
+                    assert!(
+                        listed
+                            .iter()
+                            .any(|&(m, k)| k == key && modifiers.matches_logically(m)),
+                        "{modifiers:?} {key:?} acts but the help does not list it"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_repeats_of_a_held_decision_key_do_nothing() {
+        for key in [Key::C, Key::Enter, Key::N, Key::P] {
+            assert_ne!(press(Modifiers::NONE, key, false), KeyOutcome::default());
+            assert_eq!(
+                press(Modifiers::NONE, key, true),
+                KeyOutcome::default(),
+                "{key:?} repeated"
+            );
+        }
+    }
+
     #[test]
     fn the_readme_lists_every_shortcut_as_the_window_does() {
         let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
