@@ -43,10 +43,8 @@ pub(crate) struct Preferences {
 /// some study of the folder has a value for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptionalColumn {
-    /// The patient's age (DICOM).
-    Age,
-    /// The patient's sex (DICOM).
-    Sex,
+    /// The patient's age and sex (DICOM).
+    AgeSex,
     /// The study date (DICOM).
     StudyDate,
     /// The view position (DICOM).
@@ -57,19 +55,12 @@ pub enum OptionalColumn {
 
 impl OptionalColumn {
     /// Every optional column, in the worklist's order.
-    pub const ALL: [Self; 5] = [
-        Self::Waiting,
-        Self::Age,
-        Self::Sex,
-        Self::StudyDate,
-        Self::View,
-    ];
+    pub const ALL: [Self; 4] = [Self::Waiting, Self::AgeSex, Self::StudyDate, Self::View];
 
     /// The column's name in the View menu.
     pub fn menu_name(self) -> &'static str {
         match self {
-            Self::Age => "Age (DICOM)",
-            Self::Sex => "Sex (DICOM)",
+            Self::AgeSex => "Age and sex (DICOM)",
             Self::StudyDate => "Study date (DICOM)",
             Self::View => "View position (DICOM)",
             Self::Waiting => "Waiting time",
@@ -77,14 +68,14 @@ impl OptionalColumn {
     }
 }
 
-/// Which optional columns are on.
+/// Which optional columns are on. Only the waiting time is on at first (age, sex, date and view
+/// are in the header): the list keeps room for the file name, score and decision on a laptop's
+/// screen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub(crate) struct Columns {
-    /// The patient's age.
-    pub age: bool,
-    /// The patient's sex.
-    pub sex: bool,
+    /// The patient's age and sex.
+    pub age_sex: bool,
     /// The study date.
     pub study_date: bool,
     /// The view position.
@@ -96,10 +87,9 @@ pub(crate) struct Columns {
 impl Default for Columns {
     fn default() -> Self {
         Self {
-            age: true,
-            sex: true,
-            study_date: true,
-            view: true,
+            age_sex: false,
+            study_date: false,
+            view: false,
             waiting: true,
         }
     }
@@ -109,8 +99,7 @@ impl Columns {
     /// Whether `column` is on.
     pub fn shows(self, column: OptionalColumn) -> bool {
         match column {
-            OptionalColumn::Age => self.age,
-            OptionalColumn::Sex => self.sex,
+            OptionalColumn::AgeSex => self.age_sex,
             OptionalColumn::StudyDate => self.study_date,
             OptionalColumn::View => self.view,
             OptionalColumn::Waiting => self.waiting,
@@ -120,8 +109,7 @@ impl Columns {
     /// Switches `column` on or off.
     pub fn toggle(&mut self, column: OptionalColumn) {
         let flag = match column {
-            OptionalColumn::Age => &mut self.age,
-            OptionalColumn::Sex => &mut self.sex,
+            OptionalColumn::AgeSex => &mut self.age_sex,
             OptionalColumn::StudyDate => &mut self.study_date,
             OptionalColumn::View => &mut self.view,
             OptionalColumn::Waiting => &mut self.waiting,
@@ -229,15 +217,17 @@ mod tests {
     #[test]
     fn optional_columns_toggle_and_are_remembered() {
         let mut p = Preferences::default();
-        for c in OptionalColumn::ALL {
-            assert!(p.columns.shows(c));
-        }
-        p.columns.toggle(OptionalColumn::Sex);
-        assert!(!p.columns.shows(OptionalColumn::Sex));
-        assert!(p.columns.shows(OptionalColumn::Age));
+        assert!(p.columns.shows(OptionalColumn::Waiting));
+        assert!(!p.columns.shows(OptionalColumn::AgeSex));
+        assert!(!p.columns.shows(OptionalColumn::View));
+        p.columns.toggle(OptionalColumn::View);
+        p.columns.toggle(OptionalColumn::AgeSex);
+        assert!(p.columns.shows(OptionalColumn::View));
+        assert!(p.columns.shows(OptionalColumn::AgeSex));
         let back: Preferences = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back.columns, p.columns);
-        p.columns.toggle(OptionalColumn::Sex);
+        p.columns.toggle(OptionalColumn::View);
+        p.columns.toggle(OptionalColumn::AgeSex);
         assert_eq!(p.columns, Columns::default());
     }
 

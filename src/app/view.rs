@@ -226,6 +226,7 @@ mod tests {
             width: 1,
             height: 1,
             default_window: Window::from_range(0.0, 255.0),
+            default_note: None,
             full_range: Window::from_range(0.0, 400.0),
             auto_window: Window::from_range(10.0, 200.0),
             real_valued: false,

@@ -826,11 +826,15 @@ fn pane_ui(
         rect,
         Align2::LEFT_BOTTOM,
         &format!(
-            "W {:.0}  L {:.0}{}  ·  {zoom_pct:.0}%",
+            "W {:.0}  L {:.0}{}{}  ·  {zoom_pct:.0}%",
             shown_window.width,
             shown_window.center,
             // What the texture on screen was rendered with, not what was last asked for.
-            if shown_invert { "  · inverted" } else { "" }
+            if shown_invert { "  · inverted" } else { "" },
+            match &info.default_note {
+                Some(note) if shown_window == info.default_window => format!("  · {note}"),
+                _ => String::new(),
+            }
         ),
         theme::TEXT,
     );

@@ -133,8 +133,12 @@ pub(crate) struct ImageInfo {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
-    /// The window the study is shown with first.
+    /// The window the study is shown with first: the file's (see [`crate::io::StudyMeta`]),
+    /// unless that is a DICOM window more than twice as wide as the bulk of the image's values
+    /// (5th to 95th percentile), which shows the film washed out; the automatic window then.
     pub default_window: Window,
+    /// Why the default window is not the file's, when it is not.
+    pub default_note: Option<String>,
     /// From the smallest to the largest sample.
     pub full_range: Window,
     /// From the 1st to the 99th percentile of the samples.
@@ -529,10 +533,31 @@ fn image_info(study: &Study) -> ImageInfo {
             description.push_str(part);
         }
     }
+    // A file's window more than twice as wide as the bulk of the image's values (5th to 95th
+    // percentile) leaves most grey levels unused: the film looks washed out (RG1_J2KI.dcm of
+    // the demo: W 30000 over a bulk spanning about 12,900).
+    let file = meta.default_window;
+    let (bulk_low, bulk_high) = percentiles(image, 0.05, 0.95);
+    let too_wide = meta.format == crate::io::SourceFormat::Dicom
+        && high > low
+        && bulk_high > bulk_low
+        && file.width > 2.0 * (bulk_high - bulk_low);
+    let (default_window, default_note) = if too_wide {
+        (
+            auto_window,
+            Some(format!(
+                "auto (the file's W {:.0} L {:.0} washes it out)",
+                file.width, file.center
+            )),
+        )
+    } else {
+        (file, None)
+    };
     ImageInfo {
         width: image.width,
         height: image.height,
-        default_window: meta.default_window,
+        default_window,
+        default_note,
         full_range,
         auto_window,
         real_valued: matches!(image.samples, Samples::F32(_)),
@@ -589,7 +614,34 @@ fn percentiles(image: &GrayImage, lo: f64, hi: f64) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    #[test]
+    fn a_file_window_far_wider_than_the_film_gives_way_to_the_automatic_window() {
+        let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+        // RG1_J2KI.dcm: W 30000 L 15000 (MONOCHROME1) over values that span about 13,000.
+        let rg1 = crate::io::load_study(&demo.join("RG1_J2KI.dcm")).unwrap();
+        let info = image_info(&rg1);
+        assert_eq!(info.default_window, info.auto_window);
+        assert_ne!(info.default_window, rg1.meta.default_window);
+        assert!(info.default_note.unwrap().contains("W 30000 L 17767"));
+        // A file window that fits the film is kept (here 1.2 times the automatic one).
+        let mut fitting = rg1.clone();
+        fitting.meta.default_window = Window {
+            center: info.auto_window.center,
+            width: info.auto_window.width * 1.2,
+        };
+        let kept = image_info(&fitting);
+        assert_eq!(
+            (kept.default_window, kept.default_note),
+            (fitting.meta.default_window, None)
+        );
+        // A JPEG keeps its nominal range, whatever its contrast.
+        let jpeg = crate::io::load_study(&demo.join("IM-0001-0001.jpeg")).unwrap();
+        assert_eq!(image_info(&jpeg).default_window, jpeg.meta.default_window);
+    }
 
     #[test]
     fn halving_averages_blocks_and_drops_the_odd_edge() {

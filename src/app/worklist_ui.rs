@@ -23,8 +23,7 @@ enum Col {
     StudyUid,
     Error,
     Waiting,
-    Age,
-    Sex,
+    AgeSex,
     StudyDate,
     View,
 }
@@ -43,8 +42,7 @@ impl Col {
             Self::StudyUid => "Study UID",
             Self::Error => "Error",
             Self::Waiting => "Waiting",
-            Self::Age => "Age",
-            Self::Sex => "Sex",
+            Self::AgeSex => "Age/sex",
             Self::StudyDate => "Date",
             Self::View => "View",
         }
@@ -62,8 +60,7 @@ impl Col {
             Self::StudyUid => SortKey::StudyUid,
             Self::Error => SortKey::Error,
             Self::Waiting => SortKey::Waiting,
-            Self::Age => SortKey::Age,
-            Self::Sex => SortKey::Sex,
+            Self::AgeSex => SortKey::Age,
             Self::StudyDate => SortKey::StudyDate,
             Self::View => SortKey::View,
         }
@@ -95,8 +92,7 @@ impl Col {
                 "How long the study has waited: since its DICOM study date and time, else since \
                  the file reached the folder"
             }
-            Self::Age => "The patient's age (DICOM Patient's Age)",
-            Self::Sex => "The patient's sex (DICOM Patient's Sex)",
+            Self::AgeSex => "The patient's age and sex (DICOM Patient's Age and Sex); sorts by age",
             Self::StudyDate => "The study date (DICOM Study Date)",
             Self::View => "The view position (DICOM View Position: PA, AP, lateral…)",
         }
@@ -106,33 +102,35 @@ impl Col {
     fn initial_width(self) -> f32 {
         match self {
             Self::Rank => 28.0,
-            Self::Score => 100.0,
+            Self::Score => 92.0,
             Self::Ai | Self::DatasetLabel => 74.0,
             Self::Disagreement => 38.0,
-            Self::Review | Self::Name => 150.0,
+            Self::Review | Self::Name => 120.0,
             Self::Patient => 90.0,
             Self::StudyUid => 120.0,
             Self::Error => 260.0,
-            Self::Waiting => 80.0,
-            Self::Age | Self::Sex | Self::View => 44.0,
-            Self::StudyDate => 82.0,
+            Self::Waiting => 58.0,
+            Self::AgeSex => 52.0,
+            Self::View => 40.0,
+            Self::StudyDate => 78.0,
         }
     }
 
     fn column(self) -> Column {
         match self {
             Self::Rank => Column::exact(28.0),
-            Self::Score => Column::exact(100.0),
+            Self::Score => Column::exact(92.0),
             Self::Ai | Self::DatasetLabel => Column::exact(74.0),
             Self::Disagreement => Column::exact(38.0),
-            Self::Review => Column::initial(150.0).at_least(60.0).clip(true),
+            Self::Review => Column::initial(120.0).at_least(60.0).clip(true),
             Self::Name => Column::initial(150.0).at_least(80.0).clip(true),
             Self::Patient => Column::initial(90.0).at_least(50.0).clip(true),
             Self::StudyUid => Column::initial(120.0).at_least(50.0).clip(true),
             Self::Error => Column::initial(260.0).at_least(80.0).clip(true),
-            Self::Waiting => Column::initial(80.0).at_least(50.0).clip(true),
-            Self::Age | Self::Sex | Self::View => Column::initial(44.0).at_least(30.0).clip(true),
-            Self::StudyDate => Column::initial(82.0).at_least(50.0).clip(true),
+            Self::Waiting => Column::initial(58.0).at_least(40.0).clip(true),
+            Self::AgeSex => Column::initial(52.0).at_least(30.0).clip(true),
+            Self::View => Column::initial(40.0).at_least(30.0).clip(true),
+            Self::StudyDate => Column::initial(78.0).at_least(50.0).clip(true),
         }
     }
 }
@@ -321,14 +319,10 @@ impl App {
                 rows.iter().any(|r| r.facts.waiting_since.is_some()),
             ),
             (
-                OptionalColumn::Age,
-                Col::Age,
-                rows.iter().any(|r| r.facts.age.is_some()),
-            ),
-            (
-                OptionalColumn::Sex,
-                Col::Sex,
-                rows.iter().any(|r| r.facts.sex.is_some()),
+                OptionalColumn::AgeSex,
+                Col::AgeSex,
+                rows.iter()
+                    .any(|r| r.facts.age.is_some() || r.facts.sex.is_some()),
             ),
             (
                 OptionalColumn::StudyDate,
@@ -378,7 +372,7 @@ impl App {
                     .filter(|&&c| c != Col::Name)
                     .map(|c| c.initial_width() + 6.0)
                     .sum();
-                let name_width = (ui.available_width() - others - 12.0).max(150.0);
+                let name_width = (ui.available_width() - others - 12.0).max(120.0);
                 let mut table = TableBuilder::new(ui)
                     .id_salt(("worklist", s.generation))
                     .striped(true)
@@ -551,8 +545,7 @@ fn cell_ui(
                 ui.label(RichText::new("–").color(dim));
             }
         },
-        Col::Age => optional_text_ui(ui, row.facts.age_text().as_deref()),
-        Col::Sex => optional_text_ui(ui, row.facts.sex_text()),
+        Col::AgeSex => optional_text_ui(ui, row.facts.age_sex_text().as_deref()),
         Col::StudyDate => optional_text_ui(ui, row.facts.date_text().as_deref()),
         Col::View => optional_text_ui(ui, row.facts.view.as_deref()),
         Col::Patient => {

@@ -92,6 +92,16 @@ impl StudyFacts {
         self.sex.as_deref()
     }
 
+    /// Age and sex for a worklist column: "45 y F", "6 mo", "M".
+    pub fn age_sex_text(&self) -> Option<String> {
+        match (self.age_text(), self.sex_text()) {
+            (Some(a), Some(s)) => Some(format!("{a} {s}")),
+            (Some(a), None) => Some(a),
+            (None, Some(s)) => Some(s.to_owned()),
+            (None, None) => None,
+        }
+    }
+
     /// The study date for display, `2024-01-31`, or as written when it is not `YYYYMMDD`.
     pub fn date_text(&self) -> Option<String> {
         let raw = self.study_date.as_deref()?;
@@ -187,15 +197,18 @@ fn dicom_time(raw: &str) -> Option<NaiveTime> {
     NaiveTime::from_hms_opt(field(0)?, field(2).unwrap_or(0), field(4).unwrap_or(0))
 }
 
-/// A waiting time in words, short enough for a column: "12 min", "3 h 5 min", "4 d 2 h".
+/// A waiting time, short enough for a column: "12 min", "3:05 h", "4 d 2 h", "31 d".
 pub fn waiting_text(waited: Duration) -> String {
     let mins = waited.as_secs() / 60;
+    let days = mins / (24 * 60);
     if mins < 60 {
         format!("{mins} min")
-    } else if mins < 24 * 60 {
-        format!("{} h {} min", mins / 60, mins % 60)
+    } else if days < 1 {
+        format!("{}:{:02} h", mins / 60, mins % 60)
+    } else if days < 10 {
+        format!("{days} d {} h", (mins / 60) % 24)
     } else {
-        format!("{} d {} h", mins / (24 * 60), (mins / 60) % 24)
+        format!("{days} d")
     }
 }
 
@@ -246,6 +259,8 @@ mod tests {
         };
         assert_eq!(partial.summary().as_deref(), Some("M · AP"));
         assert_eq!(StudyFacts::new(None, None).summary(), None);
+        assert_eq!(f.age_sex_text().as_deref(), Some("45 y F"));
+        assert_eq!(partial.age_sex_text().as_deref(), Some("M"));
     }
 
     #[test]
@@ -301,5 +316,9 @@ mod tests {
             "3 h 5 min"
         );
         assert_eq!(waiting_text(Duration::from_secs(98 * 3600)), "4 d 2 h");
+        assert_eq!(
+            waiting_text(Duration::from_secs(31 * 86_400 + 7200)),
+            "31 d"
+        );
     }
 }

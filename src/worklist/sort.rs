@@ -31,8 +31,6 @@ pub enum SortKey {
     Disagreement,
     /// The patient's age (DICOM), in days.
     Age,
-    /// The patient's sex (DICOM).
-    Sex,
     /// The study date (DICOM).
     StudyDate,
     /// The view position (DICOM).
@@ -122,7 +120,6 @@ impl SortSpec {
             SortKey::Age => {
                 present_first(a.facts.age_days(), b.facts.age_days(), d, f64::total_cmp)
             }
-            SortKey::Sex => present_first(a.facts.sex_text(), b.facts.sex_text(), d, Ord::cmp),
             SortKey::StudyDate => present_first(
                 a.facts.study_date.as_deref(),
                 b.facts.study_date.as_deref(),
