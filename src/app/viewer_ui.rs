@@ -137,10 +137,12 @@ impl App {
                 line.push_str(&format!(" · patient {p}"));
             }
             if let Some(waited) = row.facts.waited(std::time::SystemTime::now()) {
-                line.push_str(&format!(
-                    " · waiting {}",
-                    crate::worklist::waiting_text(waited)
-                ));
+                let from = row.facts.waiting_since.map(|(_, from)| from.as_str());
+                ui.label(
+                    RichText::new(format!("waiting {}", crate::worklist::waiting_text(waited)))
+                        .color(theme::TEXT),
+                )
+                .on_hover_text(from.unwrap_or_default());
             }
             ui.add(egui::Label::new(RichText::new(line).color(theme::TEXT_DIM)).truncate());
         });
