@@ -39,6 +39,20 @@ pub enum ModelError {
     /// A value of the card is out of range (an edited or damaged card).
     #[error("the model card is not valid: {0}")]
     CardValue(String),
+    /// The card names the shipped model's weights but is not the shipped card: it was edited.
+    #[error(
+        "the model card of {model_id} was edited (its SHA-256 is {actual}, the shipped card's is \
+         {expected}): change the threshold with `cxr-triage threshold` (an audited change), or \
+         reinstall cxr-triage to get the shipped card back"
+    )]
+    CardEdited {
+        /// The model.
+        model_id: String,
+        /// SHA-256 of the shipped card.
+        expected: String,
+        /// SHA-256 of the card found.
+        actual: String,
+    },
     /// The card is for another architecture.
     #[error("the model is a {found} network; this version of cxr-triage runs {expected}")]
     Architecture {
@@ -121,6 +135,8 @@ impl Classifier {
                 actual,
             });
         }
+        let card_sha256 = sha256_hex(card_json);
+        check_shipped_card(&card, &card_sha256)?;
         let device = Device::Cpu;
         let ood = match &card.ood {
             Some(o) => Some(FeatureGaussian::from_weights(&weights, o.feature_dim)?),
@@ -129,7 +145,6 @@ impl Classifier {
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(ModelError::Weights)?;
         let net = CxrNet::new(&card.config, &vb).map_err(ModelError::Weights)?;
-        let card_sha256 = sha256_hex(card_json);
         Ok(Self {
             net,
             card,
@@ -231,6 +246,34 @@ impl Classifier {
         Ok(scores.first().copied().unwrap_or(f32::NAN))
     }
 }
+/// The shipped model card, built into this binary. A card that names the shipped weights must be
+/// this card byte for byte: its threshold, calibration and input settings decide every AI label,
+/// so an edit to them is refused (a site changes its threshold with `cxr-triage threshold`, an
+/// audited event) rather than changing labels silently.
+const SHIPPED_CARD: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/cxrnet.json"));
+
+/// Refuses a card that names the shipped weights but is not the shipped card.
+fn check_shipped_card(card: &ModelCard, card_sha256: &str) -> Result<(), ModelError> {
+    let Ok(shipped) = serde_json::from_slice::<ModelCard>(SHIPPED_CARD) else {
+        return Ok(());
+    };
+    let expected = sha256_hex(SHIPPED_CARD);
+    if card.model_id == shipped.model_id
+        && card
+            .weights_sha256
+            .eq_ignore_ascii_case(&shipped.weights_sha256)
+        && card_sha256 != expected
+    {
+        return Err(ModelError::CardEdited {
+            model_id: card.model_id.clone(),
+            expected,
+            actual: card_sha256.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a card whose values cannot be right: a threshold outside (0, 1), an empty model
 /// name, a weights hash that is not 64 hexadecimal digits, an input size below 8 pixels.
 fn validate_card(card: &ModelCard) -> Result<(), ModelError> {
@@ -268,9 +311,13 @@ mod tests {
     #[test]
     fn edited_card_values_are_refused_and_the_card_hash_is_kept() {
         let (card, weights) = shipped();
-        let bytes = serde_json::to_vec(&card).unwrap();
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/cxrnet.json"),
+        )
+        .unwrap();
         let c = Classifier::from_bytes(&bytes, weights.clone()).unwrap();
         assert_eq!(c.card_sha256(), sha256_hex(&bytes));
+        assert_eq!(c.card_sha256(), sha256_hex(SHIPPED_CARD));
         for (field, value) in [
             ("threshold", serde_json::json!(1.5)),
             ("threshold", serde_json::json!(0.0)),
@@ -287,10 +334,21 @@ mod tests {
                 "{field} = {value}: {err}"
             );
         }
-        // A valid edit (another threshold) loads, with another card hash.
-        let mut edited = card;
+        // A valid value (another threshold) in the shipped card is still an edit: refused.
+        let mut edited = card.clone();
         edited["threshold"] = serde_json::json!(0.42);
-        let bytes2 = serde_json::to_vec(&edited).unwrap();
+        let err = Classifier::from_bytes(&serde_json::to_vec(&edited).unwrap(), weights.clone())
+            .unwrap_err();
+        assert!(matches!(err, ModelError::CardEdited { .. }), "{err}");
+        // Even re-serialised with the same values, the card is not the shipped file.
+        let err = Classifier::from_bytes(&serde_json::to_vec(&card).unwrap(), weights.clone())
+            .unwrap_err();
+        assert!(matches!(err, ModelError::CardEdited { .. }), "{err}");
+        // A card of another model with these weights (a copy made for a site, renamed) loads,
+        // with its own hash.
+        let mut renamed = edited;
+        renamed["model_id"] = serde_json::json!("cxrnet-v2-site-copy");
+        let bytes2 = serde_json::to_vec(&renamed).unwrap();
         let c2 = Classifier::from_bytes(&bytes2, weights).unwrap();
         assert_ne!(c2.card_sha256(), c.card_sha256());
     }
