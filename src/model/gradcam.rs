@@ -180,7 +180,7 @@ mod tests {
 
     /// Grad-CAM checked against a reference computed without autograd.
     ///
-    /// Recipe: Grad-CAM's weight of channel `c` is the spatial mean of ∂logit/∂F_cij. That mean
+    /// Recipe: Grad-CAM's weight of channel `c` is the spatial mean of `∂logit/∂F_cij`. That mean
     /// is, exactly and for any head, the derivative of the logit along the direction that adds
     /// the same ε to every cell of channel `c`, divided by H·W. So
     /// `α_c = (head(F + ε·1_c) − head(F − ε·1_c)) / (2ε·H·W)` (central differences, 2·C head
