@@ -311,10 +311,7 @@ mod tests {
     fn waiting_times_read_at_a_glance() {
         assert_eq!(waiting_text(Duration::from_secs(59)), "0 min");
         assert_eq!(waiting_text(Duration::from_secs(12 * 60)), "12 min");
-        assert_eq!(
-            waiting_text(Duration::from_secs(3 * 3600 + 300)),
-            "3 h 5 min"
-        );
+        assert_eq!(waiting_text(Duration::from_secs(3 * 3600 + 300)), "3:05 h");
         assert_eq!(waiting_text(Duration::from_secs(98 * 3600)), "4 d 2 h");
         assert_eq!(
             waiting_text(Duration::from_secs(31 * 86_400 + 7200)),
