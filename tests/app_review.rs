@@ -228,7 +228,10 @@ fn label_correction_sorts_likely_label_errors_first_and_records_the_correction()
         })
         .collect();
     assert_eq!(view.len(), 6);
-    assert!(gaps.windows(2).all(|p| p[0] > p[1]), "distinct and decreasing: {gaps:?}");
+    assert!(
+        gaps.windows(2).all(|p| p[0] > p[1]),
+        "distinct and decreasing: {gaps:?}"
+    );
 
     // Correct the label of the study most at odds with its label.
     h.key_press(Key::Home);

@@ -274,6 +274,7 @@ impl App {
             progress: Progress::default(),
             uniform_warning: None,
             undo_stack: Vec::new(),
+            present: super::state::Present::default(),
         });
         let job = ScoreJob {
             generation: self.generation,

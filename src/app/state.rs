@@ -48,6 +48,33 @@ pub(super) struct Session {
     pub(super) progress: Progress,
     pub(super) uniform_warning: Option<String>,
     pub(super) undo_stack: Vec<StudyId>,
+    /// Which optional values some study has, for the worklist's columns.
+    pub(super) present: Present,
+}
+
+/// Which optional values some study of the folder has (their columns are drawn only then), kept
+/// up to date as studies are read rather than searched for in every frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Present {
+    pub(super) patient_id: bool,
+    pub(super) study_uid: bool,
+    pub(super) waiting: bool,
+    pub(super) age_sex: bool,
+    pub(super) study_date: bool,
+    pub(super) view: bool,
+}
+
+impl Present {
+    /// Takes note of what `row` has.
+    pub(super) fn note(&mut self, row: &crate::worklist::StudyRow) {
+        let f = &row.facts;
+        self.patient_id |= row.patient_id.is_some();
+        self.study_uid |= row.study_uid.is_some();
+        self.waiting |= f.waiting_since.is_some();
+        self.age_sex |= f.age.is_some() || f.sex.is_some();
+        self.study_date |= f.study_date.is_some();
+        self.view |= f.view.is_some();
+    }
 }
 
 impl Session {
@@ -267,6 +294,7 @@ impl App {
                         }
                         row.final_label = study.final_label;
                         row.disposition = study.disposition;
+                        s.present.note(row);
                         s.progress.done += 1;
                     }
                     s.view_dirty = true;

@@ -310,31 +310,18 @@ impl App {
         }
         cols.push(Col::Review);
         let on = self.prefs.columns;
-        let rows = w.rows();
-        for (column, col, present) in [
-            (
-                OptionalColumn::Waiting,
-                Col::Waiting,
-                rows.iter().any(|r| r.facts.waiting_since.is_some()),
-            ),
-            (
-                OptionalColumn::AgeSex,
-                Col::AgeSex,
-                rows.iter()
-                    .any(|r| r.facts.age.is_some() || r.facts.sex.is_some()),
-            ),
+        let present = s.present;
+        for (column, col, has) in [
+            (OptionalColumn::Waiting, Col::Waiting, present.waiting),
+            (OptionalColumn::AgeSex, Col::AgeSex, present.age_sex),
             (
                 OptionalColumn::StudyDate,
                 Col::StudyDate,
-                rows.iter().any(|r| r.facts.study_date.is_some()),
+                present.study_date,
             ),
-            (
-                OptionalColumn::View,
-                Col::View,
-                rows.iter().any(|r| r.facts.view.is_some()),
-            ),
+            (OptionalColumn::View, Col::View, present.view),
         ] {
-            if on.shows(column) && present {
+            if on.shows(column) && has {
                 cols.push(col);
             }
         }
@@ -347,10 +334,10 @@ impl App {
         if s.counts.failed > 0 {
             cols.push(Col::Error);
         }
-        if w.rows().iter().any(|r| r.patient_id.is_some()) {
+        if present.patient_id {
             cols.push(Col::Patient);
         }
-        if w.rows().iter().any(|r| r.study_uid.is_some()) {
+        if present.study_uid {
             cols.push(Col::StudyUid);
         }
 
