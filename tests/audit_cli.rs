@@ -135,8 +135,38 @@ fn export_writes_the_csv_and_refuses_to_write_into_the_study_folder() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("refusing to write the export inside the study folder"));
+    assert!(
+        stderr(&out).contains("inside") && stderr(&out).contains("never written to"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!inside.exists());
+
+    // `export --csv S.sqlite --db S.sqlite` used to replace the whole audit trail with a CSV and
+    // exit 0: the store, its WAL and a link are refused, and the store still verifies.
+    let before = std::fs::read(&db).unwrap();
+    for dest in [db.clone(), format!("{db}-wal"), format!("{db}-shm")] {
+        let out = run(&["export", "--csv", &dest, "--db", &db], dir.path());
+        assert_eq!(out.status.code(), Some(1), "{dest}");
+        assert!(stderr(&out).contains("decision store"), "{}", stderr(&out));
+    }
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    let verify = run(&["audit", "verify", "--db", &db], dir.path());
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+    #[cfg(unix)]
+    {
+        let precious = dir.path().join("precious.txt");
+        std::fs::write(&precious, "keep").unwrap();
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&precious, &link).unwrap();
+        let out = run(
+            &["export", "--csv", link.to_str().unwrap(), "--db", &db],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
+    }
 }
 
 #[test]

@@ -158,3 +158,84 @@ fn scan_of_ten_thousand_small_files_completes() {
     );
     assert_eq!(lines[10_000], "10000 studies, 100 failed");
 }
+
+/// Runs cxr-triage with `args`, in `cwd`.
+fn cli(args: &[&str], cwd: &Path) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_cxr-triage"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .env("XDG_DATA_HOME", cwd.join("data-home"))
+        .output()
+        .expect("the cxr-triage binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn score_and_explain_never_write_over_the_store_a_study_or_through_a_link() {
+    let tmp = tempfile::tempdir().expect("a temporary folder");
+    let root = tmp.path();
+    let studies = root.join("studies");
+    fs::create_dir_all(&studies).expect("a folder");
+    let film = DynamicImage::ImageLuma8(image::GrayImage::from_fn(96, 80, |x, y| {
+        image::Luma([((x * 7 + y * 3) % 200 + 20) as u8])
+    }));
+    let study = studies.join("a.png");
+    fs::write(&study, encode(&film, ImageFormat::Png)).expect("a study");
+    let db = root.join("store.sqlite3");
+    let (code, err) = cli(
+        &["score", "studies", "--db", db.to_str().expect("UTF-8")],
+        root,
+    );
+    assert_eq!(code, 0, "{err}");
+    let store_before = fs::read(&db).expect("the store");
+    let study_before = fs::read(&study).expect("the study");
+
+    // `score --csv` onto the store, onto a study, or anywhere inside the studies' folder.
+    for (dest, why) in [
+        ("store.sqlite3", "decision store"),
+        ("studies/a.png", "never written to"),
+        ("studies/ranking.csv", "never written to"),
+    ] {
+        let (code, err) = cli(
+            &["score", "studies", "--db", "store.sqlite3", "--csv", dest],
+            root,
+        );
+        assert_eq!(code, 1, "score --csv {dest}: {err}");
+        assert!(err.contains(why), "score --csv {dest}: {err}");
+    }
+    assert!(!studies.join("ranking.csv").exists());
+    // `explain X --out X` would have replaced the study with its heat map.
+    let (code, err) = cli(
+        &["explain", "studies/a.png", "--out", "studies/a.png"],
+        root,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("input"), "{err}");
+    #[cfg(unix)]
+    {
+        let precious = root.join("precious.txt");
+        fs::write(&precious, "keep").expect("a file");
+        std::os::unix::fs::symlink(&precious, root.join("heat.png")).expect("a link");
+        let (code, err) = cli(&["explain", "studies/a.png", "--out", "heat.png"], root);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_to_string(&precious).expect("the file"), "keep");
+    }
+    assert_eq!(fs::read(&db).expect("the store"), store_before);
+    assert_eq!(fs::read(&study).expect("the study"), study_before);
+
+    // Beside the folder, both write, and a second run replaces the file whole.
+    for _ in 0..2 {
+        let (code, err) = cli(&["score", "studies", "--csv", "ranking.csv"], root);
+        assert_eq!(code, 0, "{err}");
+    }
+    let ranking = fs::read_to_string(root.join("ranking.csv")).expect("the ranking");
+    assert_eq!(ranking.lines().count(), 2, "{ranking}");
+    let (code, err) = cli(&["explain", "studies/a.png", "--out", "a-heat.png"], root);
+    assert_eq!(code, 0, "{err}");
+    assert!(image::open(root.join("a-heat.png")).is_ok());
+}

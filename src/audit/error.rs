@@ -10,6 +10,10 @@ use rusqlite::ErrorCode;
 /// path comes last.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// A file the command was to write was refused or could not be written.
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
+
     /// Another program holds the store's write lock for longer than the busy timeout.
     #[error(
         "the decision store is locked by another program (another cxr-triage window or an import?); close it and try again"

@@ -1,8 +1,7 @@
 //! CSV export of decisions: [`DecisionStore::export_csv`] and [`DecisionStore::export_csv_to_file`].
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Transaction, TransactionBehavior};
@@ -145,55 +144,42 @@ impl DecisionStore {
         Ok(n)
     }
 
-    /// Writes the export to the file `dest`, atomically: the CSV goes to a temporary file in the
-    /// same folder, is synced to disk, and is then renamed over `dest`. A failed export leaves
-    /// neither half a file nor the temporary file behind.
+    /// Writes the export to the file `dest`, atomically (see [`crate::output::write_file`]): the
+    /// CSV goes to a temporary file in the same folder, is synced to disk, and is then renamed
+    /// over `dest`. A failed export leaves neither half a file nor the temporary file behind.
+    ///
+    /// Refuses, touching nothing, a destination that is this store or one of its files, a study
+    /// the store knows, a file under `opts.folder`, or a symbolic link.
     pub fn export_csv_to_file(
         &self,
         dest: &Path,
         opts: &ExportOptions,
     ) -> Result<usize, AuditError> {
-        let file_error = |what, source| AuditError::File {
-            what,
-            source,
-            path: dest.to_owned(),
-        };
-        let name = dest.file_name().ok_or_else(|| {
-            file_error(
-                "the export needs a file name",
-                std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            )
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.partial", std::process::id()));
-        let tmp = dest.with_file_name(tmp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| file_error("could not create the export file", e))?;
-        let result = self.write_and_sync(file, opts).and_then(|n| {
-            fs::rename(&tmp, dest)
-                .map_err(|e| file_error("could not put the export file in place", e))?;
-            Ok(n)
-        });
-        if result.is_err() {
-            // The temporary file may already be gone; either way nothing is left behind.
-            let _ = fs::remove_file(&tmp);
+        let mut protected = crate::output::Protected::new().store(self.path());
+        if let Some(folder) = &opts.folder {
+            protected = protected.folder(folder);
         }
-        result
-    }
-
-    fn write_and_sync(&self, file: File, opts: &ExportOptions) -> Result<usize, AuditError> {
-        let mut buf = BufWriter::new(file);
-        let n = self.export_csv(&mut buf, opts)?;
-        let file = buf
-            .into_inner()
-            .map_err(|e| AuditError::from(csv::Error::from(e.into_error())))?;
-        file.sync_all()
-            .map_err(|e| AuditError::from(csv::Error::from(e)))?;
-        Ok(n)
+        let paths: Vec<String> = self
+            .conn
+            .prepare("SELECT last_path FROM studies")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for path in paths {
+            protected = protected.input(Path::new(&path));
+        }
+        let mut failure = None;
+        let written = crate::output::write_file(dest, &protected, |w| {
+            self.export_csv(w, opts).map_err(|e| {
+                let message = e.to_string();
+                failure = Some(e);
+                std::io::Error::other(message)
+            })
+        });
+        match (written, failure) {
+            (Ok(n), _) => Ok(n),
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(AuditError::Output(e)),
+        }
     }
 }
 

@@ -93,10 +93,15 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{data_name}", card.model_id)));
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let json = out.join("report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("cannot write {}", json.display()))?;
+    let written = report_protection(args);
+    written.check(&json)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    crate::output::write_bytes(
+        &json,
+        &written,
+        (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
+    )?;
     report::write_plots(&report, &out)?;
     let training = &card.training;
     report::write_training_plot(&training.history, training.best_epoch, &out)?;
@@ -181,6 +186,18 @@ fn nih_part(
     Ok(picked.into_iter().filter(|s| !s.other_finding).collect())
 }
 
+/// What a report may not be written over or into: the data measured and the decision store.
+fn report_protection(args: &EvalArgs) -> crate::output::Protected {
+    let mut protected = crate::output::Protected::new();
+    for folder in [&args.data, &args.folder].into_iter().flatten() {
+        protected = protected.folder(folder);
+    }
+    if let Some(db) = &args.db {
+        protected = protected.store(db);
+    }
+    protected
+}
+
 /// `eval --db STORE`: local performance on the studies readers labelled.
 fn run_local(
     args: &EvalArgs,
@@ -217,10 +234,15 @@ fn run_local(
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(format!("{}-local", classifier.card().model_id))
     });
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let json = out.join("report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("cannot write {}", json.display()))?;
+    let written = report_protection(args);
+    written.check(&json)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    crate::output::write_bytes(
+        &json,
+        &written,
+        (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
+    )?;
     if report.figures.is_some() {
         let card = classifier.card();
         let plotted = report::EvalReport::new(

@@ -27,6 +27,15 @@ pub struct ExplainArgs {
 
 /// Runs `explain`.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    // Never over the study itself, the model, or through a symbolic link; checked before the
+    // work.
+    let mut protected = crate::output::Protected::new().input(&args.study);
+    if let Some(weights) = &args.weights {
+        protected = protected
+            .input(&weights.with_extension("json"))
+            .input(&weights.with_extension("safetensors"));
+    }
+    protected.check(&args.out)?;
     let classifier = super::load_classifier(args.weights.as_deref())?;
     let study = io::load_study(&args.study)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.study.display()))?;
@@ -35,9 +44,11 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let rgb = gradcam::overlay_rgb(&study.image, window, &explanation.heat, args.opacity);
     let image = image::RgbImage::from_raw(study.image.width, study.image.height, rgb)
         .context("the heat map does not match the study's size")?;
+    let mut png = std::io::Cursor::new(Vec::new());
     image
-        .save(&args.out)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+        .write_to(&mut png, image::ImageFormat::Png)
+        .context("the heat map could not be encoded as PNG")?;
+    crate::output::write_bytes(&args.out, &protected, png.get_ref())?;
     let threshold = classifier.card().threshold;
     println!(
         "score {:.4} ({} at threshold {threshold:.4}, model {})",

@@ -39,6 +39,20 @@ pub struct ScoreArgs {
 
 /// Runs `score`.
 pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
+    // Where the CSV may go is checked before anything is read: never into the folder being
+    // scored, over the store or the model.
+    let mut protected = crate::output::Protected::new().folder(&args.dir);
+    if let Some(db) = &args.db {
+        protected = protected.store(db);
+    }
+    if let Some(weights) = &args.weights {
+        protected = protected
+            .input(&weights.with_extension("json"))
+            .input(&weights.with_extension("safetensors"));
+    }
+    if let Some(csv_path) = &args.csv {
+        protected.check(csv_path)?;
+    }
     let classifier = super::load_classifier(args.weights.as_deref())?;
     let store = match &args.db {
         Some(path) => Some(DecisionStore::open(path)?),
@@ -146,54 +160,58 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
     );
 
     if let Some(csv_path) = &args.csv {
-        let mut w = csv::Writer::from_path(csv_path)
-            .with_context(|| format!("cannot write {}", csv_path.display()))?;
-        w.write_record([
-            "path",
-            "sha256",
-            "score",
-            "label",
-            "model_id",
-            "not_seen",
-            "ood_distance",
-            "error",
-        ])?;
-        let sha = |i: usize| {
-            result(i)
-                .and_then(|r| r.meta.as_ref())
-                .map_or_else(String::new, |m| m.sha256.clone())
-        };
-        let distance = |i: usize| {
-            result(i)
-                .and_then(|r| r.ood_distance)
-                .map_or_else(String::new, |d| format!("{d:.3}"))
-        };
-        for &(i, score) in &ranked {
+        crate::output::write_file(csv_path, &protected, |out| {
+            let mut w = csv::Writer::from_writer(out);
             w.write_record([
-                rel(i),
-                sha(i),
-                format!("{score:.6}"),
-                Label::from_score(score, threshold).as_str().to_owned(),
-                card.model_id.clone(),
-                not_seen(i),
-                distance(i),
-                String::new(),
-            ])?;
-        }
-        for &(i, err) in &failed {
-            w.write_record([
-                rel(i),
-                sha(i),
-                String::new(),
-                String::new(),
-                card.model_id.clone(),
-                String::new(),
-                String::new(),
-                err.to_owned(),
-            ])?;
-        }
-        w.flush()
-            .with_context(|| format!("cannot write {}", csv_path.display()))?;
+                "path",
+                "sha256",
+                "score",
+                "label",
+                "model_id",
+                "not_seen",
+                "ood_distance",
+                "error",
+            ])
+            .map_err(std::io::Error::other)?;
+            let sha = |i: usize| {
+                result(i)
+                    .and_then(|r| r.meta.as_ref())
+                    .map_or_else(String::new, |m| m.sha256.clone())
+            };
+            let distance = |i: usize| {
+                result(i)
+                    .and_then(|r| r.ood_distance)
+                    .map_or_else(String::new, |d| format!("{d:.3}"))
+            };
+            for &(i, score) in &ranked {
+                w.write_record([
+                    rel(i),
+                    sha(i),
+                    format!("{score:.6}"),
+                    Label::from_score(score, threshold).as_str().to_owned(),
+                    card.model_id.clone(),
+                    not_seen(i),
+                    distance(i),
+                    String::new(),
+                ])
+                .map_err(std::io::Error::other)?;
+            }
+            for &(i, err) in &failed {
+                w.write_record([
+                    rel(i),
+                    sha(i),
+                    String::new(),
+                    String::new(),
+                    card.model_id.clone(),
+                    String::new(),
+                    String::new(),
+                    err.to_owned(),
+                ])
+                .map_err(std::io::Error::other)?;
+            }
+            w.flush()?;
+            Ok(())
+        })?;
         println!("wrote {}", csv_path.display());
     }
     Ok(ExitCode::SUCCESS)
