@@ -198,6 +198,65 @@ pub fn write_bytes(dest: &Path, protected: &Protected, bytes: &[u8]) -> Result<(
     write_file(dest, protected, |w| w.write_all(bytes))
 }
 
+/// A text cell as cxr-triage writes it into a CSV file that spreadsheets will open:
+///
+/// - a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return would be read as a
+///   formula (OWASP "CSV injection"); it gets a leading `'`, which spreadsheets show as text;
+/// - control characters other than line feed and tab (ESC, NUL, DEL, the C1 range) are written
+///   as `\xNN` (`\u{NNNN}` above `\xFF`), so that a CSV viewed in a terminal cannot move the
+///   cursor or change colours. Line feeds stay: the CSV quotes the cell (RFC 4180).
+pub fn csv_cell(text: &str) -> std::borrow::Cow<'_, str> {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let controls = text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t');
+    if !formula && !controls {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    if formula {
+        out.push('\'');
+    }
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&escaped(c));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Text for one line of a terminal: every control character (line feeds and tabs too) is written
+/// as `\xNN`, so that a file name cannot break a one-line-per-study listing or send escape
+/// sequences to the terminal.
+pub fn terminal_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    escaped(c)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// `\xNN` for a character up to U+00FF, `\u{NNNN}` above.
+fn escaped(c: char) -> String {
+    let n = u32::from(c);
+    if n <= 0xFF {
+        format!("\\x{n:02X}")
+    } else {
+        format!("\\u{{{n:04X}}}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -272,6 +331,27 @@ mod tests {
         let p = Protected::new().store(&db_dir.join("s.sqlite3"));
         let err = write_bytes(&alias.join("s.sqlite3"), &p, b"x").unwrap_err();
         assert!(matches!(err, OutputError::Store(_)), "{err}");
+    }
+
+    #[test]
+    fn cells_that_would_be_formulas_or_hold_control_characters_are_made_safe() {
+        for (text, safe) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1+1", "'+1+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tindent", "'\tindent"),
+            ("\rcmd", "'\\x0Dcmd"),
+            ("colour \u{1b}[31mred", "colour \\x1B[31mred"),
+            ("nul\0byte", "nul\\x00byte"),
+            ("two\nlines", "two\nlines"),
+            ("Dr. O'Brien, MD", "Dr. O'Brien, MD"),
+            ("0.5", "0.5"),
+        ] {
+            assert_eq!(csv_cell(text), safe, "{text:?}");
+        }
+        assert_eq!(terminal_text("a\nb\u{1b}c.png"), "a\\x0Ab\\x1Bc.png");
+        assert_eq!(terminal_text("plain é.png"), "plain é.png");
     }
 
     #[test]

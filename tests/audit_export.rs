@@ -220,6 +220,31 @@ fn awkward_text_survives_a_round_trip_through_rfc_4180() {
 }
 
 #[test]
+fn cells_that_a_spreadsheet_would_run_as_formulas_or_control_characters_are_made_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_studies(dir.path(), 1);
+    let mut d = decision(0, Action::Relabel, 0.1, Some(Label::Pneumonia));
+    d.reason = "=HYPERLINK(\"http://evil\",\"x\") \u{1b}[31m\0".to_owned();
+    d.reader = "@SUM(1+1)".to_owned();
+    store.record(&d).unwrap();
+    for opts in [ExportOptions::default(), kind(ExportKind::Events)] {
+        let mut buf = Vec::new();
+        store.export_csv(&mut buf, &opts).unwrap();
+        let (_, rows) = parse(&buf);
+        let row = rows.last().unwrap();
+        assert_eq!(
+            row["reason"],
+            "'=HYPERLINK(\"http://evil\",\"x\") \\x1B[31m\\x00"
+        );
+        assert_eq!(row["reader"], "'@SUM(1+1)");
+        assert!(
+            !buf.contains(&0x1b) && !buf.contains(&0),
+            "raw ESC or NUL in the CSV"
+        );
+    }
+}
+
+#[test]
 fn exporting_to_a_file_replaces_it_whole_and_leaves_no_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = fixture(dir.path());

@@ -239,3 +239,30 @@ fn score_and_explain_never_write_over_the_store_a_study_or_through_a_link() {
     assert_eq!(code, 0, "{err}");
     assert!(image::open(root.join("a-heat.png")).is_ok());
 }
+
+#[cfg(unix)]
+#[test]
+fn a_new_line_or_escape_in_a_file_name_keeps_one_line_per_study() {
+    let tmp = tempfile::tempdir().expect("a temporary folder");
+    let film = DynamicImage::ImageLuma8(image::GrayImage::from_fn(64, 64, |x, y| {
+        image::Luma([((x + y) % 250) as u8])
+    }));
+    let png = encode(&film, ImageFormat::Png);
+    fs::write(tmp.path().join("two\nlines.png"), &png).expect("a study");
+    fs::write(tmp.path().join("red\u{1b}[31m.png"), &png).expect("a study");
+    let (code, stdout, _) = scan(tmp.path());
+    assert_eq!(code, 0);
+    assert!(!stdout.contains('\u{1b}'), "{stdout:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "two studies and the summary: {stdout:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("two\\x0Alines.png  PNG")),
+        "{stdout:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("red\\x1B[31m.png  PNG")),
+        "{stdout:?}"
+    );
+}

@@ -108,7 +108,7 @@ impl DecisionStore {
                 let event = event_from_row(row)?;
                 let last_path: Option<String> = row.get(20)?;
                 if under(last_path.as_deref().unwrap_or_default()) {
-                    out.write_record(event_record(&event))?;
+                    out.write_record(safe_cells(event_record(&event)))?;
                     n += 1;
                 }
             }
@@ -135,7 +135,7 @@ impl DecisionStore {
                 let state = states.get(&study.sha256);
                 let reviewed = state.is_some_and(CurrentState::is_reviewed);
                 if (reviewed || opts.kind == ExportKind::All) && under(&study.path) {
-                    out.write_record(study_record(&study, state, &site))?;
+                    out.write_record(safe_cells(study_record(&study, state, &site)))?;
                     n += 1;
                 }
             }
@@ -253,6 +253,13 @@ fn row_ai(study: &StudyRow, state: Option<&CurrentState>, site: &SiteFigures) ->
             threshold: Some(threshold),
         }
     })
+}
+
+/// The cells of a row, safe to open in a spreadsheet ([`crate::output::csv_cell`]).
+fn safe_cells(cells: Vec<String>) -> impl Iterator<Item = String> {
+    cells
+        .into_iter()
+        .map(|c| crate::output::csv_cell(&c).into_owned())
 }
 
 fn study_record(study: &StudyRow, state: Option<&CurrentState>, site: &SiteFigures) -> Vec<String> {

@@ -63,7 +63,11 @@ fn scan(dir: &Path, out: &mut impl std::io::Write) -> Result<(), ScanError> {
         }
     }
     for (rel_path, problem) in &discovery.problems {
-        writeln!(out, "{}  skipped: {problem}", rel_path.display())?;
+        writeln!(
+            out,
+            "{}  skipped: {problem}",
+            crate::output::terminal_text(&rel_path.to_string_lossy())
+        )?;
     }
     let studies = discovery.files.len();
     let mut summary = format!(
@@ -84,7 +88,10 @@ fn scan(dir: &Path, out: &mut impl std::io::Write) -> Result<(), ScanError> {
 
 /// The line for one study, and whether it loaded.
 fn study_line(file: &DiscoveredFile) -> (String, bool) {
-    let path = file.rel_path.display();
+    // One line per study, whatever the file is called (a new line or an escape sequence in a
+    // name is printed as \x0A or \x1B).
+    let name = file.rel_path.to_string_lossy();
+    let path = crate::output::terminal_text(&name);
     match io::load_study(&file.path) {
         Ok(study) => (format!("{path}  {}  OK", describe(&study)), true),
         Err(err) => (format!("{path}  error: {err}"), false),

@@ -95,6 +95,8 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let rel = |i: usize| discovery.files[i].rel_path.display().to_string();
+    // On the terminal: one line per study, whatever the file is called.
+    let shown = |i: usize| crate::output::terminal_text(&rel(i)).into_owned();
     let result = |i: usize| results.iter().find(|r| r.index == i);
     let not_seen = |i: usize| {
         result(i)
@@ -127,7 +129,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
             "{:>5}  {score:>6.4}  {:<9}  {}{}",
             rank + 1,
             label.as_str(),
-            rel(i),
+            shown(i),
             if flag.is_empty() {
                 String::new()
             } else {
@@ -138,11 +140,14 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
     if !failed.is_empty() {
         println!("\ncould not be scored:");
         for (i, err) in &failed {
-            println!("  {}: {err}", rel(*i));
+            println!("  {}: {err}", shown(*i));
         }
     }
     for (path, problem) in &discovery.problems {
-        println!("  {}: {problem}", path.display());
+        println!(
+            "  {}: {problem}",
+            crate::output::terminal_text(&path.display().to_string())
+        );
     }
     let flagged = ranked
         .iter()
@@ -173,6 +178,8 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                 "error",
             ])
             .map_err(std::io::Error::other)?;
+            // Cells a spreadsheet would read as formulas, or control characters, are made safe.
+            let safe = |cells: [String; 8]| cells.map(|c| crate::output::csv_cell(&c).into_owned());
             let sha = |i: usize| {
                 result(i)
                     .and_then(|r| r.meta.as_ref())
@@ -184,7 +191,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                     .map_or_else(String::new, |d| format!("{d:.3}"))
             };
             for &(i, score) in &ranked {
-                w.write_record([
+                w.write_record(safe([
                     rel(i),
                     sha(i),
                     format!("{score:.6}"),
@@ -193,11 +200,11 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                     not_seen(i),
                     distance(i),
                     String::new(),
-                ])
+                ]))
                 .map_err(std::io::Error::other)?;
             }
             for &(i, err) in &failed {
-                w.write_record([
+                w.write_record(safe([
                     rel(i),
                     sha(i),
                     String::new(),
@@ -206,7 +213,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
                     String::new(),
                     String::new(),
                     err.to_owned(),
-                ])
+                ]))
                 .map_err(std::io::Error::other)?;
             }
             w.flush()?;
