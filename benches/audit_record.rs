@@ -1,6 +1,9 @@
 //! How long one decision takes to record, durably (`synchronous=FULL`), in a store on disk; and
 //! how long a reopened folder of 5,000 studies takes to get its states back.
 //!
+//! And how long `import` takes for 100,000 rows (printed once), and for 1,000 rows into a store
+//! of 100,000 studies.
+//!
 //! Run: `cargo bench --bench audit_record`. The median is in
 //! `target/criterion/record_one_decision/new/estimates.json` (`median.point_estimate`, in ns).
 
@@ -82,9 +85,74 @@ fn current_many_5000(c: &mut Criterion) {
     });
 }
 
+/// 100,000 rows of `sha256,label,reason` naming studies 0 to `rows`.
+fn import_csv_text(rows: u32, round: u32) -> String {
+    let mut text = String::from("sha256,label,reason\n");
+    for n in 0..rows {
+        let label = if (n + round).is_multiple_of(2) {
+            "NORMAL"
+        } else {
+            "PNEUMONIA"
+        };
+        text.push_str(&format!("{},{label},\"bench, round {round}\"\n", sha(n)));
+    }
+    text
+}
+
+fn import_rows(c: &mut Criterion) {
+    const MANY: u32 = 100_000;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let store = DecisionStore::open(&dir.path().join("decisions.sqlite3")).unwrap();
+    let studies: Vec<StudyRecord> = (0..MANY)
+        .map(|n| StudyRecord {
+            sha256: sha(n),
+            path: format!("/data/ward/study-{n}.jpeg").into(),
+            patient_id: None,
+            study_uid: None,
+            metadata_json: "{}".to_owned(),
+        })
+        .collect();
+    store.upsert_studies(&studies).unwrap();
+    let text = import_csv_text(MANY, 0);
+    let started = std::time::Instant::now();
+    let report = cxr_triage::audit::import_csv(
+        &store,
+        text.as_bytes(),
+        std::path::Path::new("."),
+        "dr-bench",
+    )
+    .unwrap();
+    assert_eq!(report.recorded.len(), MANY as usize);
+    eprintln!(
+        "import of {MANY} rows (one per study) into a store of {MANY} studies: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut round = 0;
+    c.bench_function("import_1000_rows_into_100000_studies", |b| {
+        b.iter(|| {
+            round += 1;
+            let text = import_csv_text(1000, round);
+            black_box(
+                cxr_triage::audit::import_csv(
+                    &store,
+                    text.as_bytes(),
+                    std::path::Path::new("."),
+                    "dr-bench",
+                )
+                .unwrap(),
+            )
+        });
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50);
     targets = record_one_decision, current_many_5000
 }
-criterion_main!(benches);
+criterion_group! {
+    name = imports;
+    config = Criterion::default().sample_size(10);
+    targets = import_rows
+}
+criterion_main!(benches, imports);

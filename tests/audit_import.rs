@@ -179,3 +179,83 @@ fn absolute_paths_and_a_spreadsheet_bom_are_accepted() {
         Some(Label::Normal)
     );
 }
+
+#[test]
+fn an_unclosed_quote_or_a_repeated_column_rejects_the_whole_file_with_its_line() {
+    let f = fixture();
+    // The quote opened on line 2 would swallow line 3 into a reason ("recorded 1, rejected 0").
+    let unclosed = "path,label,reason\nimg0.jpeg,NORMAL,\"typo\nimg1.jpeg,PNEUMONIA,fine\n";
+    let err = import_csv(&f.store, unclosed.as_bytes(), &f.folder, "dr-carol").unwrap_err();
+    assert!(matches!(err, AuditError::Csv(_)), "{err}");
+    assert!(err.to_string().contains("line 2"), "{err}");
+    // A quote escaped RFC 4180's way, and a reason over two lines, are fine.
+    let fine = "path,label,reason\nimg0.jpeg,NORMAL,\"said \"\"no\"\"\nthen yes\"\nimg1.jpeg,PNEUMONIA,ok\n";
+    let report = import_csv(&f.store, fine.as_bytes(), &f.folder, "dr-carol").unwrap();
+    assert_eq!(report.rejected, []);
+    assert_eq!(
+        report.recorded.iter().map(|r| r.line).collect::<Vec<_>>(),
+        [2, 4]
+    );
+    let twice = "path,label,Label\nimg0.jpeg,NORMAL,PNEUMONIA\n";
+    let err = import_csv(&f.store, twice.as_bytes(), &f.folder, "dr-carol").unwrap_err();
+    assert!(err.to_string().contains("appears twice"), "{err}");
+    assert_eq!(f.store.event_count().unwrap(), 2);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_row_naming_a_device_or_a_named_pipe_is_rejected_without_reading_it() {
+    let f = fixture();
+    let fifo = f.folder.join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let mut csv_text = "path,label\n/dev/zero,NORMAL\n".to_owned();
+    if made.is_ok_and(|s| s.success()) {
+        csv_text.push_str("pipe,NORMAL\n");
+    } else {
+        eprintln!("skipped the named pipe: mkfifo is not available");
+    }
+    csv_text.push_str("img0.jpeg,NORMAL\n");
+    let report = import_csv(&f.store, csv_text.as_bytes(), &f.folder, "dr-carol").unwrap();
+    assert!(
+        report
+            .rejected
+            .iter()
+            .all(|r| r.problem.to_string().contains("not a regular file")),
+        "{:?}",
+        report.rejected
+    );
+    assert!(!report.rejected.is_empty());
+    assert_eq!(report.recorded.len(), 1);
+}
+
+#[test]
+fn line_numbers_stay_right_over_many_rows_and_blank_lines() {
+    let f = fixture();
+    let mut csv_text = "sha256,label\n".to_owned();
+    for i in 0..3000 {
+        if i % 7 == 0 {
+            csv_text.push('\n');
+        }
+        let sha = if i % 2 == 0 {
+            f.hashes[0].clone()
+        } else {
+            "0".repeat(64)
+        };
+        csv_text.push_str(&format!(
+            "{sha},{}\n",
+            if i % 4 == 0 { "NORMAL" } else { "PNEUMONIA" }
+        ));
+    }
+    let report = import_csv(&f.store, csv_text.as_bytes(), &f.folder, "dr-carol").unwrap();
+    let lines: Vec<u64> = csv_text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with('0'))
+        .map(|(i, _)| i as u64 + 1)
+        .collect();
+    assert_eq!(
+        report.rejected.iter().map(|r| r.line).collect::<Vec<_>>(),
+        lines
+    );
+    assert_eq!(report.recorded.len(), 1500);
+}

@@ -80,6 +80,72 @@ pub struct ImportReport {
     pub stopped_by: Option<AuditError>,
 }
 
+/// The largest CSV file `import` reads (a label file of a million rows is about 100 MiB).
+pub const MAX_IMPORT_BYTES: u64 = 256 << 20;
+
+/// Refuses a CSV whose quotes do not pair up: a quote opened and never closed would swallow the
+/// rows after it into one cell (RFC 4180 doubles a quote inside a quoted cell, so well-formed
+/// files always close what they open). Says on which line the unclosed quote opens.
+fn check_quotes(data: &[u8]) -> Result<(), AuditError> {
+    let mut line = 1u64;
+    let mut open_at = None;
+    for &b in data {
+        match b {
+            b'"' => open_at = if open_at.is_some() { None } else { Some(line) },
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    match open_at {
+        None => Ok(()),
+        Some(at) => Err(AuditError::Csv(format!(
+            "line {at}: a quote opened here is never closed, so the rows after it would be read \
+             as part of one cell; nothing was recorded"
+        ))),
+    }
+}
+
+/// SHA-256 of a study file named in a row, read only if it is a regular file no larger than a
+/// study may be (a device such as /dev/zero or a named pipe is refused before it is opened).
+fn hash_study_file(path: &Path) -> Result<String, RowProblem> {
+    use sha2::Digest as _;
+    let max = crate::io::Limits::default().max_file_bytes;
+    let meta =
+        std::fs::metadata(path).map_err(|e| RowProblem::UnreadableFile(e.kind().to_string()))?;
+    if !meta.is_file() {
+        return Err(RowProblem::UnreadableFile("not a regular file".to_owned()));
+    }
+    if meta.len() > max {
+        return Err(RowProblem::UnreadableFile(format!(
+            "larger than {} MiB",
+            max >> 20
+        )));
+    }
+    let file =
+        std::fs::File::open(path).map_err(|e| RowProblem::UnreadableFile(e.kind().to_string()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut reader = file.take(max + 1);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut copied = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| RowProblem::UnreadableFile(e.kind().to_string()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        copied += n as u64;
+    }
+    if copied > max {
+        return Err(RowProblem::UnreadableFile(format!(
+            "larger than {} MiB",
+            max >> 20
+        )));
+    }
+    Ok(crate::io::hex(&hasher.finalize()))
+}
+
 /// The text recorded as the reason when a row gives none.
 pub const DEFAULT_IMPORT_REASON: &str = "imported from CSV without a reason";
 
@@ -97,7 +163,7 @@ pub const DEFAULT_IMPORT_REASON: &str = "imported from CSV without a reason";
 /// columns.
 pub fn import_csv(
     store: &DecisionStore,
-    mut csv_data: impl Read,
+    csv_data: impl Read,
     base_dir: &Path,
     reader: &str,
 ) -> Result<ImportReport, AuditError> {
@@ -106,33 +172,62 @@ pub fn import_csv(
             "the reader's name is empty".to_owned(),
         ));
     }
-    // The whole file is read first so that line numbers count every line, blank ones included:
-    // the csv crate's line count skips blank lines, and its byte position of a record that
-    // follows blank lines points at them, so the count starts after any line breaks there.
+    // The whole file is read first (up to [`MAX_IMPORT_BYTES`]) so that line numbers count every
+    // line, blank ones included: the csv crate's line count skips blank lines, and its byte
+    // position of a record that follows blank lines points at them, so the count starts after
+    // any line breaks there.
     let mut data = Vec::new();
     csv_data
+        .take(MAX_IMPORT_BYTES + 1)
         .read_to_end(&mut data)
         .map_err(|e| AuditError::Csv(format!("the file cannot be read: {e}")))?;
+    if data.len() as u64 > MAX_IMPORT_BYTES {
+        return Err(AuditError::Csv(format!(
+            "the file is larger than {} MiB: split it",
+            MAX_IMPORT_BYTES >> 20
+        )));
+    }
+    check_quotes(&data)?;
+    // Lines are counted from where the previous row ended (rows come in file order), so that the
+    // import stays linear in the file's size.
+    let counted = std::cell::Cell::new((0usize, 1u64));
     let line_of = |pos: Option<&csv::Position>, fallback: u64| {
-        pos.and_then(|p| usize::try_from(p.byte()).ok())
-            .map(|byte| {
-                byte + data
-                    .get(byte..)
-                    .unwrap_or_default()
-                    .iter()
-                    .take_while(|&&b| b == b'\n' || b == b'\r')
-                    .count()
-            })
-            .and_then(|byte| data.get(..byte))
-            .map_or(fallback, |before| {
-                1 + before.iter().filter(|&&b| b == b'\n').count() as u64
-            })
+        let Some(byte) = pos.and_then(|p| usize::try_from(p.byte()).ok()) else {
+            return fallback;
+        };
+        let byte = byte
+            + data
+                .get(byte..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|&&b| b == b'\n' || b == b'\r')
+                .count();
+        let (from, line) = counted.get();
+        let (from, line) = if byte >= from { (from, line) } else { (0, 1) };
+        let Some(between) = data.get(from..byte) else {
+            return fallback;
+        };
+        let line = line + between.iter().filter(|&&b| b == b'\n').count() as u64;
+        counted.set((byte, line));
+        line
     };
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(data.as_slice());
     let headers = rdr.headers()?.clone();
+    for (i, h) in headers.iter().enumerate() {
+        if !h.is_empty()
+            && headers
+                .iter()
+                .skip(i + 1)
+                .any(|other| other.eq_ignore_ascii_case(h))
+        {
+            return Err(AuditError::Csv(format!(
+                "line 1: the column \"{h}\" appears twice in the header; nothing was recorded"
+            )));
+        }
+    }
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let (path_col, sha_col) = (column("path"), column("sha256"));
     let label_col = column("label");
@@ -254,12 +349,7 @@ fn check_row(
         None
     } else {
         let path = base_dir.join(row.path);
-        let bytes =
-            std::fs::read(&path).map_err(|e| RowProblem::UnreadableFile(e.kind().to_string()))?;
-        Some((
-            crate::io::sha256_hex(&bytes),
-            path.canonicalize().unwrap_or(path),
-        ))
+        Some((hash_study_file(&path)?, path.canonicalize().unwrap_or(path)))
     };
     let (sha256, path) = match (given_sha, from_path) {
         (None, None) => return Err(RowProblem::NoStudy),

@@ -35,6 +35,16 @@ pub struct ImportArgs {
 /// Runs `import`.
 pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let store = open_existing_store(args.db.as_deref())?;
+    // Checked before opening: opening a named pipe would block, and a device such as /dev/zero
+    // never ends.
+    let meta = std::fs::metadata(&args.csv)
+        .with_context(|| format!("cannot open the CSV file {}", args.csv.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!(
+            "{} is not a regular file: give the CSV file of corrected labels",
+            args.csv.display()
+        );
+    }
     let file = File::open(&args.csv)
         .with_context(|| format!("cannot open the CSV file {}", args.csv.display()))?;
     let base_dir = args
