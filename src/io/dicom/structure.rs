@@ -6,8 +6,9 @@
 //! nesting stays shallow, so damaged and hostile files get a clear error instead. It also finds
 //! the transfer syntax and whether there is pixel data at all.
 //!
-//! Only little-endian encodings are walked (explicit and implicit VR); a big-endian or deflated
-//! data set is left to dicom-rs.
+//! Every encoding is walked: explicit and implicit VR little endian, explicit VR big endian, and
+//! the deflated syntaxes, whose data set is inflated here first, up to [`MAX_INFLATED_BYTES`] (a
+//! few kilobytes can inflate to gigabytes of zeros).
 
 use crate::io::{LoadError, SourceFormat};
 
@@ -19,6 +20,9 @@ const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 const TRANSFER_SYNTAX_UID: (u16, u16) = (0x0002, 0x0010);
 /// Deeper nesting than this is refused (real files rarely exceed 5 levels).
 const MAX_DEPTH: usize = 32;
+/// The most a deflated data set may inflate to: twice the largest pixel data accepted (64 Mi
+/// pixels of 16 bits), so that the walk and dicom-rs's own inflation stay under 1 GiB together.
+pub(crate) const MAX_INFLATED_BYTES: u64 = 256 << 20;
 
 /// The implicit VR little-endian transfer syntax UID.
 pub(crate) const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
@@ -41,30 +45,69 @@ pub(crate) fn walk_part10(bytes: &[u8], meta_offset: usize) -> Result<Outline, L
         bytes,
         pos: meta_offset,
         pixel_data: false,
+        big_endian: false,
     };
     let transfer_syntax = walker.file_meta()?;
-    let explicit_vr = match transfer_syntax.as_str() {
-        IMPLICIT_VR_LE => false,
-        // Explicit big endian and the deflated syntaxes are not walked.
-        EXPLICIT_VR_BE => {
-            return Ok(Outline {
-                transfer_syntax: Some(transfer_syntax),
-                has_pixel_data: None,
-            });
-        }
-        ts if ts.starts_with("1.2.840.10008.1.2.1.99") || ts.contains(".1.2.4.95") => {
-            return Ok(Outline {
-                transfer_syntax: Some(transfer_syntax),
-                has_pixel_data: None,
-            });
-        }
-        _ => true,
+    let outline = |pixel_data| Outline {
+        transfer_syntax: Some(transfer_syntax.clone()),
+        has_pixel_data: Some(pixel_data),
     };
-    walker.data_set(bytes.len(), explicit_vr, 0, Context::TopLevel)?;
-    Ok(Outline {
-        transfer_syntax: Some(transfer_syntax),
-        has_pixel_data: Some(walker.pixel_data),
-    })
+    match transfer_syntax.as_str() {
+        IMPLICIT_VR_LE => {
+            walker.data_set(bytes.len(), false, 0, Context::TopLevel)?;
+            Ok(outline(walker.pixel_data))
+        }
+        EXPLICIT_VR_BE => {
+            walker.big_endian = true;
+            walker.data_set(bytes.len(), true, 0, Context::TopLevel)?;
+            Ok(outline(walker.pixel_data))
+        }
+        ts if is_deflated(ts) => {
+            let inflated = inflate(&bytes[walker.pos..])?;
+            let mut inner = Walker {
+                bytes: &inflated,
+                pos: 0,
+                pixel_data: false,
+                big_endian: false,
+            };
+            inner.data_set(inflated.len(), true, 0, Context::TopLevel)?;
+            Ok(outline(inner.pixel_data))
+        }
+        _ => {
+            walker.data_set(bytes.len(), true, 0, Context::TopLevel)?;
+            Ok(outline(walker.pixel_data))
+        }
+    }
+}
+
+/// The deflated transfer syntaxes: Deflated Explicit VR Little Endian (1.2.840.10008.1.2.1.99)
+/// and the JPIP Referenced Deflate syntax (1.2.840.10008.1.2.4.95).
+fn is_deflated(uid: &str) -> bool {
+    uid == "1.2.840.10008.1.2.1.99" || uid == "1.2.840.10008.1.2.4.95"
+}
+
+/// Inflates a deflated data set (raw deflate, RFC 1951), refusing one that inflates to more than
+/// [`MAX_INFLATED_BYTES`].
+fn inflate(deflated: &[u8]) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| LoadError::Corrupt {
+            format: SourceFormat::Dicom,
+            reason: "the deflated data set cannot be inflated".into(),
+        })?;
+    if out.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(LoadError::Corrupt {
+            format: SourceFormat::Dicom,
+            reason: format!(
+                "the deflated data set inflates to more than {} MiB",
+                MAX_INFLATED_BYTES >> 20
+            ),
+        });
+    }
+    Ok(out)
 }
 
 /// Walks a raw data set (no preamble, no file meta group).
@@ -73,6 +116,7 @@ pub(crate) fn walk_raw(bytes: &[u8], explicit_vr: bool) -> Result<Outline, LoadE
         bytes,
         pos: 0,
         pixel_data: false,
+        big_endian: false,
     };
     walker.data_set(bytes.len(), explicit_vr, 0, Context::TopLevel)?;
     Ok(Outline {
@@ -98,6 +142,7 @@ pub(crate) fn looks_like_raw_dataset(bytes: &[u8], explicit_vr: bool) -> bool {
         bytes,
         pos: 0,
         pixel_data: false,
+        big_endian: false,
     };
     let mut previous: Option<(u16, u16)> = None;
     for _ in 0..ELEMENTS_TO_CHECK {
@@ -158,6 +203,8 @@ struct Walker<'a> {
     bytes: &'a [u8],
     pos: usize,
     pixel_data: bool,
+    /// Explicit VR big endian (the file meta group is always little endian).
+    big_endian: bool,
 }
 
 impl Walker<'_> {
@@ -166,16 +213,26 @@ impl Walker<'_> {
     }
 
     fn u16_at(&self, at: usize) -> u16 {
-        u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]])
+        let b = [self.bytes[at], self.bytes[at + 1]];
+        if self.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
     }
 
     fn u32_at(&self, at: usize) -> u32 {
-        u32::from_le_bytes([
+        let b = [
             self.bytes[at],
             self.bytes[at + 1],
             self.bytes[at + 2],
             self.bytes[at + 3],
-        ])
+        ];
+        if self.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
     }
 
     /// Reads the file meta group (always explicit VR little endian) and returns the transfer
@@ -538,5 +595,104 @@ mod tests {
         }
         let err = walk_raw(&data, true).unwrap_err();
         assert!(err.to_string().contains("nested"), "{err}");
+    }
+
+    /// A PS3.10 file: preamble, "DICM", a file meta group naming `transfer_syntax`, then `body`.
+    fn part10(transfer_syntax: &str, body: &[u8]) -> Vec<u8> {
+        let mut uid = transfer_syntax.as_bytes().to_vec();
+        if uid.len() % 2 == 1 {
+            uid.push(0);
+        }
+        let mut out = vec![0u8; 128];
+        out.extend_from_slice(b"DICM");
+        out.extend(explicit(0x0002, 0x0010, b"UI", &uid));
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// `levels` nested undefined-length sequences, never closed, in explicit VR with the given
+    /// byte order.
+    fn deep(levels: usize, big_endian: bool) -> Vec<u8> {
+        let u16b = |v: u16| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let u32b = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut data = Vec::new();
+        for _ in 0..levels {
+            data.extend_from_slice(&u16b(0x0008));
+            data.extend_from_slice(&u16b(0x1140));
+            data.extend_from_slice(b"SQ\0\0");
+            data.extend_from_slice(&u32b(UNDEFINED_LENGTH));
+            data.extend_from_slice(&u16b(0xFFFE));
+            data.extend_from_slice(&u16b(0xE000));
+            data.extend_from_slice(&u32b(UNDEFINED_LENGTH));
+        }
+        data
+    }
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn big_endian_and_deflated_data_sets_are_walked_too() {
+        // About 10,000 levels in explicit big endian used to overflow dicom-rs's stack.
+        let be = part10(EXPLICIT_VR_BE, &deep(10_000, true));
+        let err = crate::io::load_study_bytes(&be).unwrap_err();
+        assert!(err.to_string().contains("nested"), "{err}");
+        // The same nesting deflated, in 2 KB or so.
+        let deflated = deflate(&deep(10_000, false));
+        assert!(deflated.len() < 4096, "{}", deflated.len());
+        let file = part10("1.2.840.10008.1.2.1.99", &deflated);
+        let err = crate::io::load_study_bytes(&file).unwrap_err();
+        assert!(err.to_string().contains("nested"), "{err}");
+        // A big-endian pixel data element that claims 0xFFFFFFF0 bytes in a small file.
+        let mut body = Vec::new();
+        body.extend_from_slice(&0x7FE0u16.to_be_bytes());
+        body.extend_from_slice(&0x0010u16.to_be_bytes());
+        body.extend_from_slice(b"OW\0\0");
+        body.extend_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
+        body.extend_from_slice(&[0u8; 12_000]);
+        let err = crate::io::load_study_bytes(&part10(EXPLICIT_VR_BE, &body)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LoadError::Truncated(_) | LoadError::DicomBadLength { .. }
+            ),
+            "{err}"
+        );
+        // A well-formed big-endian element is walked through.
+        let mut ok = Vec::new();
+        ok.extend_from_slice(&0x0008u16.to_be_bytes());
+        ok.extend_from_slice(&0x0060u16.to_be_bytes());
+        ok.extend_from_slice(b"CS");
+        ok.extend_from_slice(&2u16.to_be_bytes());
+        ok.extend_from_slice(b"CR");
+        let outline = walk_part10(&part10(EXPLICIT_VR_BE, &ok), 132).unwrap();
+        assert_eq!(outline.has_pixel_data, Some(false));
+    }
+
+    #[test]
+    fn a_deflated_data_set_that_inflates_beyond_the_cap_is_refused_quickly() {
+        // 300 MiB of zeros deflate to about 300 KB.
+        let zeros = vec![0u8; 300 << 20];
+        let deflated = deflate(&zeros);
+        drop(zeros);
+        let file = part10("1.2.840.10008.1.2.1.99", &deflated);
+        let err = walk_part10(&file, 132).unwrap_err();
+        assert!(err.to_string().contains("inflates to more than"), "{err}");
     }
 }
