@@ -1,5 +1,6 @@
-//! JPEG and PNG through `image` (zune-jpeg and png inside), and reduced-scale JPEG decoding
-//! through `jpeg-decoder` for the model's input.
+//! JPEG through `jpeg-decoder` (one decoder for every path: the window, `scan`, `score` and
+//! training, at full resolution or at a reduced DCT scale for the model's input), PNG through
+//! `image` (png inside).
 
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,12 +23,7 @@ pub(crate) fn decode(
             if !jpeg_is_complete(bytes) {
                 return Err(LoadError::Truncated(SourceFormat::Jpeg));
             }
-            if let Some(min_side_px) = reduce_to_min_side_px
-                && let Some(decoded) = decode_jpeg_reduced(bytes, limits, min_side_px)?
-            {
-                return Ok(decoded);
-            }
-            decode_full(bytes, ImageFormat::Jpeg, format, limits)
+            decode_jpeg(bytes, limits, reduce_to_min_side_px)
         }
         SourceFormat::Png => {
             if !png_is_complete(bytes) {
@@ -150,14 +146,14 @@ fn image_error(err: &ImageError, format: SourceFormat) -> LoadError {
     }
 }
 
-/// Decodes a JPEG at a reduced DCT scale when one keeps both sides at or above `min_side_px`.
-/// Returns `Ok(None)` when no reduction applies (small image, 12-bit or CMYK JPEG), so that the
-/// caller decodes at full resolution.
-fn decode_jpeg_reduced(
+/// Decodes a JPEG, at the smallest DCT scale (1/8, 1/4, 1/2) that keeps both sides at or above
+/// `min_side_px` when that is given and such a scale exists, else at full resolution. 8-bit
+/// grey and colour (made grey) and 16-bit lossless grey are read; CMYK is refused.
+fn decode_jpeg(
     bytes: &[u8],
     limits: &Limits,
-    min_side_px: u32,
-) -> Result<Option<Decoded>, LoadError> {
+    min_side_px: Option<u32>,
+) -> Result<Decoded, LoadError> {
     // jpeg-decoder panics on some malformed headers (for example in `Decoder::info` on an
     // unexpected component count): a panic is caught here, as a last resort.
     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -166,74 +162,112 @@ fn decode_jpeg_reduced(
             usize::try_from(limits.max_decoded_bytes()).unwrap_or(usize::MAX),
         );
         decoder.read_info().map_err(|e| jpeg_error(&e))?;
-        let Some(info) = decoder.info() else {
-            return Ok(None);
-        };
+        let info = decoder
+            .info()
+            .ok_or(LoadError::Truncated(SourceFormat::Jpeg))?;
         let (width, height) = (u32::from(info.width), u32::from(info.height));
+        // The header has been read, nothing decoded yet: refuse bombs here.
         limits.check(width, height)?;
-        let gray_input = match info.pixel_format {
-            jpeg_decoder::PixelFormat::L8 => true,
-            jpeg_decoder::PixelFormat::RGB24 => false,
-            jpeg_decoder::PixelFormat::L16 | jpeg_decoder::PixelFormat::CMYK32 => return Ok(None),
+        let (out_w, out_h) = match min_side_px.and_then(|min| reduced_size(width, height, min)) {
+            Some((want_w, want_h)) if info.pixel_format != jpeg_decoder::PixelFormat::L16 => {
+                let (w, h) = decoder.scale(want_w, want_h).map_err(|e| jpeg_error(&e))?;
+                let (w, h) = (u32::from(w), u32::from(h));
+                if min_side_px.is_some_and(|min| w < min || h < min) {
+                    // The decoder could not scale as asked: back to full size.
+                    let (w, h) = decoder
+                        .scale(info.width, info.height)
+                        .map_err(|e| jpeg_error(&e))?;
+                    (u32::from(w), u32::from(h))
+                } else {
+                    (w, h)
+                }
+            }
+            _ => (width, height),
         };
-        let Some(divisor) = [8u32, 4, 2]
-            .into_iter()
-            .find(|&d| width.div_ceil(d) >= min_side_px && height.div_ceil(d) >= min_side_px)
-        else {
-            return Ok(None);
-        };
-        let (want_w, want_h) = (width.div_ceil(divisor), height.div_ceil(divisor));
-        let (Ok(want_w), Ok(want_h)) = (u16::try_from(want_w), u16::try_from(want_h)) else {
-            return Ok(None);
-        };
-        let (out_w, out_h) = decoder.scale(want_w, want_h).map_err(|e| jpeg_error(&e))?;
-        let (out_w, out_h) = (u32::from(out_w), u32::from(out_h));
-        if out_w < min_side_px || out_h < min_side_px {
-            return Ok(None);
-        }
         let pixels = decoder.decode().map_err(|e| jpeg_error(&e))?;
         let count = out_w as usize * out_h as usize;
-        let image = if gray_input {
-            if pixels.len() < count {
-                return Err(LoadError::Truncated(SourceFormat::Jpeg));
+        let (image, photometric) = match info.pixel_format {
+            jpeg_decoder::PixelFormat::L8 => {
+                if pixels.len() < count {
+                    return Err(LoadError::Truncated(SourceFormat::Jpeg));
+                }
+                (
+                    GrayImage::from_u8(out_w, out_h, &pixels[..count]),
+                    Photometric::Monochrome2,
+                )
             }
-            GrayImage::from_u8(out_w, out_h, &pixels[..count])
-        } else {
-            if pixels.len() < count * 3 {
-                return Err(LoadError::Truncated(SourceFormat::Jpeg));
+            jpeg_decoder::PixelFormat::RGB24 => {
+                if pixels.len() < count * 3 {
+                    return Err(LoadError::Truncated(SourceFormat::Jpeg));
+                }
+                let luma: Vec<u16> = pixels[..count * 3]
+                    .chunks_exact(3)
+                    .map(|rgb| {
+                        let l = luma(f32::from(rgb[0]), f32::from(rgb[1]), f32::from(rgb[2]));
+                        l.round().clamp(0.0, 255.0) as u16
+                    })
+                    .collect();
+                let image = GrayImage {
+                    width: out_w,
+                    height: out_h,
+                    bits_stored: 8,
+                    samples: Samples::U16(luma),
+                };
+                (image, Photometric::Rgb)
             }
-            let luma: Vec<u16> = pixels[..count * 3]
-                .chunks_exact(3)
-                .map(|rgb| {
-                    let l = luma(f32::from(rgb[0]), f32::from(rgb[1]), f32::from(rgb[2]));
-                    l.round().clamp(0.0, 255.0) as u16
-                })
-                .collect();
-            GrayImage {
-                width: out_w,
-                height: out_h,
-                bits_stored: 8,
-                samples: Samples::U16(luma),
+            jpeg_decoder::PixelFormat::L16 => {
+                if pixels.len() < count * 2 {
+                    return Err(LoadError::Truncated(SourceFormat::Jpeg));
+                }
+                // Native-endian samples; the bit depth is what the largest sample needs (a
+                // lossless JPEG of 12-bit data), at least 9.
+                let samples: Vec<u16> = pixels[..count * 2]
+                    .chunks_exact(2)
+                    .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+                    .collect();
+                let max = samples.iter().copied().max().unwrap_or(0);
+                let bits = (16 - max.leading_zeros() as u16).clamp(9, 16);
+                let image = GrayImage {
+                    width: out_w,
+                    height: out_h,
+                    bits_stored: bits,
+                    samples: Samples::U16(samples),
+                };
+                (image, Photometric::Monochrome2)
+            }
+            jpeg_decoder::PixelFormat::CMYK32 => {
+                return Err(LoadError::Corrupt {
+                    format: SourceFormat::Jpeg,
+                    reason: "unsupported variant: a CMYK (print) JPEG, not a radiograph".into(),
+                });
             }
         };
-        Ok(Some(Decoded {
+        let bits = image.bits_stored;
+        Ok(Decoded {
             width,
             height,
-            bits_stored: 8,
-            photometric: if gray_input {
-                Photometric::Monochrome2
-            } else {
-                Photometric::Rgb
-            },
-            default_window: nominal_window(8),
+            bits_stored: bits,
+            photometric,
+            default_window: nominal_window(bits),
             dicom: None,
             image,
-        }))
+        })
     }));
     match result {
         Ok(outcome) => outcome,
         Err(_) => Err(LoadError::DecoderCrashed(SourceFormat::Jpeg)),
     }
+}
+
+/// The size to ask the decoder for: the smallest DCT scale (1/8, 1/4, 1/2) whose sides stay at
+/// or above `min_side_px`; `None` when only full size does.
+fn reduced_size(width: u32, height: u32, min_side_px: u32) -> Option<(u16, u16)> {
+    let divisor = [8u32, 4, 2]
+        .into_iter()
+        .find(|&d| width.div_ceil(d) >= min_side_px && height.div_ceil(d) >= min_side_px)?;
+    let w = u16::try_from(width.div_ceil(divisor)).ok()?;
+    let h = u16::try_from(height.div_ceil(divisor)).ok()?;
+    Some((w, h))
 }
 
 fn jpeg_error(err: &jpeg_decoder::Error) -> LoadError {
