@@ -218,3 +218,121 @@ fn import_records_good_rows_and_exits_non_zero_when_it_rejects_any() {
     let help = run(&["import", "--help"], dir.path());
     assert!(stdout(&help).contains("2 when any row was rejected"));
 }
+
+#[test]
+fn deleting_the_last_events_is_caught_by_the_anchor_and_export_refuses_unless_forced() {
+    let (dir, db) = fixture();
+    assert!(cxr_triage::audit::anchor_path(Path::new(&db)).is_file());
+    // Remove the last event the way an attacker would: guard dropped, row deleted, sequence
+    // lowered. The remaining chain of 2 events is valid on its own.
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    raw.execute_batch(
+        "DROP TRIGGER decisions_no_delete; DELETE FROM decisions WHERE id = 3; \
+         UPDATE sqlite_sequence SET seq = 2 WHERE name = 'decisions';",
+    )
+    .unwrap();
+    drop(raw);
+    let bad = run(&["audit", "verify", "--db", &db], dir.path());
+    assert_eq!(bad.status.code(), Some(2), "{}", stdout(&bad));
+    assert!(
+        stdout(&bad).contains("holds 2 events but 3 were recorded"),
+        "{}",
+        stdout(&bad)
+    );
+    let csv_path = dir.path().join("out.csv");
+    let csv = csv_path.to_str().unwrap();
+    let out = run(&["export", "--csv", csv, "--db", &db], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("fails its audit check"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!csv_path.exists());
+    let forced = run(
+        &["export", "--csv", csv, "--db", &db, "--force"],
+        dir.path(),
+    );
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr(&forced));
+    let text = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(
+        text.starts_with("# cxr-triage: exported with --force from a decision store that FAILS"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_rolled_back_store_is_caught_by_an_earlier_receipt_and_an_empty_one_is_refused() {
+    let (dir, db) = fixture();
+    // A backup of the store and its anchor, taken now (3 events).
+    let backup = dir.path().join("backup");
+    std::fs::create_dir(&backup).unwrap();
+    let anchor = cxr_triage::audit::anchor_path(Path::new(&db));
+    std::fs::copy(&db, backup.join("db")).unwrap();
+    std::fs::copy(&anchor, backup.join("anchor")).unwrap();
+    // One more decision, then an export whose receipt the quality team keeps.
+    let store = cxr_triage::audit::DecisionStore::open(Path::new(&db)).unwrap();
+    store.record(&confirm(2, 0.2)).unwrap();
+    drop(store);
+    let csv = dir.path().join("out.csv");
+    let out = run(
+        &["export", "--csv", csv.to_str().unwrap(), "--db", &db],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let receipt = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("receipt: ").map(str::to_owned))
+        .unwrap();
+    assert!(receipt.starts_with("cxr-triage-receipt:v1:4:"), "{receipt}");
+    // Roll the store and its anchor back together: the anchor agrees, the receipt does not.
+    std::fs::copy(backup.join("db"), &db).unwrap();
+    std::fs::copy(backup.join("anchor"), &anchor).unwrap();
+    let plain = run(&["audit", "verify", "--db", &db], dir.path());
+    assert_eq!(plain.status.code(), Some(0), "{}", stdout(&plain));
+    let checked = run(
+        &["audit", "verify", "--db", &db, "--receipt", &receipt],
+        dir.path(),
+    );
+    assert_eq!(checked.status.code(), Some(2), "{}", stdout(&checked));
+    assert!(
+        stdout(&checked).contains("holds 3 events but 4 were recorded"),
+        "{}",
+        stdout(&checked)
+    );
+    // A store truncated to 0 bytes is refused, and verify leaves it at 0 bytes.
+    std::fs::write(&db, b"").unwrap();
+    let empty = run(&["audit", "verify", "--db", &db], dir.path());
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(stderr(&empty).contains("is empty"), "{}", stderr(&empty));
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
+}
+
+#[test]
+fn events_lost_with_a_deleted_wal_are_caught_by_the_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_studies(dir.path(), 3);
+    let db = store.path().to_owned();
+    // While the store is open, its newest committed events are in the WAL file.
+    store.record(&confirm(0, 0.9)).unwrap();
+    store.record(&override_ai(1, 0.9)).unwrap();
+    let copy = dir.path().join("copy.sqlite3");
+    std::fs::copy(&db, &copy).unwrap();
+    std::fs::copy(
+        cxr_triage::audit::anchor_path(&db),
+        cxr_triage::audit::anchor_path(&copy),
+    )
+    .unwrap();
+    drop(store);
+    // The copy without its WAL: a store whose WAL was lost.
+    let out = run(
+        &["audit", "verify", "--db", copy.to_str().unwrap()],
+        dir.path(),
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("were recorded") || text.contains("is empty"),
+        "{text}"
+    );
+}

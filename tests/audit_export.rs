@@ -43,7 +43,10 @@ fn export(
 }
 
 fn kind(kind: ExportKind) -> ExportOptions {
-    ExportOptions { kind, folder: None }
+    ExportOptions {
+        kind,
+        ..ExportOptions::default()
+    }
 }
 
 /// Studies 0..4: 0 confirmed PNEUMONIA, 1 overridden to PNEUMONIA, 2 confirmed then undone
@@ -181,6 +184,7 @@ fn folder_keeps_only_studies_last_seen_under_it() {
         let opts = ExportOptions {
             kind: k,
             folder: Some(folder.into()),
+            ..ExportOptions::default()
         };
         let (_, _, rows) = export(&store, &opts);
         rows.iter().map(|r| r["sha256"].clone()).collect::<Vec<_>>()
@@ -282,9 +286,18 @@ fn a_failed_export_leaves_the_old_file_untouched() {
     let out_dir = tempfile::tempdir().unwrap();
     let dest = out_dir.path().join("events.csv");
     std::fs::write(&dest, "old contents\n").unwrap();
+    // The damaged store fails its audit check: refused before anything is written.
     let err = store
         .export_csv_to_file(&dest, &kind(ExportKind::Events))
         .unwrap_err();
+    assert!(err.to_string().contains("fails its audit check"), "{err}");
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "old contents\n");
+    // Forced, the export starts and fails at the damaged event.
+    let forced = ExportOptions {
+        force: true,
+        ..kind(ExportKind::Events)
+    };
+    let err = store.export_csv_to_file(&dest, &forced).unwrap_err();
     assert!(err.to_string().contains("cannot read"), "{err}");
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "old contents\n");
     assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 1);

@@ -707,9 +707,17 @@ impl App {
         self.dialogs.export_job = Some(poll_promise::Promise::spawn_thread("export", move || {
             let store = DecisionStore::open(&db).map_err(|e| e.to_string())?;
             let rows = store
-                .export_csv_to_file(&ctx_dest, &ExportOptions { kind, folder })
+                .export_csv_to_file(
+                    &ctx_dest,
+                    &ExportOptions {
+                        kind,
+                        folder,
+                        force: false,
+                    },
+                )
                 .map_err(|e| e.to_string())?;
-            Ok((rows, ctx_dest, kind))
+            let receipt = store.anchor().map_err(|e| e.to_string())?.receipt();
+            Ok((rows, ctx_dest, kind, receipt))
         }));
     }
 

@@ -75,7 +75,7 @@ impl PathDialog {
 }
 
 /// The outcome of an export: rows written, where, and what.
-type ExportOutcome = Result<(usize, PathBuf, ExportKind), String>;
+type ExportOutcome = Result<(usize, PathBuf, ExportKind, String), String>;
 
 /// Which dialogs are open, and the one-off jobs behind them.
 #[derive(Default)]
@@ -189,7 +189,7 @@ impl App {
         }
         if let Some(job) = self.dialogs.export_job.take() {
             match job.try_take() {
-                Ok(Ok((rows, dest, kind))) => {
+                Ok(Ok((rows, dest, kind, receipt))) => {
                     let what = match kind {
                         ExportKind::Reviewed => "reviewed studies",
                         ExportKind::All => "studies",
@@ -197,7 +197,10 @@ impl App {
                     };
                     self.toasts.add(
                         Level::Success,
-                        format!("Exported {rows} {what} to {}", dest.display()),
+                        format!(
+                            "Exported {rows} {what} to {}. Receipt (keep it elsewhere; `cxr-triage audit verify --receipt` checks the store against it): {receipt}",
+                            dest.display()
+                        ),
                     );
                 }
                 Ok(Err(e)) => self

@@ -10,6 +10,34 @@ use rusqlite::ErrorCode;
 /// path comes last.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The store file is empty (0 bytes, or no schema): truncated, or never a store.
+    #[error(
+        "the decision store {} is empty: it was truncated or emptied (a store that was ever used is never empty); restore it from a backup",
+        path.display()
+    )]
+    EmptyStore {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The store was made by an older cxr-triage and not migrated yet; checking does not write.
+    #[error(
+        "the decision store {} was made by an older cxr-triage (schema version {found}): open it once with this version (for example `cxr-triage export --csv FILE --db STORE`), which migrates it and keeps its chain verifiable, then check it",
+        path.display()
+    )]
+    OlderStore {
+        /// Its schema version.
+        found: i64,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The store failed `audit verify`: exporting from it is refused unless forced.
+    #[error(
+        "the decision store fails its audit check: {0}; run `cxr-triage audit verify` (export --force writes it anyway, saying so in the file)"
+    )]
+    FailsVerification(String),
+
     /// A file the command was to write was refused or could not be written.
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),

@@ -73,6 +73,8 @@ pub struct ExportOptions {
     pub kind: ExportKind,
     /// Only studies whose last known path lies under this folder.
     pub folder: Option<PathBuf>,
+    /// Export even from a store that fails its audit check, saying so in the file's first line.
+    pub force: bool,
 }
 
 /// A study as the per-study export needs it.
@@ -87,7 +89,23 @@ impl DecisionStore {
     /// Writes the export as CSV (RFC 4180, UTF-8, with a header row) to `w`, and returns the
     /// number of data rows. Rows are sorted by path, then hash (events: by id). All rows come
     /// from one snapshot of the store.
-    pub fn export_csv(&self, w: impl Write, opts: &ExportOptions) -> Result<usize, AuditError> {
+    ///
+    /// A store that fails its audit check (see [`DecisionStore::audit_problems`]) is refused
+    /// unless `opts.force`; then the file's first line, before the header, says so:
+    /// `# cxr-triage: exported with --force from a decision store that FAILS its audit check: …`.
+    pub fn export_csv(&self, mut w: impl Write, opts: &ExportOptions) -> Result<usize, AuditError> {
+        let problems = self.audit_problems()?;
+        if !problems.is_empty() {
+            if !opts.force {
+                return Err(AuditError::FailsVerification(problems.join("; ")));
+            }
+            let line = crate::output::terminal_text(&problems.join("; ")).into_owned();
+            writeln!(
+                w,
+                "# cxr-triage: exported with --force from a decision store that FAILS its audit check: {line}"
+            )
+            .map_err(csv::Error::from)?;
+        }
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)?;
         let folder = opts.folder.as_deref().map(FolderFilter::new);
         let under = |path: &str| folder.as_ref().is_none_or(|f| f.contains(path));
@@ -142,6 +160,32 @@ impl DecisionStore {
         }
         out.flush().map_err(csv::Error::from)?;
         Ok(n)
+    }
+
+    /// What `audit verify` would find wrong with the store, in words: a broken hash chain, a
+    /// removed append-only guard (of the decision or the threshold log), or a log shorter than
+    /// (or rewritten since) the anchor beside the store. Empty when it checks out.
+    pub fn audit_problems(&self) -> Result<Vec<String>, AuditError> {
+        let mut problems = Vec::new();
+        let report = self.verify()?;
+        if let Some(broken) = &report.first_broken {
+            problems.push(format!("the hash chain is broken at {broken}"));
+        }
+        if !report.append_only_guard_intact {
+            problems.push("the decision log's append-only triggers were removed or changed".into());
+        }
+        let thresholds = self.verify_thresholds()?;
+        if !thresholds.is_intact() {
+            problems.push("the threshold log does not check out".into());
+        }
+        let beside = super::anchor_path(self.path());
+        if beside.is_file() {
+            match super::Anchor::read(&beside) {
+                Ok(anchor) => problems.extend(self.check_anchor(&anchor)?),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        Ok(problems)
     }
 
     /// Writes the export to the file `dest`, atomically (see [`crate::output::write_file`]): the

@@ -114,6 +114,7 @@
 //!   stored), `basis_json` and `reason`, and its own append-only triggers;
 //!   [`DecisionStore::verify_thresholds`] checks it and `audit verify` reports it.
 
+mod anchor;
 mod chain;
 mod error;
 mod event;
@@ -124,6 +125,7 @@ mod site;
 mod store;
 mod verify;
 
+pub use anchor::{Anchor, anchor_path};
 pub use chain::GENESIS_PREV_HASH;
 pub use error::AuditError;
 pub use event::{

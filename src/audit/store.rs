@@ -82,6 +82,49 @@ impl DecisionStore {
         Self::open(path)
     }
 
+    /// Opens an existing store for checking only (`audit verify`): read-only, so that checking
+    /// never writes (no schema, no migration, no WAL checkpoint). Refuses a missing file, a file
+    /// of 0 bytes (a truncated store) and a store made by an older cxr-triage that has not been
+    /// opened by this version yet.
+    pub fn open_for_check(path: &Path) -> Result<Self, AuditError> {
+        let meta = fs::metadata(path).map_err(|_| AuditError::NoStore {
+            path: path.to_owned(),
+        })?;
+        if !meta.is_file() {
+            return Err(AuditError::NoStore {
+                path: path.to_owned(),
+            });
+        }
+        if meta.len() == 0 {
+            return Err(AuditError::EmptyStore {
+                path: path.to_owned(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(e, path))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        schema::check_identity(&conn, path)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == 0 {
+            return Err(AuditError::EmptyStore {
+                path: path.to_owned(),
+            });
+        }
+        if version < schema::LATEST_VERSION {
+            return Err(AuditError::OlderStore {
+                found: version,
+                path: path.to_owned(),
+            });
+        }
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
     /// Where the store lives unless `--db` says otherwise: `decisions.sqlite3` in the user's data
     /// folder (on Linux `~/.local/share/cxr-triage/`).
     pub fn default_path() -> Result<PathBuf, AuditError> {
@@ -160,6 +203,7 @@ impl DecisionStore {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         let event = append(&tx, d)?;
         tx.commit()?;
+        self.anchor_after_commit();
         Ok(event)
     }
 
@@ -180,7 +224,17 @@ impl DecisionStore {
             .map(|d| append(&tx, d))
             .collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
+        self.anchor_after_commit();
         Ok(events)
+    }
+
+    /// Writes the anchor after a commit (see [`super::anchor`]). The decisions are committed
+    /// whatever happens here: a failure is logged, and `audit verify` will say the anchor is
+    /// behind.
+    fn anchor_after_commit(&self) {
+        if let Err(e) = self.write_anchor() {
+            tracing::warn!("the anchor beside the decision store could not be written: {e}");
+        }
     }
 
     /// The study's current state, or `None` if no decision was ever recorded for it.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::audit::DecisionStore;
+use crate::audit::{Anchor, DecisionStore};
 
 /// Exit status of `audit verify` when it finds tampering, and of `import` when it rejects rows.
 pub(crate) const EXIT_FINDINGS: u8 = 2;
@@ -22,10 +22,12 @@ pub enum AuditCommand {
     /// Check the decision store's hash chain and report the first broken link.
     ///
     /// Prints OK, the number of events and the hash of the last event (write it down: a later
-    /// check that prints the same hash for the same events proves nothing was rewritten). Exit
-    /// status: 0 when the trail is intact, 2 when it finds tampering (an edited, deleted,
-    /// reordered or inserted event, or a removed append-only guard), 1 when the store cannot be
-    /// read.
+    /// check that prints the same hash for the same events proves nothing was rewritten), then
+    /// checks the log against the anchor beside the store and every anchor file and receipt
+    /// given, which catch events deleted or rolled back from the end. Never writes to the store.
+    /// Exit status: 0 when the trail is intact, 2 when it finds tampering (an edited, deleted,
+    /// reordered or inserted event, a log shorter than an anchor or receipt records, or a
+    /// removed append-only guard), 1 when the store cannot be read (missing, empty).
     Verify(VerifyArgs),
 }
 
@@ -35,6 +37,12 @@ pub struct VerifyArgs {
     /// The decision store (default: decisions.sqlite3 in the user's data folder).
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// An anchor file kept elsewhere (a copy of STORE.anchor); may be repeated.
+    #[arg(long, value_name = "FILE")]
+    pub anchor: Vec<PathBuf>,
+    /// A receipt printed by an export (`cxr-triage-receipt:v1:N:HASH`); may be repeated.
+    #[arg(long, value_name = "RECEIPT")]
+    pub receipt: Vec<String>,
 }
 
 /// Runs `audit`.
@@ -45,7 +53,11 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = open_existing_store(args.db.as_deref())?;
+    let path = match &args.db {
+        Some(p) => p.clone(),
+        None => DecisionStore::default_path()?,
+    };
+    let store = DecisionStore::open_for_check(&path)?;
     let report = store.verify()?;
     let thresholds = store.verify_thresholds()?;
     if report.is_intact() {
@@ -88,11 +100,55 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(if report.is_intact() && thresholds.is_intact() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FINDINGS)
-    })
+    let anchors_hold = check_anchors(&store, args)?;
+    Ok(
+        if report.is_intact() && thresholds.is_intact() && anchors_hold {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_FINDINGS)
+        },
+    )
+}
+
+/// Checks the log against the anchor beside the store and the anchors and receipts given;
+/// prints a line for each; `false` when any finds the log shorter or rewritten.
+fn check_anchors(store: &DecisionStore, args: &VerifyArgs) -> anyhow::Result<bool> {
+    let beside = crate::audit::anchor_path(store.path());
+    let mut anchors: Vec<(String, Anchor)> = Vec::new();
+    if beside.is_file() {
+        anchors.push((
+            format!("the anchor beside the store ({})", beside.display()),
+            Anchor::read(&beside)?,
+        ));
+    } else if args.anchor.is_empty() && args.receipt.is_empty() {
+        println!(
+            "NOTE: no anchor beside the store ({}): events deleted from the end cannot be ruled \
+             out; give a receipt printed by an export (--receipt) to check that",
+            beside.display()
+        );
+    }
+    for file in &args.anchor {
+        anchors.push((
+            format!("the anchor {}", file.display()),
+            Anchor::read(file)?,
+        ));
+    }
+    for receipt in &args.receipt {
+        let anchor = Anchor::from_receipt(receipt)
+            .ok_or_else(|| anyhow::anyhow!("not a cxr-triage receipt: {receipt}"))?;
+        anchors.push((format!("the receipt {receipt}"), anchor));
+    }
+    let mut hold = true;
+    for (what, anchor) in &anchors {
+        match store.check_anchor(anchor)? {
+            None => println!("OK: {what}: the log holds its {} events", anchor.events),
+            Some(problem) => {
+                hold = false;
+                println!("TAMPERED: {what}: {problem}");
+            }
+        }
+    }
+    Ok(hold)
 }
 
 /// Opens the store at `db`, or at the default path, which must already exist.

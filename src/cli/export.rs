@@ -25,6 +25,10 @@ pub struct ExportArgs {
     /// Export the full event log (every event, every column) instead of one row per study.
     #[arg(long)]
     pub events: bool,
+    /// Export even from a store that fails its audit check (`audit verify`); the file's first
+    /// line then says so.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `export`.
@@ -40,6 +44,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let opts = ExportOptions {
         kind,
         folder: args.folder.clone(),
+        force: args.force,
     };
     let rows = store.export_csv_to_file(&args.csv, &opts)?;
     let what = match kind {
@@ -48,5 +53,8 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
         ExportKind::Reviewed => "reviewed studies",
     };
     println!("exported {rows} {what} to {}", args.csv.display());
+    // The log's length and last hash: kept elsewhere, it lets `audit verify --receipt` prove
+    // later that no event was deleted from the end.
+    println!("receipt: {}", store.anchor()?.receipt());
     Ok(ExitCode::SUCCESS)
 }
