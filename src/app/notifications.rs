@@ -87,12 +87,15 @@ impl Notifications {
         &self.toasts
     }
 
-    /// Draws the notices in the bottom-right corner and drops those that have expired or been
-    /// clicked away.
+    /// Draws the notices at the top right, under the header and the viewer's toolbar (never over
+    /// the decision bar, where the reader's next click goes), and drops those that have expired
+    /// or been clicked away.
     pub fn show(&mut self, ctx: &egui::Context) {
         let now = ctx.input(|i| i.time);
         let mut soonest_expiry: Option<f64> = None;
+        let mut new_toast = false;
         self.toasts.retain_mut(|t| {
+            new_toast |= t.shown_at.is_none();
             let shown = *t.shown_at.get_or_insert(now);
             let left = shown + t.level.lifetime_secs() - now;
             if left > 0.0 {
@@ -103,9 +106,15 @@ impl Notifications {
         if let Some(secs) = soonest_expiry {
             ctx.request_repaint_after_secs(secs as f32);
         }
+        if new_toast {
+            // The first frame of a notice only measures it: draw again at once, so that it is
+            // placed where it fits (without this it stayed off-screen until the next input).
+            ctx.request_repaint();
+        }
         let mut dismissed = None;
         egui::Area::new(Id::unique("notifications"))
-            .anchor(Align2::RIGHT_BOTTOM, [-12.0, -40.0])
+            .anchor(Align2::RIGHT_TOP, [-12.0, 180.0])
+            .constrain(true)
             .order(egui::Order::Foreground)
             .interactable(true)
             .show(ctx, |ui| {
