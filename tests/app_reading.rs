@@ -381,3 +381,55 @@ fn a_file_replaced_after_scoring_is_not_shown_and_cannot_be_decided() {
         h.state().status_message()
     );
 }
+
+#[test]
+fn the_window_follows_the_threshold_set_at_the_site_and_records_it() {
+    let fx = folder(5);
+    let card_path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/cxrnet.json");
+    let card = cxr_triage::model::Classifier::load(&card_path).unwrap().card().clone();
+    // A threshold chosen at this site (as `cxr-triage threshold` records it), far above the
+    // card's: every fixture study is then NORMAL.
+    let site = 0.95f32;
+    {
+        let store = DecisionStore::open(&fx.db).unwrap();
+        store
+            .record_threshold_change(&cxr_triage::audit::ThresholdChange {
+                reader: "qa-lead".to_owned(),
+                model_id: card.model_id.clone(),
+                weights_sha256: card.weights_sha256.clone(),
+                old_threshold: card.threshold,
+                new_threshold: site,
+                basis_json: "{}".to_owned(),
+                reason: "local ROC".to_owned(),
+            })
+            .unwrap();
+    }
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    let w = h.state().worklist().unwrap();
+    assert_eq!(w.threshold(), Some(site));
+    assert!(
+        w.rows()
+            .iter()
+            .filter_map(|r| w.ai_label(r))
+            .all(|l| l == cxr_triage::worklist::Label::Normal)
+    );
+    assert!(h.query_by_label("SITE THRESHOLD").is_some());
+    // A decision records the threshold in force.
+    let id = select_first_scored(&mut h);
+    until_decidable(&mut h);
+    h.key_press(Key::C);
+    settle(&mut h);
+    let sha = row(h.state(), id).sha256.unwrap();
+    let state = DecisionStore::open(&fx.db)
+        .unwrap()
+        .current(&sha)
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.last_event.threshold, Some(site));
+    assert_eq!(
+        state.last_event.ai_label,
+        Some(cxr_triage::worklist::Label::Normal)
+    );
+}

@@ -275,6 +275,7 @@ impl App {
             uniform_warning: None,
             undo_stack: Vec::new(),
             present: super::state::Present::default(),
+            site_threshold: None,
         });
         let job = ScoreJob {
             generation: self.generation,

@@ -88,6 +88,16 @@ pub(crate) enum ScorerMsg {
         /// What, in words.
         message: String,
     },
+    /// A threshold set at this site for the model (an audited change in the decision store),
+    /// which labels follow instead of the model card's.
+    SiteThreshold {
+        /// The job.
+        generation: u64,
+        /// The threshold in force.
+        threshold: f32,
+        /// Who set it, when, and from what, in words.
+        note: String,
+    },
     /// Scores of a batch of studies.
     Batch {
         /// The job.
@@ -303,6 +313,41 @@ fn run_job(
             None
         }
     };
+    // A threshold chosen at this site (`cxr-triage threshold`, audited) replaces the card's.
+    if let (Some(store), Some(model)) = (&store, model) {
+        match store.threshold_in_force(&model.card().weights_sha256) {
+            Ok(Some(change)) => {
+                let note = format!(
+                    "set at this site by {} on {} (was {:.3}){}",
+                    change.reader,
+                    change.recorded_at.get(..10).unwrap_or(&change.recorded_at),
+                    change.old_threshold,
+                    if change.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", change.reason)
+                    }
+                );
+                let msg = ScorerMsg::SiteThreshold {
+                    generation,
+                    threshold: change.new_threshold,
+                    note,
+                };
+                if !send(ctx, tx, msg) {
+                    return false;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let message = format!(
+                    "the threshold in force at this site cannot be read ({e}); labels follow the model card's"
+                );
+                if !warn(ctx, tx, generation, message) {
+                    return false;
+                }
+            }
+        }
+    }
     let mut store_failed = false;
     let mut window_gone = false;
     let mut on_batch = |batch: Vec<Scored>| {

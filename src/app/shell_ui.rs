@@ -203,14 +203,29 @@ impl App {
             }
             ModelState::Ready(c) => {
                 let card = c.card();
+                let site = self.session.as_ref().and_then(|s| {
+                    s.site_threshold
+                        .as_ref()
+                        .and_then(|note| Some((s.worklist.threshold()?, note)))
+                });
+                let threshold = match site {
+                    Some((t, _)) => format!("site threshold {t:.3}"),
+                    None => format!("threshold {:.3}", card.threshold),
+                };
                 ui.label(
                     RichText::new(format!(
-                        "Model {} · cxr-triage {} · threshold {:.3}",
-                        card.model_id, card.app_version, card.threshold
+                        "Model {} · cxr-triage {} · {threshold}",
+                        card.model_id, card.app_version
                     ))
                     .color(theme::TEXT_DIM),
                 )
-                .on_hover_text(super::viewer_ui::score_explanation(card));
+                .on_hover_text(match site {
+                    Some((_, note)) => format!(
+                        "The threshold in force was {note}.\n\n{}",
+                        super::viewer_ui::score_explanation(card)
+                    ),
+                    None => super::viewer_ui::score_explanation(card),
+                });
                 ui.separator();
                 let unseen = not_seen_sentence(&card.intended_use);
                 let link = ui.add(

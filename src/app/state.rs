@@ -50,6 +50,8 @@ pub(super) struct Session {
     pub(super) undo_stack: Vec<StudyId>,
     /// Which optional values some study has, for the worklist's columns.
     pub(super) present: Present,
+    /// Where the threshold in force comes from, when it is not the model card's.
+    pub(super) site_threshold: Option<String>,
 }
 
 /// Which optional values some study of the folder has (their columns are drawn only then), kept
@@ -217,7 +219,9 @@ impl App {
             ScorerMsg::Model(Ok(classifier)) => {
                 let threshold = classifier.card().threshold;
                 self.model = ModelState::Ready(classifier);
-                if let Some(s) = &mut self.session {
+                if let Some(s) = &mut self.session
+                    && s.site_threshold.is_none()
+                {
                     s.worklist.set_threshold(Some(threshold));
                     s.view_dirty = true;
                 }
@@ -258,6 +262,17 @@ impl App {
             } => {
                 if self.session_of(generation).is_some() {
                     self.toasts.add(Level::Warning, message);
+                }
+            }
+            ScorerMsg::SiteThreshold {
+                generation,
+                threshold,
+                note,
+            } => {
+                if let Some(s) = self.session_of(generation) {
+                    s.worklist.set_threshold(Some(threshold));
+                    s.site_threshold = Some(note);
+                    s.view_dirty = true;
                 }
             }
             ScorerMsg::Batch {

@@ -170,10 +170,25 @@ impl App {
             if let Some(e) = &explanation {
                 r.on_hover_text(e);
             }
-            if let Some(c) = &card {
-                let r = chip_ui(ui, "THRESHOLD", &format!("{:.3}", c.threshold), theme::TEXT);
-                if let Some(e) = &explanation {
-                    r.on_hover_text(e);
+            if let Some(t) = s.worklist.threshold() {
+                // The threshold in force: the model card's, or one set at this site (audited).
+                let (label, colour) = match &s.site_threshold {
+                    Some(_) => ("SITE THRESHOLD", theme::WARNING),
+                    None => ("THRESHOLD", theme::TEXT),
+                };
+                let r = chip_ui(ui, label, &format!("{t:.3}"), colour);
+                match (&s.site_threshold, &explanation, &card) {
+                    (Some(note), _, Some(c)) => {
+                        r.on_hover_text(format!(
+                            "The threshold in force was {note}; the model card's is {:.3}. AI labels \
+                             and exports follow the threshold in force; scores do not change.",
+                            c.threshold
+                        ));
+                    }
+                    (None, Some(e), _) => {
+                        r.on_hover_text(e);
+                    }
+                    _ => {}
                 }
             }
             if let Some(d) = row.dataset_label {
