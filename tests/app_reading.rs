@@ -387,7 +387,10 @@ fn the_window_follows_the_threshold_set_at_the_site_and_records_it() {
     let fx = folder(5);
     let card_path =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/cxrnet.json");
-    let card = cxr_triage::model::Classifier::load(&card_path).unwrap().card().clone();
+    let card = cxr_triage::model::Classifier::load(&card_path)
+        .unwrap()
+        .card()
+        .clone();
     // A threshold chosen at this site (as `cxr-triage threshold` records it), far above the
     // card's: every fixture study is then NORMAL.
     let site = 0.95f32;
@@ -432,4 +435,99 @@ fn the_window_follows_the_threshold_set_at_the_site_and_records_it() {
         state.last_event.ai_label,
         Some(cxr_triage::worklist::Label::Normal)
     );
+}
+
+#[test]
+fn local_performance_measures_the_reviewed_studies_and_applies_a_threshold_as_an_audited_change() {
+    use cxr_triage::audit::NewDecision;
+    use cxr_triage::worklist::Label;
+
+    let fx = folder(48);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    // Readers' labels for every scored study: the upper half by score PNEUMONIA (with two
+    // exceptions each way, so that the curve is not perfect).
+    let mut scored: Vec<StudyRow> = h
+        .state()
+        .worklist()
+        .unwrap()
+        .rows()
+        .iter()
+        .filter(|r| r.score_value().is_some())
+        .cloned()
+        .collect();
+    scored.sort_by(|a, b| {
+        b.score_value()
+            .unwrap()
+            .total_cmp(&a.score_value().unwrap())
+    });
+    let half = scored.len() / 2;
+    assert!(half >= 20, "{} scored studies", scored.len());
+    {
+        let store = DecisionStore::open(&fx.db).unwrap();
+        let decisions: Vec<NewDecision> = scored
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let pneumonia = (i < half) != (i == 3 || i == scored.len() - 4);
+                NewDecision {
+                    reader: "dr-local".to_owned(),
+                    study_sha256: r.sha256.clone().unwrap(),
+                    study_path: r.path.clone(),
+                    model_id: None,
+                    weights_sha256: None,
+                    score: None,
+                    threshold: None,
+                    ai_label: None,
+                    new_label: Some(if pneumonia {
+                        Label::Pneumonia
+                    } else {
+                        Label::Normal
+                    }),
+                    action: Action::Relabel,
+                    reason: "truth".to_owned(),
+                    viewed_ms: None,
+                    ood_reason: None,
+                }
+            })
+            .collect();
+        store.record_all(&decisions).unwrap();
+    }
+    h.state_mut().push(Command::ShowLocalPerformance);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while h.query_by_label_contains("ROC AUC").is_none() {
+        assert!(std::time::Instant::now() < deadline, "no figures");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        h.query_by_label_contains(&format!(
+            "{} reviewed studies in this decision store",
+            scored.len()
+        ))
+        .is_some()
+    );
+    // Apply the threshold proposed for a sensitivity of 0.95.
+    let button = h.get_by_label_contains("Apply threshold");
+    let label = button.accesskit_node().label().unwrap_or_default();
+    let proposed: f32 = label.split_whitespace().nth(2).unwrap().parse().unwrap();
+    button.click();
+    step_until(&mut h, "the threshold change", |app| {
+        app.worklist()
+            .unwrap()
+            .threshold()
+            .is_some_and(|t| (t - proposed).abs() < 1e-3)
+    });
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let changes = store.threshold_events().unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].reader, "Test Reader");
+    assert!((changes[0].new_threshold - proposed).abs() < 1e-3);
+    assert!(
+        changes[0]
+            .basis_json
+            .contains("\"target_sensitivity\":0.95")
+    );
+    assert!(store.verify_thresholds().unwrap().is_intact());
+    assert!(h.query_by_label("SITE THRESHOLD").is_some());
 }

@@ -71,6 +71,8 @@ pub enum Command {
     ToggleLink,
     /// Show or hide an optional worklist column.
     ToggleColumn(super::prefs::OptionalColumn),
+    /// Open Model > Local performance: the model measured on this store's reviewed studies.
+    ShowLocalPerformance,
     /// Give the film the whole viewer (hide the right pane), or show both panes again.
     ToggleSinglePane,
 }
@@ -211,6 +213,7 @@ impl App {
             Command::ActualSize => self.pending_actual_size = true,
             Command::ToggleLink => self.prefs.link_views = !self.prefs.link_views,
             Command::ToggleColumn(column) => self.prefs.columns.toggle(column),
+            Command::ShowLocalPerformance => self.open_local_performance(),
             Command::ToggleSinglePane => self.single_pane = !self.single_pane,
         }
     }

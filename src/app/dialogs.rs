@@ -98,6 +98,8 @@ pub(super) struct Dialogs {
     pub save_picker: Option<(ExportKind, PathBuf, Promise<Option<PathBuf>>)>,
     /// An export, running.
     pub export_job: Option<Promise<ExportOutcome>>,
+    /// The Local performance window.
+    pub local: Option<super::local_ui::LocalView>,
 }
 
 impl Dialogs {
@@ -278,6 +280,7 @@ impl App {
                 .show(ctx, |ui| self.model_info_ui(ui));
             self.dialogs.model_info = open;
         }
+        self.local_performance_ui(ctx);
         if self.dialogs.diagnostics {
             let mut open = true;
             egui::Window::new("Diagnostics")

@@ -20,6 +20,7 @@
 mod command;
 mod dialogs;
 mod frame_stats;
+mod local_ui;
 mod notifications;
 mod prefs;
 mod scorer;

@@ -151,6 +151,21 @@ impl App {
                     "Diagnostics (frame times, memory)",
                 );
             });
+            ui.menu_button("Model", |ui| {
+                if ui
+                    .button("Local performance and threshold…")
+                    .on_hover_text(
+                        "The model measured on the studies readers labelled in this decision \
+                         store, and a threshold chosen on them (an audited change)",
+                    )
+                    .clicked()
+                {
+                    self.commands.send(Command::ShowLocalPerformance);
+                }
+                if ui.button("Model information").clicked() {
+                    self.dialogs.model_info = true;
+                }
+            });
             ui.menu_button("Help", |ui| {
                 if ui
                     .add(egui::Button::new("Keyboard shortcuts").shortcut_text("F1"))

@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use super::audit::open_existing_store;
-use crate::audit::ThresholdChange;
-use crate::model::local::{self, LocalFigures};
-use crate::model::metrics;
+use crate::model::local::{self, ThresholdProposal};
 
 /// Arguments of `threshold`.
 #[derive(Debug, clap::Args)]
@@ -58,60 +56,38 @@ pub fn run(args: &ThresholdArgs) -> anyhow::Result<ExitCode> {
     for l in &left_out {
         println!("left out: {}: {}", l.why, l.path.display());
     }
-    let scores: Vec<f32> = cases.iter().map(|c| c.score).collect();
-    let labels: Vec<bool> = cases.iter().map(|c| c.pneumonia).collect();
-    let pneumonia = labels.iter().filter(|&&y| y).count();
-    let normal = labels.len() - pneumonia;
-    if !local::enough(pneumonia, normal) {
-        bail!(
-            "the threshold was not changed: {}",
-            local::too_few_text(pneumonia, normal)
-        );
-    }
-    let new = metrics::threshold_for_sensitivity(&scores, &labels, args.target_sensitivity)
-        .clamp(0.0, 1.0);
-    let before = LocalFigures::compute(&scores, &labels, old);
-    let after = LocalFigures::compute(&scores, &labels, new);
+    let proposal = ThresholdProposal::new(&cases, old, args.target_sensitivity)
+        .map_err(|why| anyhow::anyhow!("the threshold was not changed: {why}"))?;
     let card = classifier.card();
+    let new = proposal.new;
     println!(
-        "model {} on {} reviewed studies ({pneumonia} PNEUMONIA, {normal} NORMAL)",
+        "model {} on {} reviewed studies ({} PNEUMONIA, {} NORMAL)",
         card.model_id,
-        cases.len()
+        cases.len(),
+        proposal.pneumonia,
+        proposal.normal
     );
-    println!("\nnow: threshold {old:.4} ({source})\n{}", before.text());
+    println!(
+        "\nnow: threshold {old:.4} ({source})\n{}",
+        proposal.before.text()
+    );
     println!(
         "\nproposed: threshold {new:.4} (target sensitivity {})\n{}",
         args.target_sensitivity,
-        after.text()
+        proposal.after.text()
     );
     if args.dry_run {
         println!("\nnot applied (--dry-run)");
         return Ok(ExitCode::SUCCESS);
     }
-    let basis = serde_json::json!({
-        "rule": format!(
-            "highest threshold with sensitivity >= {} on the reviewed studies",
-            args.target_sensitivity
-        ),
-        "target_sensitivity": args.target_sensitivity,
-        "folder": args.folder.as_ref().map(|f| f.display().to_string()),
-        "reviewed": cases.len(),
-        "pneumonia": pneumonia,
-        "normal": normal,
-        "left_out": left_out.len(),
-        "decision_log_head": store.head_hash()?,
-        "before": before,
-        "after": after,
-    });
-    let event = store.record_threshold_change(&ThresholdChange {
-        reader: args.reader.trim().to_owned(),
-        model_id: card.model_id.clone(),
-        weights_sha256: card.weights_sha256.to_ascii_lowercase(),
-        old_threshold: old,
-        new_threshold: new,
-        basis_json: basis.to_string(),
-        reason: args.reason.clone(),
-    })?;
+    let event = store.record_threshold_change(&proposal.change(
+        &classifier,
+        &args.reader,
+        &args.reason,
+        args.folder.as_deref(),
+        left_out.len(),
+        store.head_hash()?.as_deref(),
+    ))?;
     println!(
         "\napplied: threshold {old:.4} -> {new:.4} for model {}, recorded as threshold change {} by {} at {} (hash {})",
         card.model_id, event.id, event.reader, event.recorded_at, event.row_hash

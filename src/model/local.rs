@@ -291,6 +291,94 @@ impl LocalFigures {
     }
 }
 
+/// A threshold chosen on the reviewed studies for a target sensitivity, with the figures before
+/// and after: what `cxr-triage threshold` and the window's Local performance view show before a
+/// change is applied, and what the audited change records as its basis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThresholdProposal {
+    /// The threshold in force now.
+    pub old: f32,
+    /// The highest threshold whose sensitivity on the reviewed studies is at least the target.
+    pub new: f32,
+    /// The target sensitivity.
+    pub target_sensitivity: f64,
+    /// The figures at the threshold in force.
+    pub before: LocalFigures,
+    /// The figures at the proposed threshold.
+    pub after: LocalFigures,
+    /// Reviewed studies labelled PNEUMONIA.
+    pub pneumonia: usize,
+    /// Reviewed studies labelled NORMAL.
+    pub normal: usize,
+}
+
+impl ThresholdProposal {
+    /// Proposes a threshold for `target_sensitivity` (above 0, at most 1) on `cases`; says why
+    /// not when there are too few reviewed studies of a class.
+    pub fn new(cases: &[LocalCase], old: f32, target_sensitivity: f64) -> Result<Self, String> {
+        if !(target_sensitivity > 0.0 && target_sensitivity <= 1.0) {
+            return Err("the target sensitivity must be above 0 and at most 1".to_owned());
+        }
+        let scores: Vec<f32> = cases.iter().map(|c| c.score).collect();
+        let labels: Vec<bool> = cases.iter().map(|c| c.pneumonia).collect();
+        let pneumonia = labels.iter().filter(|&&y| y).count();
+        let normal = labels.len() - pneumonia;
+        if !enough(pneumonia, normal) {
+            return Err(too_few_text(pneumonia, normal));
+        }
+        let new = metrics::threshold_for_sensitivity(&scores, &labels, target_sensitivity)
+            .clamp(0.0, 1.0);
+        Ok(Self {
+            old,
+            new,
+            target_sensitivity,
+            before: LocalFigures::compute(&scores, &labels, old),
+            after: LocalFigures::compute(&scores, &labels, new),
+            pneumonia,
+            normal,
+        })
+    }
+
+    /// The audited change that applies the proposal: by `reader`, for `classifier`'s weights,
+    /// with the rule, the counts, the figures before and after and the decision log's head as its
+    /// basis.
+    pub fn change(
+        &self,
+        classifier: &Classifier,
+        reader: &str,
+        reason: &str,
+        folder: Option<&Path>,
+        left_out: usize,
+        decision_log_head: Option<&str>,
+    ) -> crate::audit::ThresholdChange {
+        let card = classifier.card();
+        let basis = serde_json::json!({
+            "rule": format!(
+                "highest threshold with sensitivity >= {} on the reviewed studies",
+                self.target_sensitivity
+            ),
+            "target_sensitivity": self.target_sensitivity,
+            "folder": folder.map(|f| f.display().to_string()),
+            "reviewed": self.pneumonia + self.normal,
+            "pneumonia": self.pneumonia,
+            "normal": self.normal,
+            "left_out": left_out,
+            "decision_log_head": decision_log_head,
+            "before": self.before,
+            "after": self.after,
+        });
+        crate::audit::ThresholdChange {
+            reader: reader.trim().to_owned(),
+            model_id: card.model_id.clone(),
+            weights_sha256: card.weights_sha256.to_ascii_lowercase(),
+            old_threshold: self.old,
+            new_threshold: self.new,
+            basis_json: basis.to_string(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 /// Whether there are enough reviewed studies of each class for figures.
 pub fn enough(pneumonia: usize, normal: usize) -> bool {
     pneumonia >= MIN_PER_CLASS && normal >= MIN_PER_CLASS
