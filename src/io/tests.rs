@@ -1021,3 +1021,16 @@ fn full_and_reduced_jpeg_decoding_agree_on_which_damaged_files_can_be_read() {
     }
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
+
+#[test]
+fn fuzz_regressions_are_refused_cheaply() {
+    // Found by `fuzz/load_dicom`: a raw implicit-VR data set whose (0000,0000) holds 58 bytes of
+    // 4-byte values. dicom-rs read 14 values, lost its place, then reserved 3.6 GB for a length
+    // read from the middle of a value.
+    let bytes = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/dicom-implicit-ul-length-58-oom.dcm"
+    ));
+    let err = load_study_bytes(bytes).unwrap_err();
+    assert!(err.to_string().contains("not a whole number"), "{err}");
+}
