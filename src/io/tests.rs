@@ -1033,4 +1033,11 @@ fn fuzz_regressions_are_refused_cheaply() {
     ));
     let err = load_study_bytes(bytes).unwrap_err();
     assert!(err.to_string().contains("not a whole number"), "{err}");
+    // The same with an implicit-VR Pixel Data of 19 bytes (read as 16-bit words): 4 GB.
+    let bytes = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/dicom-implicit-odd-pixel-length-oom.dcm"
+    ));
+    let err = load_study_bytes(bytes).unwrap_err();
+    assert!(err.to_string().contains("not a whole number"), "{err}");
 }

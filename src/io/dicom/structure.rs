@@ -274,6 +274,9 @@ impl Walker<'_> {
             self.pos += 8;
             let vr = if tag.0 == 0xFFFE {
                 None
+            } else if tag == PIXEL_DATA {
+                // "OB or OW" in the dictionary: an implicit-VR reader takes OW (16-bit words).
+                Some(*b"OW")
             } else {
                 dictionary_vr(tag)
             };
@@ -510,10 +513,10 @@ fn dictionary_vr(tag: (u16, u16)) -> Option<[u8; 2]> {
 }
 
 /// The size of one value of a binary value representation that dicom-rs reads as an array of
-/// numbers (`None` for text, bytes and words, which it reads whole).
+/// numbers, words included (`None` for text and bytes, which it reads whole).
 fn value_size(vr: [u8; 2]) -> Option<u32> {
     match &vr {
-        b"US" | b"SS" => Some(2),
+        b"US" | b"SS" | b"OW" => Some(2),
         b"UL" | b"SL" | b"FL" | b"AT" | b"OF" | b"OL" => Some(4),
         b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => Some(8),
         _ => None,
