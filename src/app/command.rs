@@ -695,15 +695,14 @@ impl App {
             }
         };
         let folder = self.session.as_ref().map(|s| s.root.clone());
+        // Said at once, before the export thread starts (which checks the store and the known
+        // studies too, with the same rules: `crate::output`).
         if let Some(root) = &folder
-            && is_inside(dest, root)
+            && let Err(e) = crate::output::Protected::new().folder(root).check(dest)
         {
             self.toasts.add(
                 Level::Error,
-                format!(
-                    "The export cannot be written inside the studies' folder (it is never written to); choose another place: {}",
-                    dest.display()
-                ),
+                format!("The export was not written: {e}; choose another place."),
             );
             return;
         }
@@ -910,19 +909,6 @@ pub(super) fn fresh_press(i: &mut egui::InputState, key: Key) -> bool {
     fresh
 }
 
-/// Whether `dest` lies inside `folder` (after resolving links where possible).
-fn is_inside(dest: &Path, folder: &Path) -> bool {
-    let dest_dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    let resolve = |p: &Path| {
-        p.canonicalize()
-            .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_owned()))
-    };
-    resolve(dest_dir).starts_with(resolve(folder))
-}
-
 /// The reason recorded with a decision: the reader's words, and in label-correction mode the
 /// label the dataset gave (the value being corrected).
 fn compose_reason(typed: &str, dataset: Option<DatasetLabel>) -> String {
@@ -967,8 +953,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let studies = dir.path().join("studies");
         std::fs::create_dir_all(studies.join("sub")).unwrap();
-        assert!(is_inside(&studies.join("x.csv"), &studies));
-        assert!(is_inside(&studies.join("sub/x.csv"), &studies));
-        assert!(!is_inside(&dir.path().join("x.csv"), &studies));
+        let inside = |dest: &Path| {
+            crate::output::Protected::new()
+                .folder(&studies)
+                .check(dest)
+                .is_err()
+        };
+        assert!(inside(&studies.join("x.csv")));
+        assert!(inside(&studies.join("sub/x.csv")));
+        assert!(!inside(&dir.path().join("x.csv")));
     }
 }

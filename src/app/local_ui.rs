@@ -16,17 +16,11 @@ use crate::audit::DecisionStore;
 use crate::model::Classifier;
 use crate::model::local::{self, LocalReport, ThresholdProposal};
 
-/// The measured studies and the threshold in force when they were measured.
-pub(super) struct Measured {
-    report: LocalReport,
-    /// Where the threshold in force comes from, in words.
-    source: String,
-}
-
 /// The Local performance window.
 pub(super) struct LocalView {
-    job: Option<Promise<Result<Measured, String>>>,
-    measured: Option<Measured>,
+    job: Option<Promise<Result<LocalReport, String>>>,
+    /// The studies measured, with the threshold in force then.
+    measured: Option<LocalReport>,
     error: Option<String>,
     /// The sensitivity the proposed threshold must keep on the reviewed studies.
     target: f64,
@@ -124,9 +118,9 @@ impl App {
         let Some(measured) = &view.measured else {
             return;
         };
-        let cases = measured.report.cases.clone();
-        let left_out = measured.report.left_out.len();
-        let old = measured.report.threshold;
+        let cases = measured.cases.clone();
+        let left_out = measured.left_out.len();
+        let old = measured.threshold;
         let reader = self.reader.trim().to_owned();
         view.apply_job = Some(Promise::spawn_thread("apply-threshold", move || {
             let proposal = ThresholdProposal::new(&cases, old, target)?;
@@ -143,15 +137,7 @@ impl App {
             let event = store
                 .record_threshold_change(&change)
                 .map_err(|e| e.to_string())?;
-            Ok((
-                event.new_threshold,
-                format!(
-                    "set at this site by {} on {} (was {:.3})",
-                    event.reader,
-                    event.recorded_at.get(..10).unwrap_or(&event.recorded_at),
-                    event.old_threshold
-                ),
-            ))
+            Ok((event.new_threshold, local::describe_change(&event)))
         }));
     }
 
@@ -164,30 +150,21 @@ impl App {
 }
 
 /// Measures the model on the store's reviewed studies (on a worker thread).
-fn measure(db: &std::path::Path, classifier: &Classifier) -> Result<Measured, String> {
+fn measure(db: &std::path::Path, classifier: &Classifier) -> Result<LocalReport, String> {
     let store = DecisionStore::open_existing(db).map_err(|e| e.to_string())?;
-    let card = classifier.card();
-    let (threshold, source) = match store
-        .threshold_in_force(&card.weights_sha256.to_ascii_lowercase())
-        .map_err(|e| e.to_string())?
-    {
-        Some(e) => (
-            e.new_threshold,
-            format!("set at this site by {} on {}", e.reader, e.recorded_at),
-        ),
-        None => (card.threshold, "the model card's".to_owned()),
-    };
+    let (threshold, note) =
+        local::threshold_in_force(&store, classifier).map_err(|e| e.to_string())?;
+    let source = note.unwrap_or_else(|| "the model card's".to_owned());
     let (cases, left_out) =
         local::local_cases(&store, classifier, None, &mut |_, _| {}).map_err(|e| e.to_string())?;
-    let report = LocalReport::new(
+    Ok(LocalReport::new(
         classifier,
         &db.display().to_string(),
         threshold,
         &source,
         cases,
         left_out,
-    );
-    Ok(Measured { report, source })
+    ))
 }
 
 /// The window's contents; returns the target sensitivity and reason when the reader applies a
@@ -197,14 +174,13 @@ fn view_ui(ui: &mut egui::Ui, view: &mut LocalView, reader: &str) -> Option<(f64
         ui.label(RichText::new(format!("Cannot measure: {e}")).color(theme::ERROR));
         return None;
     }
-    let Some(m) = &view.measured else {
+    let Some(r) = &view.measured else {
         ui.horizontal(|ui| {
             ui.spinner();
             ui.label("Measuring the model on the reviewed studies…");
         });
         return None;
     };
-    let r = &m.report;
     ui.label(format!(
         "{} reviewed studies in this decision store ({} PNEUMONIA, {} NORMAL by the readers' final labels), model {}",
         r.reviewed, r.pneumonia, r.normal, r.model_id
@@ -221,7 +197,7 @@ fn view_ui(ui: &mut egui::Ui, view: &mut LocalView, reader: &str) -> Option<(f64
     ui.label(
         RichText::new(format!(
             "Threshold in force: {:.3} ({})",
-            r.threshold, m.source
+            r.threshold, r.threshold_source
         ))
         .strong(),
     );

@@ -315,29 +315,18 @@ fn run_job(
     };
     // A threshold chosen at this site (`cxr-triage threshold`, audited) replaces the card's.
     if let (Some(store), Some(model)) = (&store, model) {
-        match store.threshold_in_force(&model.card().weights_sha256) {
-            Ok(Some(change)) => {
-                let note = format!(
-                    "set at this site by {} on {} (was {:.3}){}",
-                    change.reader,
-                    change.recorded_at.get(..10).unwrap_or(&change.recorded_at),
-                    change.old_threshold,
-                    if change.reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", change.reason)
-                    }
-                );
+        match crate::model::local::threshold_in_force(store, model) {
+            Ok((threshold, Some(note))) => {
                 let msg = ScorerMsg::SiteThreshold {
                     generation,
-                    threshold: change.new_threshold,
+                    threshold,
                     note,
                 };
                 if !send(ctx, tx, msg) {
                     return false;
                 }
             }
-            Ok(None) => {}
+            Ok((_, None)) => {}
             Err(e) => {
                 let message = format!(
                     "the threshold in force at this site cannot be read ({e}); labels follow the model card's"
@@ -360,7 +349,7 @@ fn run_job(
             .iter()
             .filter(|s| s.meta.is_none())
             .filter_map(|s| {
-                let bytes = std::fs::read(paths.get(s.index)?).ok()?;
+                let bytes = io::read_study_file(paths.get(s.index)?).ok()?;
                 Some((s.index, io::sha256_hex(&bytes)))
             })
             .collect();

@@ -114,7 +114,7 @@ impl App {
             .map(|c| c.card_sha256().to_owned())
             .unwrap_or_default();
         ui.horizontal(|ui| {
-            let file = row.name.rsplit(['/', '\\']).next().unwrap_or(&row.name);
+            let (file, _) = super::worklist_ui::split_name(&row.name);
             ui.label(RichText::new(file).size(16.0).strong())
                 .on_hover_text(row.path.display().to_string());
             // What a radiologist reads first: age, sex, study date, view (DICOM).

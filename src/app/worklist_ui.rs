@@ -560,7 +560,7 @@ fn optional_text_ui(ui: &mut egui::Ui, text: Option<&str>) {
 
 /// A study's name relative to the opened folder, as (file name, folder): the file name is what
 /// tells rows apart, so it comes first.
-fn split_name(name: &str) -> (&str, &str) {
+pub(super) fn split_name(name: &str) -> (&str, &str) {
     match name.rfind(['/', '\\']) {
         Some(i) => (&name[i + 1..], &name[..i]),
         None => (name, ""),

@@ -105,45 +105,12 @@ fn check_quotes(data: &[u8]) -> Result<(), AuditError> {
     }
 }
 
-/// SHA-256 of a study file named in a row, read only if it is a regular file no larger than a
-/// study may be (a device such as /dev/zero or a named pipe is refused before it is opened).
+/// SHA-256 of a study file named in a row, read as every study file is read
+/// ([`crate::io::read_study_file`]: a regular file, under the size limit).
 fn hash_study_file(path: &Path) -> Result<String, RowProblem> {
-    use sha2::Digest as _;
-    let max = crate::io::Limits::default().max_file_bytes;
-    let meta =
-        std::fs::metadata(path).map_err(|e| RowProblem::UnreadableFile(e.kind().to_string()))?;
-    if !meta.is_file() {
-        return Err(RowProblem::UnreadableFile("not a regular file".to_owned()));
-    }
-    if meta.len() > max {
-        return Err(RowProblem::UnreadableFile(format!(
-            "larger than {} MiB",
-            max >> 20
-        )));
-    }
-    let file =
-        std::fs::File::open(path).map_err(|e| RowProblem::UnreadableFile(e.kind().to_string()))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut reader = file.take(max + 1);
-    let mut buf = vec![0u8; 1 << 16];
-    let mut copied = 0u64;
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| RowProblem::UnreadableFile(e.kind().to_string()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        copied += n as u64;
-    }
-    if copied > max {
-        return Err(RowProblem::UnreadableFile(format!(
-            "larger than {} MiB",
-            max >> 20
-        )));
-    }
-    Ok(crate::io::hex(&hasher.finalize()))
+    crate::io::read_study_file(path)
+        .map(|bytes| crate::io::sha256_hex(&bytes))
+        .map_err(|e| RowProblem::UnreadableFile(e.to_string()))
 }
 
 /// The text recorded as the reason when a row gives none.

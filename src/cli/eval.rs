@@ -93,15 +93,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{data_name}", card.model_id)));
-    let json = out.join("report.json");
-    let written = report_protection(args);
-    written.check(&json)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    crate::output::write_bytes(
-        &json,
-        &written,
-        (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
-    )?;
+    let json = write_report_json(args, &out, &report)?;
     report::write_plots(&report, &out)?;
     let training = &card.training;
     report::write_training_plot(&training.history, training.best_epoch, &out)?;
@@ -186,8 +178,13 @@ fn nih_part(
     Ok(picked.into_iter().filter(|s| !s.other_finding).collect())
 }
 
-/// What a report may not be written over or into: the data measured and the decision store.
-fn report_protection(args: &EvalArgs) -> crate::output::Protected {
+/// Writes `report` as `OUT/report.json`, creating `OUT`, never over or into the data measured or
+/// the decision store (checked before the folder is created); returns the file's path.
+fn write_report_json(
+    args: &EvalArgs,
+    out: &std::path::Path,
+    report: &impl serde::Serialize,
+) -> anyhow::Result<PathBuf> {
     let mut protected = crate::output::Protected::new();
     for folder in [&args.data, &args.folder].into_iter().flatten() {
         protected = protected.folder(folder);
@@ -195,7 +192,15 @@ fn report_protection(args: &EvalArgs) -> crate::output::Protected {
     if let Some(db) = &args.db {
         protected = protected.store(db);
     }
-    protected
+    let json = out.join("report.json");
+    protected.check(&json)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    crate::output::write_bytes(
+        &json,
+        &protected,
+        (serde_json::to_string_pretty(report)? + "\n").as_bytes(),
+    )?;
+    Ok(json)
 }
 
 /// `eval --db STORE`: local performance on the studies readers labelled.
@@ -234,15 +239,7 @@ fn run_local(
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(format!("{}-local", classifier.card().model_id))
     });
-    let json = out.join("report.json");
-    let written = report_protection(args);
-    written.check(&json)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    crate::output::write_bytes(
-        &json,
-        &written,
-        (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
-    )?;
+    let json = write_report_json(args, &out, &report)?;
     if report.figures.is_some() {
         let card = classifier.card();
         let plotted = report::EvalReport::new(

@@ -113,23 +113,15 @@ pub(crate) fn load_classifier(
         .map_err(|e| anyhow::anyhow!("cannot load the model {}: {e}", path.display()))
 }
 
-/// The threshold in force for `classifier` in `store`, and where it comes from, in words: the
-/// latest threshold change recorded for its weights, else its model card's threshold.
+/// The threshold in force for `classifier` in `store`, and where it comes from, in words (see
+/// [`crate::model::local::threshold_in_force`]).
 pub(crate) fn threshold_in_force(
     store: &crate::audit::DecisionStore,
     classifier: &crate::model::Classifier,
 ) -> anyhow::Result<(f32, String)> {
-    let card = classifier.card();
-    Ok(
-        match store.threshold_in_force(&card.weights_sha256.to_ascii_lowercase())? {
-            Some(e) => (
-                e.new_threshold,
-                format!(
-                    "set by {} on {} in the decision store, threshold change {}",
-                    e.reader, e.recorded_at, e.id
-                ),
-            ),
-            None => (card.threshold, "the model card's".to_owned()),
-        },
-    )
+    let (threshold, note) = crate::model::local::threshold_in_force(store, classifier)?;
+    Ok((
+        threshold,
+        note.unwrap_or_else(|| "the model card's".to_owned()),
+    ))
 }

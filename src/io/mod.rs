@@ -293,6 +293,13 @@ pub fn load_study_bytes_with(bytes: &[u8], options: &LoadOptions) -> Result<Stud
     })
 }
 
+/// Reads a whole study file with the default [`Limits`]: only a regular file (a named pipe or a
+/// device such as `/dev/zero` is refused before it is opened), and no larger than a study may be.
+/// For every path that reads a file named by a user or a store, not only for decoding.
+pub fn read_study_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+    read_file(path, &Limits::default())
+}
+
 /// Reads a whole file, refusing files above the size limit before reading them.
 fn read_file(path: &Path, limits: &Limits) -> Result<Vec<u8>, LoadError> {
     // Checked before opening: opening a named pipe would block.

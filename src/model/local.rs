@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::audit::{AuditError, DecisionStore, LabelledStudy};
+use crate::audit::{AuditError, DecisionStore, LabelledStudy, ThresholdEvent};
 use crate::io;
 use crate::model::Classifier;
 use crate::model::metrics::{self, Confusion, Interval, RocPoint};
@@ -60,8 +60,7 @@ pub struct LeftOut {
 /// Reads a labelled study's file from its recorded path and checks that its bytes are still the
 /// study the reader labelled (same SHA-256).
 pub fn read_checked(path: &Path, sha256: &str, min_side_px: u32) -> Result<io::Study, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("the file cannot be read ({})", e.kind()))?;
+    let bytes = io::read_study_file(path).map_err(|e| format!("the file cannot be read ({e})"))?;
     if io::sha256_hex(&bytes) != sha256 {
         return Err(
             "the file has changed since it was labelled (its SHA-256 no longer matches)".to_owned(),
@@ -289,6 +288,39 @@ impl LocalFigures {
             c.tn,
         )
     }
+}
+
+/// The threshold in force for `classifier` in `store`: the latest threshold change recorded for
+/// its weights, with where it comes from in words ([`describe_change`]); `None` for the words
+/// when none was recorded and the model card's threshold is in force.
+pub fn threshold_in_force(
+    store: &DecisionStore,
+    classifier: &Classifier,
+) -> Result<(f32, Option<String>), AuditError> {
+    let card = classifier.card();
+    Ok(
+        match store.threshold_in_force(&card.weights_sha256.to_ascii_lowercase())? {
+            Some(change) => (change.new_threshold, Some(describe_change(&change))),
+            None => (card.threshold, None),
+        },
+    )
+}
+
+/// A recorded threshold change in words: "set at this site by NAME on 2026-12-01 (was 0.034),
+/// threshold change 3: REASON".
+pub fn describe_change(change: &ThresholdEvent) -> String {
+    format!(
+        "set at this site by {} on {} (was {:.3}), threshold change {}{}",
+        change.reader,
+        change.recorded_at.get(..10).unwrap_or(&change.recorded_at),
+        change.old_threshold,
+        change.id,
+        if change.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", change.reason)
+        }
+    )
 }
 
 /// A threshold chosen on the reviewed studies for a target sensitivity, with the figures before
