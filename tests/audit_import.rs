@@ -103,7 +103,10 @@ fn good_rows_become_relabel_events_and_bad_rows_are_reported_by_line() {
         [
             (4, RowProblem::UnknownStudy),
             (5, RowProblem::InvalidLabel("maybe".to_owned())),
-            (6, RowProblem::UnreadableFile("no such file or folder".to_owned())),
+            (
+                6,
+                RowProblem::UnreadableFile("no such file or folder".to_owned())
+            ),
             (7, RowProblem::UnknownStudy),
             (8, RowProblem::PathAndSha256Disagree),
             (9, RowProblem::NoStudy),
