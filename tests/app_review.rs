@@ -85,7 +85,7 @@ fn confirm_override_and_undo_are_recorded_in_the_store() {
     assert_eq!(state.last_event.reader, "Test Reader");
     assert_eq!(state.last_event.score, top_row.score_value());
     assert_eq!(state.last_event.threshold, Some(threshold));
-    assert_eq!(state.last_event.model_id.as_deref(), Some("cxrnet-v2"));
+    assert_eq!(state.last_event.model_id.as_deref(), Some("cxrnet-v3"));
     assert_eq!(state.last_event.study_path, top_row.path);
     assert_eq!(row(h.state(), top).final_label, Some(ai));
     assert_eq!(h.state().selected(), Some(second));

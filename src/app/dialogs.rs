@@ -438,6 +438,7 @@ impl App {
                             "Input",
                             format!("{0}x{0} pixels, grayscale", card.normalisation.input_size),
                         );
+                        row("Score", card.score_description());
                         row("Threshold", format!("{:.3}", card.threshold));
                         row("Threshold rule", card.threshold_rule.clone());
                         row(

@@ -239,6 +239,22 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         "threshold {:.4}; calibration: score = sigmoid({:.4} x logit {:+.4})",
         c.threshold, c.calibration.scale, c.calibration.bias
     );
+    if let Some(d) = &c.domain {
+        let taken: Vec<String> = d
+            .validation_paediatric
+            .iter()
+            .map(|(n, f)| format!("{n} {:.1}%", 100.0 * f))
+            .collect();
+        println!(
+            "per population: paediatric sigmoid({:.4} x logit {:+.4}), adult sigmoid({:.4} x \
+             logit {:+.4}); validation films taken for paediatric: {}",
+            d.paediatric.scale,
+            d.paediatric.bias,
+            d.adult.scale,
+            d.adult.bias,
+            taken.join(", ")
+        );
+    }
     for s in &c.validation_sources {
         let v = &s.summary;
         println!(

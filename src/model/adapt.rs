@@ -21,6 +21,7 @@ use crate::io::sha256_hex;
 use crate::model::CxrNet;
 use crate::model::augment::Augment;
 use crate::model::card::{AdaptationRecord, AdaptedCard, EvalSummary, ModelCard};
+use crate::model::domain::DomainModel;
 use crate::model::local::{LocalFigures, MIN_PER_CLASS};
 use crate::model::optim::AdamW;
 use crate::model::preprocess::{self, Normalisation};
@@ -226,17 +227,15 @@ pub fn split_by_group(
     (train, held)
 }
 
-/// Scores `units` in inference mode, in batches, through the parent's calibration (which the
-/// adapted card keeps, so that its threshold means the same as when it was chosen here).
+/// Logits and penultimate features of `units` in inference mode, in batches.
 fn predict(
     net: &CxrNet,
     units: &[&Vec<f32>],
     norm: &Normalisation,
-    calibration: crate::model::card::Calibration,
     device: &Device,
-) -> candle_core::Result<Vec<f32>> {
+) -> candle_core::Result<(Vec<f32>, Vec<Vec<f32>>)> {
     let s = norm.input_size;
-    let mut scores = Vec::with_capacity(units.len());
+    let (mut logits, mut features) = (Vec::with_capacity(units.len()), Vec::new());
     for chunk in units.chunks(64) {
         let mut flat = Vec::with_capacity(chunk.len() * s * s);
         for u in chunk {
@@ -245,15 +244,45 @@ fn predict(
             flat.extend_from_slice(&x);
         }
         let xs = Tensor::from_vec(flat, (chunk.len(), 1, s, s), device)?;
-        let logits = net.forward_t(&xs, false)?;
-        scores.extend(
-            logits
-                .to_vec1::<f32>()?
-                .into_iter()
-                .map(|z| calibration.score(z)),
-        );
+        let (pooled, z) = net.pooled_and_logits(&xs)?;
+        logits.extend(z.to_vec1::<f32>()?);
+        features.extend(pooled.to_vec2::<f32>()?);
     }
-    Ok(scores)
+    Ok((logits, features))
+}
+
+/// The parent's scores of inferred studies, as the parent scores them (per population where its
+/// card says), and the one calibration the adapted model keeps: the parent's, or, for a parent
+/// calibrated per population, that of the population most of the site's studies look like (the
+/// adapted network's features are not the ones the population regression was fitted on).
+fn parent_scores(
+    card: &ModelCard,
+    weights: &[u8],
+    logits: &[f32],
+    features: &[Vec<f32>],
+) -> Result<(Vec<f32>, crate::model::card::Calibration), AdaptError> {
+    let Some(domain) = &card.domain else {
+        let scores = logits.iter().map(|&z| card.calibration.score(z)).collect();
+        return Ok((scores, card.calibration));
+    };
+    let model = DomainModel::from_weights(weights, domain.feature_dim)
+        .map_err(|e| AdaptError::Parent(e.to_string()))?;
+    let p: Vec<f32> = features
+        .iter()
+        .map(|f| model.paediatric_probability(f))
+        .collect();
+    let scores = logits
+        .iter()
+        .zip(&p)
+        .map(|(&z, &p)| domain.score(z, p))
+        .collect();
+    let paediatric = p.iter().filter(|&&p| p >= 0.5).count();
+    let kept = if 2 * paediatric > p.len() {
+        domain.paediatric
+    } else {
+        domain.adult
+    };
+    Ok((scores, kept))
 }
 
 /// The parent's network in a `VarMap`, its variables set from the parent's weights.
@@ -375,7 +404,13 @@ pub fn adapt(
     let held_labels: Vec<bool> = held_idx.iter().map(|&i| samples[i].pneumonia).collect();
 
     let (varmap, net) = load_parent(parent.card, parent.weights, &device)?;
-    let before_scores = predict(&net, &held_units, &norm, parent.card.calibration, &device)?;
+    let (before_logits, before_features) = predict(&net, &held_units, &norm, &device)?;
+    let (before_scores, calibration) = parent_scores(
+        parent.card,
+        parent.weights,
+        &before_logits,
+        &before_features,
+    )?;
     let before = LocalFigures::compute(&before_scores, &held_labels, parent.threshold);
 
     let n_pos = count(&train_idx, true);
@@ -461,7 +496,11 @@ pub fn adapt(
     }
     let train_secs = train_started.elapsed().as_secs_f64();
 
-    let after_scores = predict(&net, &held_units, &norm, parent.card.calibration, &device)?;
+    let after_scores: Vec<f32> = predict(&net, &held_units, &norm, &device)?
+        .0
+        .into_iter()
+        .map(|z| calibration.score(z))
+        .collect();
     let held_positives: Vec<f32> = after_scores
         .iter()
         .zip(&held_labels)
@@ -561,6 +600,8 @@ pub fn adapt(
     // the image-based flag is off until it is refitted (the DICOM-based warnings remain).
     card.validation_sources = Vec::new();
     card.ood = None;
+    card.domain = None;
+    card.calibration = calibration;
     card.intended_use = format!(
         "{} Adapted to one site: fine-tuned from {} on {} studies its readers labelled (see adaptation).",
         parent.card.intended_use,

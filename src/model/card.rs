@@ -38,6 +38,10 @@ pub struct ModelCard {
     /// The image-based "not seen" flag (see [`crate::model::ood`]); absent for older models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ood: Option<OodCard>,
+    /// One calibration per population, blended by how paediatric a film looks (see
+    /// [`crate::model::domain`]); absent for older models, which use [`Self::calibration`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainCard>,
     /// What the model has and has not seen.
     pub intended_use: String,
     /// When the weights were written (RFC 3339, UTC).
@@ -68,6 +72,28 @@ impl ModelCard {
             out.push(("Validation".to_owned(), self.validation.figures_line()));
         }
         out
+    }
+}
+
+impl ModelCard {
+    /// How the network's output becomes the score, in words (Help > Model information).
+    pub fn score_description(&self) -> String {
+        match &self.domain {
+            Some(d) => {
+                let taken: Vec<String> = d
+                    .validation_paediatric
+                    .iter()
+                    .map(|(n, f)| format!("{:.0}% of {n}", 100.0 * f))
+                    .collect();
+                format!(
+                    "calibrated per population: a film that looks like the paediatric training \
+                     films gets the paediatric calibration, any other the adult one (validation \
+                     films taken for paediatric: {})",
+                    taken.join(", ")
+                )
+            }
+            None => "one calibration for every film".to_owned(),
+        }
     }
 }
 
@@ -113,6 +139,40 @@ impl Calibration {
     /// The score of a logit.
     pub fn score(&self, logit: f32) -> f32 {
         1.0 / (1.0 + (-(self.scale * logit + self.bias)).exp())
+    }
+}
+
+/// Calibration per population: the logit means less on adult films than on the paediatric films
+/// of the training hospital, so each population has its own Platt scaling, fitted on its own
+/// validation films, and a film's score blends the two by the probability `p` that it is
+/// paediatric: `sigmoid(p (a_p z + b_p) + (1 - p) (a_a z + b_a))`. A film the regression cannot
+/// place (`p` near 0.5) gets a score between the two.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DomainCard {
+    /// Length of the feature vectors the regression reads.
+    pub feature_dim: usize,
+    /// Training films it was fitted on.
+    pub fitted_on: usize,
+    /// The calibration of paediatric films.
+    pub paediatric: Calibration,
+    /// The calibration of adult films (and of any film unlike the paediatric ones).
+    pub adult: Calibration,
+    /// The share of each validation source's films taken for paediatric (`p >= 0.5`).
+    pub validation_paediatric: Vec<(String, f64)>,
+}
+
+impl DomainCard {
+    /// The score of `logit` for a film that is paediatric with probability `paediatric`; a
+    /// non-finite probability counts as adult (the more sensitive calibration).
+    pub fn score(&self, logit: f32, paediatric: f32) -> f32 {
+        let p = if paediatric.is_finite() {
+            paediatric.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let zp = self.paediatric.scale * logit + self.paediatric.bias;
+        let za = self.adult.scale * logit + self.adult.bias;
+        1.0 / (1.0 + (-(p * zp + (1.0 - p) * za)).exp())
     }
 }
 

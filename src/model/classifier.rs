@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 
 use crate::io::{GrayImage, Window, sha256_hex};
 use crate::model::card::ModelCard;
+use crate::model::domain::DomainModel;
 use crate::model::ood::{FeatureGaussian, OodError};
 use crate::model::preprocess::{self, PreprocessError};
 use crate::model::{ARCH_ID, CxrNet};
@@ -83,6 +84,9 @@ pub struct Assessment {
     /// How unlike the training films the study is (see [`crate::model::ood`]); `None` for a
     /// model without the flag.
     pub ood_distance: Option<f32>,
+    /// The probability that the film is paediatric (see [`crate::model::domain`]), for a model
+    /// calibrated per population.
+    pub paediatric: Option<f32>,
 }
 
 /// A network with its card: what `score`, `explain`, `eval` and the app use.
@@ -92,6 +96,7 @@ pub struct Classifier {
     card_sha256: String,
     device: Device,
     ood: Option<FeatureGaussian>,
+    domain: Option<DomainModel>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -142,6 +147,10 @@ impl Classifier {
             Some(o) => Some(FeatureGaussian::from_weights(&weights, o.feature_dim)?),
             None => None,
         };
+        let domain = match &card.domain {
+            Some(d) => Some(DomainModel::from_weights(&weights, d.feature_dim)?),
+            None => None,
+        };
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(ModelError::Weights)?;
         let net = CxrNet::new(&card.config, &vb).map_err(ModelError::Weights)?;
@@ -151,6 +160,7 @@ impl Classifier {
             card_sha256,
             device,
             ood,
+            domain,
         })
     }
 
@@ -201,22 +211,43 @@ impl Classifier {
         let xs = self.batch(inputs)?;
         let (pooled, logits) = self.net.pooled_and_logits(&xs)?;
         let logits = logits.to_vec1::<f32>()?;
-        let distances: Vec<Option<f32>> = match &self.ood {
-            Some(g) => pooled
-                .to_vec2::<f32>()?
-                .iter()
-                .map(|f| Some(g.distance(f)))
-                .collect(),
-            None => vec![None; logits.len()],
+        let features = if self.ood.is_some() || self.domain.is_some() {
+            pooled.to_vec2::<f32>()?
+        } else {
+            Vec::new()
         };
         Ok(logits
             .iter()
-            .zip(distances)
-            .map(|(&z, ood_distance)| Assessment {
-                score: self.card.calibration.score(z),
-                ood_distance,
+            .enumerate()
+            .map(|(i, &z)| {
+                let f = features.get(i).map(Vec::as_slice);
+                let paediatric = self.paediatric_probability(f);
+                Assessment {
+                    score: self.score_of_logit(z, paediatric),
+                    ood_distance: self.ood.as_ref().zip(f).map(|(g, f)| g.distance(f)),
+                    paediatric,
+                }
             })
             .collect())
+    }
+
+    /// The probability that the film of these penultimate features is paediatric, for a model
+    /// calibrated per population.
+    pub fn paediatric_probability(&self, features: Option<&[f32]>) -> Option<f32> {
+        self.domain
+            .as_ref()
+            .zip(features)
+            .map(|(d, f)| d.paediatric_probability(f))
+    }
+
+    /// The score of a logit: through the population's calibration where the card has one
+    /// (`paediatric` from [`Self::paediatric_probability`]; missing counts as adult), else the
+    /// card's single calibration.
+    pub fn score_of_logit(&self, logit: f32, paediatric: Option<f32>) -> f32 {
+        match &self.card.domain {
+            Some(d) => d.score(logit, paediatric.unwrap_or(f32::NAN)),
+            None => self.card.calibration.score(logit),
+        }
     }
 
     /// Whether a "not seen" distance lies beyond the card's threshold: the study is unlike the

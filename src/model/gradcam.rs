@@ -80,7 +80,12 @@ impl Classifier {
             .first()
             .copied()
             .unwrap_or(f32::NAN);
-        let score = self.card().calibration.score(logit);
+        let pooled = features
+            .as_tensor()
+            .mean((2, 3))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let score = self.score_of_logit(logit, self.paediatric_probability(Some(&pooled)));
         let grads = logits.sum_all()?.backward()?;
         let (_, c, h, w) = features.dims4()?;
         let Some(grad) = grads.get(features.as_tensor()) else {

@@ -6,6 +6,7 @@ pub mod card;
 pub mod classifier;
 pub mod cnn;
 pub mod dataset;
+pub mod domain;
 pub mod fast;
 pub mod gradcam;
 pub mod local;
