@@ -382,6 +382,114 @@ fn a_file_replaced_after_scoring_is_not_shown_and_cannot_be_decided() {
     );
 }
 
+/// A copy of the shipped model with other weights' bytes (an extra tensor the network never
+/// reads, so the same scores) and its own card, named `model_id`, in `dir`.
+fn model_copy(dir: &std::path::Path, model_id: &str) -> std::path::PathBuf {
+    let shipped = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/cxrnet");
+    let mut tensors = candle_core::safetensors::load(
+        shipped.with_extension("safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    tensors.insert(
+        "site.copy".to_owned(),
+        candle_core::Tensor::zeros(1, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+    );
+    let out = dir.join(model_id);
+    candle_core::safetensors::save(&tensors, out.with_extension("safetensors")).unwrap();
+    let bytes = std::fs::read(out.with_extension("safetensors")).unwrap();
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shipped.with_extension("json")).unwrap()).unwrap();
+    card["model_id"] = serde_json::json!(model_id);
+    card["weights_sha256"] = serde_json::json!(cxr_triage::io::sha256_hex(&bytes));
+    std::fs::write(out.with_extension("json"), card.to_string()).unwrap();
+    out.with_extension("json")
+}
+
+#[test]
+fn the_window_uses_the_model_in_force_at_the_site_and_records_it() {
+    let fx = folder(5);
+    let models = tempfile::tempdir().unwrap();
+    let card_path = model_copy(models.path(), "site-copy");
+    let shipped = cxr_triage::model::Classifier::load(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/cxrnet.json"),
+    )
+    .unwrap();
+    let copy = cxr_triage::model::Classifier::load(&card_path).unwrap();
+    let switched_threshold = 0.9f32;
+    {
+        let store = DecisionStore::open(&fx.db).unwrap();
+        store
+            .record_model_switch(&cxr_triage::audit::ModelSwitch {
+                reader: "qa-lead".to_owned(),
+                from_model_id: shipped.card().model_id.clone(),
+                from_weights_sha256: shipped.card().weights_sha256.clone(),
+                from_threshold: shipped.card().threshold,
+                model_id: "site-copy".to_owned(),
+                weights_sha256: copy.card().weights_sha256.clone(),
+                card_path: card_path.clone(),
+                threshold: switched_threshold,
+                basis: serde_json::json!({}),
+                reason: "adapted".to_owned(),
+            })
+            .unwrap();
+        assert!(store.verify_thresholds().unwrap().is_intact());
+    }
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    assert_eq!(h.state().model_id(), Some("site-copy"));
+    assert_eq!(
+        h.state().worklist().unwrap().threshold(),
+        Some(switched_threshold)
+    );
+    let id = select_first_scored(&mut h);
+    until_decidable(&mut h);
+    h.key_press(Key::C);
+    settle(&mut h);
+    let sha = row(h.state(), id).sha256.unwrap();
+    let state = DecisionStore::open(&fx.db)
+        .unwrap()
+        .current(&sha)
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.last_event.model_id.as_deref(), Some("site-copy"));
+    assert_eq!(state.last_event.threshold, Some(switched_threshold));
+    drop(h);
+
+    // A model named on the command line wins over the site's.
+    let mut named = config(&fx);
+    named.follow_site_model = false;
+    let mut h = harness(named);
+    wait_for_scores(&mut h);
+    assert_eq!(h.state().model_id(), Some(shipped.card().model_id.as_str()));
+    drop(h);
+
+    // The model in force is never replaced by another without a word: a card now naming other
+    // weights is an error, and nothing is scored with the shipped model in its place.
+    for ext in ["json", "safetensors"] {
+        std::fs::copy(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("weights/cxrnet")
+                .with_extension(ext),
+            card_path.with_extension(ext),
+        )
+        .unwrap();
+    }
+    let mut h = harness(config(&fx));
+    step_until(&mut h, "the model error", |app| {
+        app.notices().iter().any(|n| n.contains("model in force"))
+    });
+    assert!(!h.state().model_ready());
+    assert!(
+        h.state()
+            .notices()
+            .iter()
+            .any(|n| n.contains("is now another model")),
+        "{:?}",
+        h.state().notices()
+    );
+}
+
 #[test]
 fn the_window_follows_the_threshold_set_at_the_site_and_records_it() {
     let fx = folder(5);

@@ -157,6 +157,134 @@ fn score_import_adapt_then_score_with_the_adapted_model() {
         text(&rescored)
     );
 
+    // The site switches to it (an audited event): commands on the store use it from then on,
+    // with the threshold chosen on the local labels, until the site switches back.
+    let card_s = out.with_extension("json");
+    let switched = run(
+        &[
+            "use-model",
+            "--db",
+            db_s,
+            "--weights",
+            card_s.to_str().unwrap(),
+            "--reader",
+            "dr-lead",
+        ],
+        dir.path(),
+    );
+    assert_eq!(switched.status.code(), Some(0), "{}", text(&switched));
+    assert!(
+        text(&switched).contains(&format!(
+            "model in force: {} -> site-a (threshold {:.4}",
+            parent.card.model_id, record.threshold
+        )),
+        "{}",
+        text(&switched)
+    );
+    let in_force = run(&["score", folder_s, "--db", db_s], dir.path());
+    assert_eq!(in_force.status.code(), Some(0), "{}", text(&in_force));
+    assert!(
+        text(&in_force).contains("model site-a"),
+        "{}",
+        text(&in_force)
+    );
+    let store = DecisionStore::open_existing(&db).unwrap();
+    let switch = store.model_in_force().unwrap().unwrap();
+    assert_eq!(switch.event.model_id, "site-a");
+    assert_eq!(switch.event.reader, "dr-lead");
+    assert_eq!(switch.event.new_threshold, record.threshold);
+    assert_eq!(switch.from_model_id, parent.card.model_id);
+    assert!(store.verify_thresholds().unwrap().is_intact());
+    let again = run(
+        &[
+            "use-model",
+            "--db",
+            db_s,
+            "--weights",
+            card_s.to_str().unwrap(),
+            "--reader",
+            "dr-lead",
+        ],
+        dir.path(),
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("site-a is already the model in force"),
+        "{}",
+        text(&again)
+    );
+    let verified = run(&["audit", "verify", "--db", db_s], dir.path());
+    assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+    assert!(
+        text(&verified).contains("OK: 1 threshold changes"),
+        "{}",
+        text(&verified)
+    );
+
+    // A model in force that is gone is an error, never another model in its place.
+    let moved = dir.path().join("moved");
+    std::fs::rename(out.with_extension("json"), &moved).unwrap();
+    let missing = run(&["score", folder_s, "--db", db_s], dir.path());
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).contains("the model in force at this site (site-a, switched to by dr-lead"),
+        "{}",
+        text(&missing)
+    );
+    std::fs::rename(&moved, out.with_extension("json")).unwrap();
+
+    // Back to the shipped model.
+    let back = run(
+        &[
+            "use-model",
+            "--db",
+            db_s,
+            "--reader",
+            "dr-lead",
+            "--reason",
+            "trial over",
+        ],
+        dir.path(),
+    );
+    assert_eq!(back.status.code(), Some(0), "{}", text(&back));
+    let shipped_again = run(&["score", folder_s, "--db", db_s], dir.path());
+    assert!(
+        text(&shipped_again).contains(&format!("model {}", parent.card.model_id)),
+        "{}",
+        text(&shipped_again)
+    );
+
+    // adapt --use writes the adapted model and makes it the one in force in one go.
+    let out_b = dir.path().join("weights/site-b");
+    let adapted_b = run(
+        &[
+            "adapt",
+            "--db",
+            db_s,
+            "--out",
+            out_b.to_str().unwrap(),
+            "--epochs",
+            "4",
+            "--seed",
+            "3",
+            "--use",
+            "--reader",
+            "dr-lead",
+        ],
+        dir.path(),
+    );
+    assert_eq!(adapted_b.status.code(), Some(0), "{}", text(&adapted_b));
+    assert!(
+        text(&adapted_b).contains("model in force at this site: site-b"),
+        "{}",
+        text(&adapted_b)
+    );
+    let store = DecisionStore::open_existing(&db).unwrap();
+    let switch = store.model_in_force().unwrap().unwrap();
+    assert_eq!(switch.event.model_id, "site-b");
+    assert_eq!(switch.from_model_id, parent.card.model_id);
+    assert!(switch.event.basis_json.contains("held_out_after"));
+
     // Never over an existing model.
     let again = run(&adapt_args, dir.path());
     assert_eq!(again.status.code(), Some(1));

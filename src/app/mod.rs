@@ -103,6 +103,9 @@ pub struct AppConfig {
     pub db_path: Option<PathBuf>,
     /// The model card (`NAME.json`, with `NAME.safetensors` beside it).
     pub weights: PathBuf,
+    /// Use the model in force at the store's site instead of `weights` when the site switched to
+    /// one (`cxr-triage use-model`, an audited event); off when the reader named a model.
+    pub follow_site_model: bool,
     /// Save a PNG of the window here once the scores are in, then close (for
     /// `scripts/screenshot.sh`).
     pub screenshot: Option<PathBuf>,
@@ -124,6 +127,7 @@ impl AppConfig {
             reader: None,
             db_path: None,
             weights,
+            follow_site_model: true,
             screenshot: None,
             print_stats: false,
             persist_preferences: true,
@@ -197,9 +201,6 @@ impl App {
         if let Some(note) = prefs_note {
             toasts.add(Level::Info, note);
         }
-        let scorer = ScorerHandle::spawn(ctx.clone(), config.weights.clone())
-            .map_err(|e| toasts.add(Level::Error, format!("cannot start scoring: {e}")))
-            .ok();
         let viewer = ViewerHandle::spawn(ctx.clone())
             .map_err(|e| toasts.add(Level::Error, format!("cannot start the viewer: {e}")))
             .ok();
@@ -207,6 +208,14 @@ impl App {
             Some(p) => Ok(p.clone()),
             None => DecisionStore::default_path().map_err(|e| e.to_string()),
         };
+        let site_db = db_path
+            .as_ref()
+            .ok()
+            .filter(|_| config.follow_site_model)
+            .cloned();
+        let scorer = ScorerHandle::spawn(ctx.clone(), config.weights.clone(), site_db)
+            .map_err(|e| toasts.add(Level::Error, format!("cannot start scoring: {e}")))
+            .ok();
         // The store is opened and written on the writer thread only.
         let writer =
             writer::WriterHandle::spawn(ctx.clone(), db_path.clone(), config.store_write_delay)
@@ -316,6 +325,12 @@ impl App {
     /// Whether the model is loaded.
     pub fn model_ready(&self) -> bool {
         matches!(self.model, ModelState::Ready(_))
+    }
+
+    /// The loaded model's name (the one in force at the store's site, see
+    /// [`AppConfig::follow_site_model`]).
+    pub fn model_id(&self) -> Option<&str> {
+        self.classifier().map(|c| c.card().model_id.as_str())
     }
 
     /// The reader's name as decisions record it.

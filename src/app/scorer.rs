@@ -124,13 +124,19 @@ pub(crate) struct ScorerHandle {
 }
 
 impl ScorerHandle {
-    /// Starts the scorer thread, which first loads the model at `weights`.
-    pub fn spawn(ctx: egui::Context, weights: PathBuf) -> std::io::Result<Self> {
+    /// Starts the scorer thread, which first loads the model: the one in force at the site of
+    /// `site_db` (its latest audited switch) when given and the site ever switched, else the one
+    /// at `weights`.
+    pub fn spawn(
+        ctx: egui::Context,
+        weights: PathBuf,
+        site_db: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
         let (job_tx, job_rx) = sync_channel::<ScoreJob>(4);
         let (msg_tx, msg_rx) = sync_channel::<ScorerMsg>(64);
         std::thread::Builder::new()
             .name("scorer".to_owned())
-            .spawn(move || run(&ctx, &weights, &job_rx, &msg_tx))?;
+            .spawn(move || run(&ctx, &weights, site_db.as_deref(), &job_rx, &msg_tx))?;
         Ok(Self {
             jobs: job_tx,
             messages: msg_rx,
@@ -165,10 +171,33 @@ fn warn(ctx: &egui::Context, tx: &SyncSender<ScorerMsg>, generation: u64, messag
     )
 }
 
-fn run(ctx: &egui::Context, weights: &Path, jobs: &Receiver<ScoreJob>, tx: &SyncSender<ScorerMsg>) {
-    let model = Classifier::load(weights)
+/// The model to score with: the one in force at the site when it switched (never another in its
+/// place: a model in force that cannot be loaded is the error shown), else the one at `weights`.
+fn load_model(weights: &Path, site_db: Option<&Path>) -> Result<Arc<Classifier>, String> {
+    // A missing or empty store has no switch; it is read without being created or written.
+    if let Some(store) = site_db
+        .filter(|p| p.is_file())
+        .and_then(|p| DecisionStore::open_for_check(p).ok())
+    {
+        match crate::model::local::load_model_in_force(&store) {
+            Ok(Some((_, classifier))) => return Ok(Arc::new(classifier)),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Classifier::load(weights)
         .map(Arc::new)
-        .map_err(|e| e.to_string());
+        .map_err(|e| e.to_string())
+}
+
+fn run(
+    ctx: &egui::Context,
+    weights: &Path,
+    site_db: Option<&Path>,
+    jobs: &Receiver<ScoreJob>,
+    tx: &SyncSender<ScorerMsg>,
+) {
+    let model = load_model(weights, site_db);
     if !send(ctx, tx, ScorerMsg::Model(model.clone())) {
         return;
     }

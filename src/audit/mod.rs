@@ -113,6 +113,11 @@
 //!   `app_version`, `model_id`, `weights_sha256`, `old_threshold`, `new_threshold` (binary64, as
 //!   stored), `basis_json` and `reason`, and its own append-only triggers;
 //!   [`DecisionStore::verify_thresholds`] checks it and `audit verify` reports it.
+//! - A switch of the model in force (`cxr-triage use-model`, or `adapt --use`) is a threshold
+//!   event in the same log, for the new model's weights, whose `basis_json` is
+//!   `{"model_switch": {"from_model_id", "from_weights_sha256", "card_path"}, "figures": …}`:
+//!   the latest such event names the model in force ([`DecisionStore::model_in_force`]) and its
+//!   `new_threshold` is that model's threshold in force, under the same chain and guard.
 
 mod anchor;
 mod chain;
@@ -135,6 +140,9 @@ pub use export::{EVENT_COLUMNS, ExportKind, ExportOptions, STUDY_COLUMNS};
 pub use import::{
     DEFAULT_IMPORT_REASON, ImportReport, ImportedRow, RejectedRow, RowProblem, import_csv,
 };
-pub use site::{LabelledStudy, ScoreRecord, ThresholdChange, ThresholdEvent, ThresholdLogReport};
+pub use site::{
+    LabelledStudy, ModelInForce, ModelSwitch, ScoreRecord, ThresholdChange, ThresholdEvent,
+    ThresholdLogReport,
+};
 pub use store::DecisionStore;
 pub use verify::{BrokenLink, LinkProblem, VerifyReport};

@@ -67,6 +67,48 @@ pub struct ThresholdChange {
     pub reason: String,
 }
 
+/// A switch of the model in force at this site, to record. It is recorded in the threshold log
+/// (a threshold event for the new model, whose basis names the switch), so it shares that log's
+/// hash chain, append-only guard and verification: the model in force and its threshold are one
+/// decision of the site.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSwitch {
+    /// Who switched.
+    pub reader: String,
+    /// The model in force before, and its weights' SHA-256.
+    pub from_model_id: String,
+    /// SHA-256 of the weights in force before.
+    pub from_weights_sha256: String,
+    /// The threshold in force before.
+    pub from_threshold: f32,
+    /// The model in force from now on.
+    pub model_id: String,
+    /// SHA-256 of its weights.
+    pub weights_sha256: String,
+    /// Where its card is (the weights beside it).
+    pub card_path: PathBuf,
+    /// Its threshold in force from now on.
+    pub threshold: f32,
+    /// What the switch rests on (for an adapted model, its held-out figures), as JSON.
+    pub basis: serde_json::Value,
+    /// Why, in the reader's words (may be empty).
+    pub reason: String,
+}
+
+/// The model a site switched to, as the threshold log records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInForce {
+    /// The event that recorded the switch.
+    pub event: ThresholdEvent,
+    /// Where the model's card was when it was switched to.
+    pub card_path: PathBuf,
+    /// The model in force before.
+    pub from_model_id: String,
+}
+
+/// The key in a threshold event's basis that marks a switch of the model in force.
+const MODEL_SWITCH_KEY: &str = "model_switch";
+
 /// One recorded threshold change, as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ThresholdEvent {
@@ -450,6 +492,63 @@ impl DecisionStore {
         Ok(stmt
             .query_row([weights_sha256], threshold_event_from_row)
             .optional()?)
+    }
+
+    /// Records a switch of the model in force (see [`ModelSwitch`]) and returns the event once it
+    /// is on disk. The same rules as [`Self::record_threshold_change`], and a card path that is
+    /// valid UTF-8.
+    pub fn record_model_switch(&self, s: &ModelSwitch) -> Result<ThresholdEvent, AuditError> {
+        let card_path = s.card_path.to_str().ok_or_else(|| {
+            AuditError::InvalidDecision("the model card's path is not valid UTF-8".to_owned())
+        })?;
+        let basis = serde_json::json!({
+            MODEL_SWITCH_KEY: {
+                "from_model_id": s.from_model_id,
+                "from_weights_sha256": s.from_weights_sha256,
+                "card_path": card_path,
+            },
+            "figures": s.basis,
+        });
+        self.record_threshold_change(&ThresholdChange {
+            reader: s.reader.clone(),
+            model_id: s.model_id.clone(),
+            weights_sha256: s.weights_sha256.clone(),
+            old_threshold: s.from_threshold,
+            new_threshold: s.threshold,
+            basis_json: basis.to_string(),
+            reason: s.reason.clone(),
+        })
+    }
+
+    /// The latest switch of the model in force, if the site ever switched (`None`: the shipped
+    /// model is in force).
+    pub fn model_in_force(&self) -> Result<Option<ModelInForce>, AuditError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {THRESHOLD_COLUMNS_SQL} FROM threshold_events
+             WHERE instr(basis_json, '\"{MODEL_SWITCH_KEY}\"') > 0 ORDER BY id DESC"
+        ))?;
+        let events = stmt
+            .query_map([], threshold_event_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        for event in events {
+            let Ok(basis) = serde_json::from_str::<serde_json::Value>(&event.basis_json) else {
+                continue;
+            };
+            let Some(switch) = basis.get(MODEL_SWITCH_KEY) else {
+                continue;
+            };
+            let text = |k: &str| switch.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            if let (Some(card_path), Some(from_model_id)) =
+                (text("card_path"), text("from_model_id"))
+            {
+                return Ok(Some(ModelInForce {
+                    event,
+                    card_path: PathBuf::from(card_path),
+                    from_model_id,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Every threshold change, oldest first.

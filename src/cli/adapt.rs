@@ -60,6 +60,13 @@ pub struct AdaptArgs {
     /// Train only the stages from this one on, and the head (0: every layer; 4: the head alone).
     #[arg(long, default_value_t = AdaptOptions::default().train_from_stage)]
     pub train_from_stage: usize,
+    /// Make the adapted model the one in force at this site once it is written (an audited
+    /// switch, as `use-model` records it); needs --reader.
+    #[arg(long = "use", requires = "reader")]
+    pub use_it: bool,
+    /// Who switches to the adapted model (with --use; recorded in the audit trail).
+    #[arg(long, value_name = "NAME")]
+    pub reader: Option<String>,
 }
 
 /// Runs `adapt`.
@@ -75,15 +82,17 @@ pub fn run(args: &AdaptArgs) -> anyhow::Result<ExitCode> {
             bail!(AdaptError::Exists(p));
         }
     }
-    let parent_path = args
-        .weights
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(crate::model::DEFAULT_MODEL));
+    if args.use_it && args.reader.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        bail!("say who switches to the adapted model: --reader NAME");
+    }
+    let store = open_existing_store(Some(&args.db))?;
+    // The model in force at this site unless told otherwise; its bytes are read once and checked
+    // against its card again here.
+    let (parent_path, _) = super::model_for_store(args.weights.as_deref(), &store)?;
     let card_json = read(&parent_path.with_extension("json"))?;
     let weights = read(&parent_path.with_extension("safetensors"))?;
     let parent = Classifier::from_bytes(&card_json, weights.clone())
         .map_err(|e| anyhow::anyhow!("cannot load the model {}: {e}", parent_path.display()))?;
-    let store = open_existing_store(Some(&args.db))?;
     let (threshold, source) = super::threshold_in_force(&store, &parent)?;
     let head = store.head_hash()?;
     let labelled = store.labelled_studies(args.folder.as_deref())?;
@@ -210,10 +219,40 @@ pub fn run(args: &AdaptArgs) -> anyhow::Result<ExitCode> {
                 record.adapt_secs,
                 record.threshold
             );
-            println!(
-                "score with it: cxr-triage score DIR --weights {}",
-                adapted.card_path.display()
-            );
+            if args.use_it {
+                let path = adapted.card_path.canonicalize()?;
+                let next = Classifier::load(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot load the adapted model: {e}"))?;
+                let event = super::use_model::record_switch(
+                    &store,
+                    args.reader.as_deref().unwrap_or_default(),
+                    "adapted to this site's labels",
+                    (&parent, threshold),
+                    (&next, &path, record.threshold),
+                    serde_json::json!({
+                        "held_out_labels": record.held_out_labels,
+                        "held_out_before": record.held_out_before,
+                        "held_out_after": record.held_out_after,
+                    }),
+                )?;
+                println!(
+                    "model in force at this site: {} (threshold {:.4}), recorded as threshold \
+                     change {} by {} (hash {})",
+                    next.card().model_id,
+                    record.threshold,
+                    event.id,
+                    event.reader,
+                    event.row_hash
+                );
+            } else {
+                println!(
+                    "score with it: cxr-triage score DIR --weights {}, or make it the model in \
+                     force: cxr-triage use-model --db {} --weights {} --reader NAME",
+                    adapted.card_path.display(),
+                    args.db.display(),
+                    adapted.card_path.display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(AdaptError::NotBetter { before, after }) => {

@@ -29,7 +29,8 @@ pub struct EvalArgs {
     /// With --db: only studies last seen under this folder.
     #[arg(long, value_name = "DIR", requires = "db")]
     pub folder: Option<PathBuf>,
-    /// The model card (weights beside it) [default: the shipped model].
+    /// The model card (weights beside it) [default: the model in force at the site of --db, else
+    /// the shipped model].
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Where to write report.json and the plots [default: reports/<model>-<data folder>, or
@@ -55,11 +56,14 @@ pub enum Part {
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    if let Some(db) = &args.db {
+        let store = super::audit::open_existing_store(Some(db))?;
+        let (_, classifier) = super::model_for_store(args.weights.as_deref(), &store)?;
+        return run_local(args, &classifier, &store, db);
+    }
     let classifier = super::load_classifier(args.weights.as_deref())?;
-    let data = match (&args.data, &args.db) {
-        (_, Some(db)) => return run_local(args, &classifier, db),
-        (Some(data), None) => data,
-        (None, None) => anyhow::bail!("say what to measure on: --data DIR or --db STORE"),
+    let Some(data) = &args.data else {
+        anyhow::bail!("say what to measure on: --data DIR or --db STORE");
     };
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template(
         "scoring [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
@@ -207,15 +211,15 @@ fn write_report_json(
 fn run_local(
     args: &EvalArgs,
     classifier: &crate::model::Classifier,
+    store: &crate::audit::DecisionStore,
     db: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
-    let store = super::audit::open_existing_store(Some(db))?;
-    let (threshold, source) = super::threshold_in_force(&store, classifier)?;
+    let (threshold, source) = super::threshold_in_force(store, classifier)?;
     let bar = ProgressBar::new(0).with_style(ProgressStyle::with_template(
         "scoring studies without a recorded score [{bar:30}] {pos}/{len}",
     )?);
     let (cases, left_out) = local::local_cases(
-        &store,
+        store,
         classifier,
         args.folder.as_deref(),
         &mut |done, total| {

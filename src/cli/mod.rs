@@ -15,6 +15,7 @@ mod scan;
 mod score;
 mod threshold;
 mod train;
+mod use_model;
 
 pub use open::{OpenArgs, SCREENSHOT_ENV, STATS_ENV};
 
@@ -59,6 +60,9 @@ pub enum Command {
     /// Fine-tune the model on the studies readers labelled at this site (held-out check before
     /// and after; writes a new model, never over a file).
     Adapt(adapt::AdaptArgs),
+    /// Switch the model in force at a site (a store) to another model card, such as one `adapt`
+    /// wrote, or back to the shipped model: an audited event.
+    UseModel(use_model::UseModelArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns its outcome into an exit code.
@@ -77,6 +81,7 @@ pub fn main() -> ExitCode {
         Some(Command::Import(args)) => import::run(&args),
         Some(Command::Threshold(args)) => threshold::run(&args),
         Some(Command::Adapt(args)) => adapt::run(&args),
+        Some(Command::UseModel(args)) => use_model::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -111,6 +116,24 @@ pub(crate) fn load_classifier(
     let path = model_path(path)?;
     crate::model::Classifier::load(&path)
         .map_err(|e| anyhow::anyhow!("cannot load the model {}: {e}", path.display()))
+}
+
+/// The model a command on `store` uses: the card at `explicit` when given, else the model in force
+/// at the site (the latest audited switch, see [`crate::audit::DecisionStore::model_in_force`]),
+/// else the shipped model. A model in force that cannot be loaded, or whose weights are not the
+/// ones switched to, is an error: another model is never used in its place without a word.
+pub(crate) fn model_for_store(
+    explicit: Option<&std::path::Path>,
+    store: &crate::audit::DecisionStore,
+) -> anyhow::Result<(std::path::PathBuf, crate::model::Classifier)> {
+    if explicit.is_none()
+        && let Some(in_force) = crate::model::local::load_model_in_force(store)?
+    {
+        return Ok(in_force);
+    }
+    let path = model_path(explicit)?;
+    let classifier = load_classifier(Some(&path))?;
+    Ok((path, classifier))
 }
 
 /// The threshold in force for `classifier` in `store`, and where it comes from, in words (see

@@ -60,6 +60,7 @@ pub fn run(mut args: OpenArgs) -> anyhow::Result<ExitCode> {
         labels_csv: args.labels,
         reader: args.reader.filter(|r| !r.trim().is_empty()),
         db_path: args.db,
+        follow_site_model: args.weights.is_none(),
         weights: args.weights.unwrap_or_else(default_model),
         print_stats: std::env::var_os(STATS_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
         persist_preferences: screenshot.is_none(),

@@ -24,7 +24,8 @@ pub struct ScoreArgs {
     /// Print only the N highest scores.
     #[arg(long)]
     pub top: Option<usize>,
-    /// The model card (weights beside it) [default: the shipped model].
+    /// The model card (weights beside it) [default: the model in force at the site of --db, else
+    /// the shipped model].
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Studies per inference batch.
@@ -53,10 +54,13 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
     if let Some(csv_path) = &args.csv {
         protected.check(csv_path)?;
     }
-    let classifier = super::load_classifier(args.weights.as_deref())?;
     let store = match &args.db {
         Some(path) => Some(DecisionStore::open(path)?),
         None => None,
+    };
+    let classifier = match &store {
+        Some(store) => super::model_for_store(args.weights.as_deref(), store)?.1,
+        None => super::load_classifier(args.weights.as_deref())?,
     };
     let card = classifier.card();
     let threshold = match &store {

@@ -26,7 +26,7 @@ pub struct ThresholdArgs {
     /// The share of the readers' PNEUMONIA studies the model must flag, 0 to 1.
     #[arg(long, default_value_t = 0.95, value_name = "S")]
     pub target_sensitivity: f64,
-    /// The model card (weights beside it) [default: the shipped model].
+    /// The model card (weights beside it) [default: the model in force at this site].
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Only studies last seen under this folder.
@@ -48,8 +48,8 @@ pub fn run(args: &ThresholdArgs) -> anyhow::Result<ExitCode> {
     if args.reader.trim().is_empty() {
         bail!("say who applies the change: --reader NAME");
     }
-    let classifier = super::load_classifier(args.weights.as_deref())?;
     let store = open_existing_store(Some(&args.db))?;
+    let (_, classifier) = super::model_for_store(args.weights.as_deref(), &store)?;
     let (old, source) = super::threshold_in_force(&store, &classifier)?;
     let (cases, left_out) =
         local::local_cases(&store, &classifier, args.folder.as_deref(), &mut |_, _| {})?;

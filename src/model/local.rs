@@ -306,6 +306,75 @@ pub fn threshold_in_force(
     )
 }
 
+/// The model in force at a site could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InForceError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] AuditError),
+    /// The recorded card or its weights cannot be loaded.
+    #[error(
+        "{what} cannot be loaded from {}: {source}; give --weights, or switch with `cxr-triage \
+         use-model`",
+        path.display()
+    )]
+    Load {
+        /// The switch, in words.
+        what: String,
+        /// Where the card was recorded.
+        path: PathBuf,
+        /// Why.
+        source: Box<crate::model::ModelError>,
+    },
+    /// The card at the recorded path is now another model.
+    #[error(
+        "{what}: the card at {} is now another model (weights {found}, {expected} expected); \
+         give --weights, or switch with `cxr-triage use-model`",
+        path.display()
+    )]
+    Replaced {
+        /// The switch, in words.
+        what: String,
+        /// Where the card was recorded.
+        path: PathBuf,
+        /// The weights' hash found.
+        found: String,
+        /// The weights' hash switched to.
+        expected: String,
+    },
+}
+
+/// The model in force at the site of `store` (its latest audited switch, see
+/// [`DecisionStore::model_in_force`]), loaded from its recorded card and checked to be the
+/// weights switched to; `None` when the site never switched (the shipped model is in force).
+pub fn load_model_in_force(
+    store: &DecisionStore,
+) -> Result<Option<(PathBuf, Classifier)>, InForceError> {
+    let Some(in_force) = store.model_in_force()? else {
+        return Ok(None);
+    };
+    let path = in_force.card_path;
+    let what = format!(
+        "the model in force at this site ({}, switched to by {} at {})",
+        in_force.event.model_id, in_force.event.reader, in_force.event.recorded_at
+    );
+    let classifier = Classifier::load(&path).map_err(|source| InForceError::Load {
+        what: what.clone(),
+        path: path.clone(),
+        source: Box::new(source),
+    })?;
+    let found = classifier.card().weights_sha256.to_ascii_lowercase();
+    if found != in_force.event.weights_sha256 {
+        return Err(InForceError::Replaced {
+            what,
+            path,
+            found,
+            expected: in_force.event.weights_sha256,
+        });
+    }
+    Ok(Some((path, classifier)))
+}
+
 /// A recorded threshold change in words: "set at this site by NAME on 2026-12-01 (was 0.034),
 /// threshold change 3: REASON".
 pub fn describe_change(change: &ThresholdEvent) -> String {
