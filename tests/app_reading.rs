@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod app_common;
+mod common;
 
 use app_common::{
     config, folder, harness, harness_with_step, settle, step_until, until_decidable,
@@ -638,4 +639,100 @@ fn local_performance_measures_the_reviewed_studies_and_applies_a_threshold_as_an
     );
     assert!(store.verify_thresholds().unwrap().is_intact());
     assert!(h.query_by_label("SITE THRESHOLD").is_some());
+}
+
+#[test]
+fn adapting_in_the_window_then_switching_the_model_in_force_is_audited() {
+    use cxr_triage::audit::NewDecision;
+    use cxr_triage::worklist::Label;
+
+    // A site whose films the shipped model has never seen: a bright patch means pneumonia.
+    let fx = folder(0);
+    let mut labels = Vec::new();
+    for i in 0..56u32 {
+        let pneumonia = i % 2 == 1;
+        let path = fx.studies.join(format!("film-{i:03}.png"));
+        common::write_film(&path, pneumonia, i);
+        labels.push((path, pneumonia));
+    }
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    {
+        let rows = h.state().worklist().unwrap().rows().to_vec();
+        let decisions: Vec<NewDecision> = labels
+            .iter()
+            .map(|(path, pneumonia)| {
+                let r = rows.iter().find(|r| &r.path == path).unwrap();
+                NewDecision {
+                    reader: "dr-local".to_owned(),
+                    study_sha256: r.sha256.clone().unwrap(),
+                    study_path: r.path.clone(),
+                    model_id: None,
+                    weights_sha256: None,
+                    score: None,
+                    threshold: None,
+                    ai_label: None,
+                    new_label: Some(if *pneumonia {
+                        Label::Pneumonia
+                    } else {
+                        Label::Normal
+                    }),
+                    action: Action::Relabel,
+                    reason: "truth".to_owned(),
+                    viewed_ms: None,
+                    ood_reason: None,
+                }
+            })
+            .collect();
+        DecisionStore::open(&fx.db)
+            .unwrap()
+            .record_all(&decisions)
+            .unwrap();
+    }
+    h.state_mut().push(Command::ShowAdapt);
+    for _ in 0..10 {
+        h.step();
+    }
+    h.get_by_label("Adapt").click();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while h.query_by_label_contains("After (adapted)").is_none() {
+        assert!(std::time::Instant::now() < deadline, "no figures");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let shipped_id = h.state().model_id().unwrap().to_owned();
+    let use_button = h.get_by_label_contains("at this site as Test Reader");
+    let label = use_button.accesskit_node().label().unwrap_or_default();
+    let new_id = label.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(new_id.starts_with("site-"), "{label}");
+    use_button.click();
+    step_until(&mut h, "the adapted model in force", |app| {
+        app.model_id() == Some(new_id.as_str()) && !app.is_scoring()
+    });
+    wait_for_scores(&mut h);
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let switch = store.model_in_force().unwrap().unwrap();
+    assert_eq!(switch.event.model_id, new_id);
+    assert_eq!(switch.event.reader, "Test Reader");
+    assert_eq!(switch.from_model_id, shipped_id);
+    assert!(switch.event.basis_json.contains("held_out_after"));
+    assert!(
+        switch
+            .card_path
+            .starts_with(fx.db.parent().unwrap().join("models"))
+    );
+    assert!(store.verify_thresholds().unwrap().is_intact());
+    drop(store);
+
+    // And back to the shipped model, the same way.
+    h.get_by_label("Go back to the shipped model").click();
+    step_until(&mut h, "the shipped model in force", |app| {
+        app.model_id() == Some(shipped_id.as_str())
+    });
+    let store = DecisionStore::open(&fx.db).unwrap();
+    assert_eq!(
+        store.model_in_force().unwrap().unwrap().event.model_id,
+        shipped_id
+    );
+    assert_eq!(store.threshold_events().unwrap().len(), 2);
 }

@@ -31,29 +31,6 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Writes a 96 x 96 grey "film": a smooth chest-like gradient with seeded noise; a pneumonia
-/// film also has a bright patch low in the right half (an opacity).
-fn write_film(path: &Path, pneumonia: bool, seed: u32) {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
-    let mut noise = || {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        (state % 21) as f32 - 10.0
-    };
-    let img = image::GrayImage::from_fn(96, 96, |x, y| {
-        let (fx, fy) = (x as f32 / 95.0, y as f32 / 95.0);
-        let lungs = 60.0 + 80.0 * (1.0 - (2.0 * fx - 1.0).abs()) * (0.3 + 0.7 * fy);
-        let patch = if pneumonia && (52..84).contains(&x) && (50..86).contains(&y) {
-            90.0
-        } else {
-            0.0
-        };
-        image::Luma([(lungs + patch + noise()).clamp(0.0, 255.0) as u8])
-    });
-    img.save(path).unwrap();
-}
-
 /// A folder of `per_class` normal and `per_class` pneumonia films, and the CSV of their labels
 /// (as a reader would import them), both under `dir`.
 fn site(dir: &Path, per_class: u32) -> (PathBuf, PathBuf) {
@@ -63,7 +40,7 @@ fn site(dir: &Path, per_class: u32) -> (PathBuf, PathBuf) {
     for i in 0..per_class * 2 {
         let pneumonia = i % 2 == 1;
         let name = format!("film-{i:03}.png");
-        write_film(&folder.join(&name), pneumonia, i);
+        common::write_film(&folder.join(&name), pneumonia, i);
         csv.push_str(&format!(
             "ward/{name},{}\n",
             if pneumonia { "PNEUMONIA" } else { "NORMAL" }
@@ -103,7 +80,7 @@ fn score_import_adapt_then_score_with_the_adapted_model() {
     assert!(text(&imported).contains("recorded 56 relabel events"));
 
     // One file changes after it was labelled: adaptation leaves it out and lists it.
-    write_film(&folder.join("film-000.png"), false, 999);
+    common::write_film(&folder.join("film-000.png"), false, 999);
 
     let out = dir.path().join("weights/site-a");
     let out_s = out.to_str().unwrap();

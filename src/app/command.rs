@@ -73,6 +73,8 @@ pub enum Command {
     ToggleColumn(super::prefs::OptionalColumn),
     /// Open Model > Local performance: the model measured on this store's reviewed studies.
     ShowLocalPerformance,
+    /// Open Model > Adapt to this site: the model fine-tuned on this store's reviewed studies.
+    ShowAdapt,
     /// Give the film the whole viewer (hide the right pane), or show both panes again.
     ToggleSinglePane,
 }
@@ -214,6 +216,7 @@ impl App {
             Command::ToggleLink => self.prefs.link_views = !self.prefs.link_views,
             Command::ToggleColumn(column) => self.prefs.columns.toggle(column),
             Command::ShowLocalPerformance => self.open_local_performance(),
+            Command::ShowAdapt => self.open_adapt(),
             Command::ToggleSinglePane => self.single_pane = !self.single_pane,
         }
     }

@@ -100,6 +100,8 @@ pub(super) struct Dialogs {
     pub export_job: Option<Promise<ExportOutcome>>,
     /// The Local performance window.
     pub local: Option<super::local_ui::LocalView>,
+    /// The Adapt to this site window.
+    pub adapt: Option<super::adapt_ui::AdaptView>,
 }
 
 impl Dialogs {
@@ -281,6 +283,7 @@ impl App {
             self.dialogs.model_info = open;
         }
         self.local_performance_ui(ctx);
+        self.adapt_ui(ctx);
         if self.dialogs.diagnostics {
             let mut open = true;
             egui::Window::new("Diagnostics")

@@ -17,6 +17,7 @@
 //! - Preferences (recent folders, reader name, sort order, link toggle, opacity) persist in
 //!   eframe's storage; decisions never do.
 
+mod adapt_ui;
 mod command;
 mod dialogs;
 mod frame_stats;

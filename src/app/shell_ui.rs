@@ -162,6 +162,17 @@ impl App {
                 {
                     self.commands.send(Command::ShowLocalPerformance);
                 }
+                if ui
+                    .button("Adapt to this site…")
+                    .on_hover_text(
+                        "Fine-tune the model on the studies readers labelled in this decision \
+                         store, compare both on held-out studies, and switch the model in force \
+                         (an audited change)",
+                    )
+                    .clicked()
+                {
+                    self.commands.send(Command::ShowAdapt);
+                }
                 if ui.button("Model information").clicked() {
                     self.dialogs.model_info = true;
                 }

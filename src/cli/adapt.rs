@@ -6,13 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 
 use super::audit::open_existing_store;
-use crate::model::adapt::{self, AdaptError, AdaptEvent, AdaptOptions, AdaptSample, LocalSource};
-use crate::model::local::{self, LocalFigures};
-use crate::model::{Classifier, preprocess};
-use crate::worklist::Label;
+use crate::model::Classifier;
+use crate::model::adapt::{self, AdaptError, AdaptEvent, AdaptOptions, LocalSource};
+use crate::model::local::LocalFigures;
 
 /// Arguments of `adapt`.
 #[derive(Debug, clap::Args)]
@@ -95,50 +93,25 @@ pub fn run(args: &AdaptArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot load the model {}: {e}", parent_path.display()))?;
     let (threshold, source) = super::threshold_in_force(&store, &parent)?;
     let head = store.head_hash()?;
-    let labelled = store.labelled_studies(args.folder.as_deref())?;
+    let labelled = store.labelled_studies(args.folder.as_deref())?.len();
     println!(
-        "adapting {} (threshold in force {threshold:.4}, {source}) to {} studies with a reader's label in {}",
+        "adapting {} (threshold in force {threshold:.4}, {source}) to {labelled} studies with a reader's label in {}",
         parent.card().model_id,
-        labelled.len(),
         args.db.display()
     );
 
-    let size = parent.input_size();
-    let bar = ProgressBar::new(labelled.len() as u64).with_style(ProgressStyle::with_template(
+    let bar = ProgressBar::new(labelled as u64).with_style(ProgressStyle::with_template(
         "reading [{bar:30}] {pos}/{len} ({per_sec})",
     )?);
-    let read_results: Vec<Result<AdaptSample, String>> = labelled
-        .par_iter()
-        .map(|l| {
-            let study = local::read_checked(&l.study.path, &l.study.sha256, size as u32)?;
-            let unit = preprocess::unit_resized(&study.image, study.meta.default_window, size)
-                .map_err(|e| e.to_string())?;
+    let (samples, left) =
+        adapt::read_local_samples(&store, args.folder.as_deref(), parent.input_size(), &|| {
             bar.inc(1);
-            Ok(AdaptSample {
-                sha256: l.study.sha256.clone(),
-                group: l
-                    .study
-                    .patient_id
-                    .clone()
-                    .filter(|p| !p.trim().is_empty())
-                    .unwrap_or_else(|| l.study.sha256.clone()),
-                pneumonia: l.label == Label::Pneumonia,
-                unit,
-            })
-        })
-        .collect();
+        })?;
     bar.finish_and_clear();
-    let mut samples = Vec::with_capacity(read_results.len());
-    let mut left_out = 0;
-    for (l, r) in labelled.iter().zip(read_results) {
-        match r {
-            Ok(s) => samples.push(s),
-            Err(why) => {
-                left_out += 1;
-                println!("left out: {why}: {}", l.study.path.display());
-            }
-        }
+    for l in &left {
+        println!("left out: {}: {}", l.why, l.path.display());
     }
+    let left_out = left.len();
     let pneumonia = samples.iter().filter(|s| s.pneumonia).count();
     println!(
         "{} studies read ({pneumonia} PNEUMONIA, {} NORMAL), {left_out} left out",
@@ -223,7 +196,7 @@ pub fn run(args: &AdaptArgs) -> anyhow::Result<ExitCode> {
                 let path = adapted.card_path.canonicalize()?;
                 let next = Classifier::load(&path)
                     .map_err(|e| anyhow::anyhow!("cannot load the adapted model: {e}"))?;
-                let event = super::use_model::record_switch(
+                let event = crate::model::local::record_model_switch(
                     &store,
                     args.reader.as_deref().unwrap_or_default(),
                     "adapted to this site's labels",

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use super::audit::open_existing_store;
-use crate::audit::ModelSwitch;
 
 /// Arguments of `use-model`.
 #[derive(Debug, clap::Args)]
@@ -45,7 +44,7 @@ pub fn run(args: &UseModelArgs) -> anyhow::Result<ExitCode> {
     let next = super::load_classifier(Some(&path))?;
     let (from_threshold, _) = super::threshold_in_force(&store, &current)?;
     let (threshold, source) = super::threshold_in_force(&store, &next)?;
-    let event = record_switch(
+    let event = crate::model::local::record_model_switch(
         &store,
         &args.reader,
         &args.reason,
@@ -64,36 +63,4 @@ pub fn run(args: &UseModelArgs) -> anyhow::Result<ExitCode> {
         event.row_hash
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Records the switch from `from` (with its threshold in force) to `to` (its card's path and the
-/// threshold it gets).
-pub(crate) fn record_switch(
-    store: &crate::audit::DecisionStore,
-    reader: &str,
-    reason: &str,
-    from: (&crate::model::Classifier, f32),
-    to: (&crate::model::Classifier, &std::path::Path, f32),
-    basis: serde_json::Value,
-) -> anyhow::Result<crate::audit::ThresholdEvent> {
-    let (current, from_threshold) = from;
-    let (next, card_path, threshold) = to;
-    if current.card().weights_sha256 == next.card().weights_sha256 {
-        bail!(
-            "{} is already the model in force at this site",
-            next.card().model_id
-        );
-    }
-    Ok(store.record_model_switch(&ModelSwitch {
-        reader: reader.trim().to_owned(),
-        from_model_id: current.card().model_id.clone(),
-        from_weights_sha256: current.card().weights_sha256.to_lowercase(),
-        from_threshold,
-        model_id: next.card().model_id.clone(),
-        weights_sha256: next.card().weights_sha256.to_lowercase(),
-        card_path: card_path.to_owned(),
-        threshold,
-        basis,
-        reason: reason.to_owned(),
-    })?)
 }

@@ -85,6 +85,61 @@ pub struct AdaptSample {
     pub unit: Vec<f32>,
 }
 
+/// A study with a reader's label that could not be used, and why.
+#[derive(Clone, Debug)]
+pub struct LeftOut {
+    /// Its recorded path.
+    pub path: PathBuf,
+    /// Why, in words.
+    pub why: String,
+}
+
+/// Reads every study with a reader's label in `store` (only those last seen under `folder`, when
+/// given) from its recorded path at `size` pixels, for [`adapt`]; a file that cannot be read or
+/// whose SHA-256 no longer matches is left out and listed. `on_read` is called once per study
+/// read, from the reading threads.
+pub fn read_local_samples(
+    store: &crate::audit::DecisionStore,
+    folder: Option<&Path>,
+    size: usize,
+    on_read: &(dyn Fn() + Sync),
+) -> Result<(Vec<AdaptSample>, Vec<LeftOut>), crate::audit::AuditError> {
+    let labelled = store.labelled_studies(folder)?;
+    let read: Vec<Result<AdaptSample, String>> = labelled
+        .par_iter()
+        .map(|l| {
+            let study =
+                crate::model::local::read_checked(&l.study.path, &l.study.sha256, size as u32)?;
+            let unit = preprocess::unit_resized(&study.image, study.meta.default_window, size)
+                .map_err(|e| e.to_string())?;
+            on_read();
+            Ok(AdaptSample {
+                sha256: l.study.sha256.clone(),
+                group: l
+                    .study
+                    .patient_id
+                    .clone()
+                    .filter(|p| !p.trim().is_empty())
+                    .unwrap_or_else(|| l.study.sha256.clone()),
+                pneumonia: l.label == crate::worklist::Label::Pneumonia,
+                unit,
+            })
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(read.len());
+    let mut left_out = Vec::new();
+    for (l, r) in labelled.iter().zip(read) {
+        match r {
+            Ok(s) => samples.push(s),
+            Err(why) => left_out.push(LeftOut {
+                path: l.study.path.clone(),
+                why,
+            }),
+        }
+    }
+    Ok((samples, left_out))
+}
+
 /// Where the local labels come from, for the card.
 #[derive(Clone, Debug)]
 pub struct LocalSource {

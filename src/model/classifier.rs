@@ -175,6 +175,15 @@ impl Classifier {
         &self.card_sha256
     }
 
+    /// Whether these are the shipped model's weights (the card built into this binary).
+    pub fn is_shipped(&self) -> bool {
+        serde_json::from_slice::<ModelCard>(SHIPPED_CARD).is_ok_and(|shipped| {
+            shipped
+                .weights_sha256
+                .eq_ignore_ascii_case(&self.card.weights_sha256)
+        })
+    }
+
     /// The network.
     pub fn net(&self) -> &CxrNet {
         &self.net

@@ -375,6 +375,40 @@ pub fn load_model_in_force(
     Ok(Some((path, classifier)))
 }
 
+/// Records, in `store`, the switch of the model in force from `from` (with its threshold in force)
+/// to `to` (its card's path and the threshold it gets), resting on `basis`; refuses a switch to
+/// the model already in force.
+pub fn record_model_switch(
+    store: &DecisionStore,
+    reader: &str,
+    reason: &str,
+    from: (&Classifier, f32),
+    to: (&Classifier, &Path, f32),
+    basis: serde_json::Value,
+) -> Result<ThresholdEvent, AuditError> {
+    let (current, from_threshold) = from;
+    let (next, card_path, threshold) = to;
+    let hash = |c: &Classifier| c.card().weights_sha256.to_ascii_lowercase();
+    if hash(current) == hash(next) {
+        return Err(AuditError::InvalidDecision(format!(
+            "{} is already the model in force at this site",
+            next.card().model_id
+        )));
+    }
+    store.record_model_switch(&crate::audit::ModelSwitch {
+        reader: reader.trim().to_owned(),
+        from_model_id: current.card().model_id.clone(),
+        from_weights_sha256: hash(current),
+        from_threshold,
+        model_id: next.card().model_id.clone(),
+        weights_sha256: hash(next),
+        card_path: card_path.to_owned(),
+        threshold,
+        basis,
+        reason: reason.to_owned(),
+    })
+}
+
 /// A recorded threshold change in words: "set at this site by NAME on 2026-12-01 (was 0.034),
 /// threshold change 3: REASON".
 pub fn describe_change(change: &ThresholdEvent) -> String {
