@@ -261,3 +261,76 @@ fn removing_or_defusing_the_append_only_guard_is_reported() {
         .unwrap();
     assert!(!verify(&path).append_only_guard_intact);
 }
+
+/// The studies table (paths, patient ids and study UIDs, which exports show) is checked against
+/// the study log: every edit behind the store's back is reported, and the log itself is chained.
+#[test]
+fn edits_to_the_studies_table_are_caught() {
+    let cases = [
+        (
+            "a path",
+            "UPDATE studies SET last_path = '/elsewhere/x.png', path_bytes = CAST('/elsewhere/x.png' AS BLOB) WHERE rowid = 1",
+        ),
+        (
+            "a patient id",
+            "UPDATE studies SET patient_id = 'P-OTHER' WHERE rowid = 2",
+        ),
+        (
+            "a study uid",
+            "UPDATE studies SET study_uid = '1.2.3' WHERE rowid = 1",
+        ),
+        ("a removed row", "DELETE FROM studies WHERE rowid = 3"),
+        (
+            "a forged row",
+            "INSERT INTO studies (sha256, last_path, metadata_json, first_seen_at, last_seen_at) VALUES ('ab', '/x', '{}', 't', 't')",
+        ),
+    ];
+    for (what, sql) in cases {
+        let (_dir, path) = tampering_fixture();
+        let store = DecisionStore::open_existing(&path).unwrap();
+        assert!(
+            store.verify_studies().unwrap().is_intact(),
+            "{what}: before"
+        );
+        drop(store);
+        raw(&path).execute_batch(sql).unwrap();
+        let store = DecisionStore::open_existing(&path).unwrap();
+        let report = store.verify_studies().unwrap();
+        assert!(
+            report.log.is_intact(),
+            "{what}: the log itself is untouched"
+        );
+        assert_eq!(report.mismatched.len(), 1, "{what}: {report:?}");
+        assert!(
+            store
+                .audit_problems()
+                .unwrap()
+                .iter()
+                .any(|p| p.contains("not what the study log recorded")),
+            "{what}"
+        );
+    }
+
+    // The log's own rows are chained and guarded like the decisions'.
+    let (_dir, path) = tampering_fixture();
+    let conn = raw(&path);
+    let err = conn
+        .execute("UPDATE study_events SET patient_id = 'X' WHERE id = 1", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    conn.execute_batch(
+        "DROP TRIGGER study_events_no_update; UPDATE study_events SET patient_id = 'X' WHERE id = 1; \
+         UPDATE studies SET patient_id = 'X' WHERE rowid = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let report = DecisionStore::open_existing(&path)
+        .unwrap()
+        .verify_studies()
+        .unwrap();
+    assert!(!report.log.append_only_guard_intact);
+    assert_eq!(
+        report.log.first_broken.map(|b| (b.id, b.problem)),
+        Some((1, LinkProblem::ContentChanged))
+    );
+}

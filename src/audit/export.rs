@@ -178,6 +178,16 @@ impl DecisionStore {
         if !thresholds.is_intact() {
             problems.push("the threshold log does not check out".into());
         }
+        let studies = self.verify_studies()?;
+        if !studies.log.is_intact() {
+            problems.push("the study log does not check out".into());
+        }
+        if !studies.mismatched.is_empty() {
+            problems.push(format!(
+                "{} studies in the studies table are not what the study log recorded",
+                studies.mismatched.len()
+            ));
+        }
         let beside = super::anchor_path(self.path());
         if beside.is_file() {
             match super::Anchor::read(&beside) {
@@ -203,13 +213,15 @@ impl DecisionStore {
         if let Some(folder) = &opts.folder {
             protected = protected.folder(folder);
         }
-        let paths: Vec<String> = self
+        let paths: Vec<std::path::PathBuf> = self
             .conn
-            .prepare("SELECT last_path FROM studies")?
-            .query_map([], |r| r.get(0))?
+            .prepare("SELECT path_bytes, last_path FROM studies")?
+            .query_map([], |r| {
+                Ok(super::study_log::path_from_stored(r.get(0)?, r.get(1)?))
+            })?
             .collect::<Result<_, _>>()?;
-        for path in paths {
-            protected = protected.input(Path::new(&path));
+        for path in &paths {
+            protected = protected.input(path);
         }
         let mut failure = None;
         let written = crate::output::write_file(dest, &protected, |w| {

@@ -119,6 +119,20 @@
 //!   the latest such event names the model in force ([`DecisionStore::model_in_force`]) and its
 //!   `new_threshold` is that model's threshold in force, under the same chain and guard.
 
+//! # The study log
+//!
+//! Schema version 4 keeps each study's path losslessly (`studies.path_bytes`, the operating
+//! system's bytes, beside the display form in `last_path`) and adds `study_events`: every change
+//! to what the store knows of a study (new, moved, other patient or study ids, other details) is
+//! appended there, hash-chained like the threshold log (32 zero bytes before the first event)
+//! over the format tag `cxr-triage study event v1`, then `id`, `recorded_at`, `sha256`, `path`,
+//! `path_bytes`, `patient_id`, `study_uid` (a single `0x00` when NULL) and `metadata_json`, with
+//! its own append-only triggers. Opening a folder again appends nothing. The `studies` table
+//! stays the store's index; [`DecisionStore::verify_studies`] checks the log and that every row
+//! of `studies` is what the log last recorded for that study, so an edited path or patient id,
+//! or a row added or removed behind the store's back, is reported by `audit verify` and makes
+//! `export` refuse the store. The migration records every existing study as its first event.
+
 mod anchor;
 mod chain;
 mod error;
@@ -128,6 +142,7 @@ mod import;
 mod schema;
 mod site;
 mod store;
+mod study_log;
 mod verify;
 
 pub use anchor::{Anchor, anchor_path};
@@ -145,4 +160,5 @@ pub use site::{
     ThresholdLogReport,
 };
 pub use store::DecisionStore;
+pub use study_log::{StudyEvent, StudyLogReport};
 pub use verify::{BrokenLink, LinkProblem, VerifyReport};

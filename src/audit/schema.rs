@@ -139,6 +139,39 @@ ALTER TABLE decisions_v2 RENAME TO decisions;
 CREATE INDEX decisions_by_study ON decisions (study_sha256, id);
 ";
 
+/// The trigger that refuses UPDATE on the study log, exactly as created.
+pub(crate) const STUDY_LOG_NO_UPDATE_TRIGGER: &str =
+    "CREATE TRIGGER study_events_no_update BEFORE UPDATE ON study_events
+BEGIN
+    SELECT RAISE(ABORT, 'the study log is append-only: an event cannot be changed');
+END";
+
+/// The trigger that refuses DELETE on the study log, exactly as created.
+pub(crate) const STUDY_LOG_NO_DELETE_TRIGGER: &str =
+    "CREATE TRIGGER study_events_no_delete BEFORE DELETE ON study_events
+BEGIN
+    SELECT RAISE(ABORT, 'the study log is append-only: an event cannot be deleted');
+END";
+
+/// Version 4: paths stored losslessly (`studies.path_bytes`, the operating system's bytes) and
+/// the append-only, hash-chained study log that the `studies` table is checked against.
+const V4_TABLES: &str = "
+ALTER TABLE studies ADD COLUMN path_bytes BLOB;
+CREATE TABLE study_events (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    recorded_at    TEXT NOT NULL,
+    sha256         TEXT NOT NULL,
+    path           TEXT NOT NULL,
+    path_bytes     BLOB NOT NULL,
+    patient_id     TEXT,
+    study_uid      TEXT,
+    metadata_json  TEXT NOT NULL,
+    prev_hash      TEXT NOT NULL,
+    row_hash       TEXT NOT NULL
+);
+CREATE INDEX study_events_by_study ON study_events (sha256, id);
+";
+
 /// Applies migration `version` (1-based) inside the caller's transaction.
 fn apply(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
     match version {
@@ -180,12 +213,21 @@ fn apply(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
             }
             Ok(())
         }
+        4 => {
+            tx.execute_batch(V4_TABLES)?;
+            tx.execute_batch(STUDY_LOG_NO_UPDATE_TRIGGER)?;
+            tx.execute_batch(STUDY_LOG_NO_DELETE_TRIGGER)?;
+            super::study_log::backfill(tx).map_err(|e| match e {
+                AuditError::Database(e) => e,
+                other => rusqlite::Error::ToSqlConversionFailure(Box::new(other)),
+            })
+        }
         _ => Ok(()),
     }
 }
 
 /// The newest schema version this build writes.
-pub(crate) const LATEST_VERSION: i64 = 3;
+pub(crate) const LATEST_VERSION: i64 = 4;
 
 /// Checks that `conn` is empty or a cxr-triage store this build can read.
 pub(crate) fn check_identity(conn: &Connection, path: &Path) -> Result<(), AuditError> {

@@ -204,8 +204,8 @@ fn threshold_event_from_row(r: &Row<'_>) -> rusqlite::Result<ThresholdEvent> {
     })
 }
 
-/// Appends one field: `0x00` for NULL, or `0x01`, the length as 8 bytes big-endian, and the bytes.
-fn put(out: &mut Vec<u8>, field: &[u8]) {
+/// Appends one present field: `0x01`, the length as 8 bytes big-endian, and the bytes.
+pub(crate) fn put(out: &mut Vec<u8>, field: &[u8]) {
     out.push(1);
     out.extend_from_slice(&(field.len() as u64).to_be_bytes());
     out.extend_from_slice(field);
@@ -239,6 +239,118 @@ fn threshold_row_hash(prev: &[u8; 32], e: &ThresholdEvent) -> [u8; 32] {
     h.update(prev);
     h.update(encode_threshold(e));
     h.finalize().into()
+}
+
+/// An append-only, hash-chained table besides the decision log (the threshold log, the study
+/// log): how to read its events and hash them.
+pub(crate) struct ChainedLog<'a, E> {
+    /// The table.
+    pub table: &'a str,
+    /// Its columns, in the order `from_row` reads them.
+    pub columns_sql: &'a str,
+    /// The names and exact SQL of its UPDATE and DELETE guards.
+    pub triggers: [(&'a str, &'a str); 2],
+    /// Reads one event.
+    pub from_row: fn(&Row<'_>) -> rusqlite::Result<E>,
+    /// An event's id, previous hash and own hash (hexadecimal).
+    pub links: fn(&E) -> (i64, &str, &str),
+    /// The hash of an event after `prev`.
+    pub hash: fn(&[u8; 32], &E) -> [u8; 32],
+}
+
+/// Checks a chained log: ids in sequence, each event linked to the one before, each hash
+/// matching its content, no events cut off the end (the highest id ever issued), and the guards
+/// in place.
+pub(crate) fn verify_log<E>(
+    tx: &Transaction<'_>,
+    log: &ChainedLog<'_, E>,
+) -> Result<ThresholdLogReport, AuditError> {
+    let trigger_sql = |name: &str| -> rusqlite::Result<Option<String>> {
+        tx.query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1 AND tbl_name = ?2",
+            [name, log.table],
+            |r| r.get(0),
+        )
+        .optional()
+    };
+    let mut append_only_guard_intact = true;
+    for (name, sql) in log.triggers {
+        append_only_guard_intact &= trigger_sql(name)?.as_deref() == Some(sql);
+    }
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {} FROM {} ORDER BY id",
+        log.columns_sql, log.table
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut prev = GENESIS_PREV_HASH;
+    let mut expected_id = 1i64;
+    let mut first_broken = None;
+    let mut total = 0u64;
+    while let Some(row) = rows.next()? {
+        total += 1;
+        if first_broken.is_some() {
+            continue;
+        }
+        let broken = |problem| BrokenLink {
+            id: row.get(0).unwrap_or(expected_id),
+            problem,
+        };
+        let Ok(e) = (log.from_row)(row) else {
+            first_broken = Some(broken(LinkProblem::Unreadable { column: "row" }));
+            continue;
+        };
+        let (id, prev_hash, row_hash) = (log.links)(&e);
+        if id != expected_id {
+            first_broken = Some(broken(LinkProblem::IdOutOfSequence {
+                expected: expected_id,
+            }));
+            continue;
+        }
+        if chain::parse_hash_hex(prev_hash) != Some(prev) {
+            first_broken = Some(broken(LinkProblem::PrevHashMismatch));
+            continue;
+        }
+        let computed = (log.hash)(&prev, &e);
+        if chain::parse_hash_hex(row_hash) != Some(computed) {
+            first_broken = Some(broken(LinkProblem::ContentChanged));
+            continue;
+        }
+        prev = computed;
+        expected_id += 1;
+    }
+    drop(rows);
+    if first_broken.is_none() {
+        let issued: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+                [log.table],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(issued) = issued
+            && issued >= expected_id
+        {
+            first_broken = Some(BrokenLink {
+                id: expected_id,
+                problem: LinkProblem::TailDeleted { issued },
+            });
+        }
+    }
+    let head_hash = (first_broken.is_none() && total > 0).then(|| hex(&prev));
+    Ok(ThresholdLogReport {
+        total_events: total,
+        head_hash,
+        first_broken,
+        append_only_guard_intact,
+    })
+}
+
+/// Appends one field: `0x00` for NULL, or `0x01`, the length as 8 bytes big-endian, and the bytes.
+pub(crate) fn put_opt(out: &mut Vec<u8>, field: Option<&[u8]>) {
+    match field {
+        Some(f) => put(out, f),
+        None => out.push(0),
+    }
 }
 
 /// The threshold in force for each set of weights that has a threshold event.
@@ -361,18 +473,10 @@ impl DecisionStore {
             })
         };
         let mut stmt = tx.prepare(
-            "SELECT sha256, last_path, patient_id, study_uid, metadata_json FROM studies
+            "SELECT sha256, last_path, patient_id, study_uid, metadata_json, path_bytes FROM studies
              ORDER BY last_path, sha256",
         )?;
-        let studies = stmt.query_map([], |r| {
-            Ok(StudyRecord {
-                sha256: r.get(0)?,
-                path: PathBuf::from(r.get::<_, String>(1)?),
-                patient_id: r.get(2)?,
-                study_uid: r.get(3)?,
-                metadata_json: r.get(4)?,
-            })
-        })?;
+        let studies = stmt.query_map([], super::store::study_from_row)?;
         let mut out = Vec::new();
         for study in studies {
             let study = study?;
@@ -567,81 +671,19 @@ impl DecisionStore {
     /// cut off the end, and the append-only triggers in place.
     pub fn verify_thresholds(&self) -> Result<ThresholdLogReport, AuditError> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)?;
-        let trigger_sql = |name: &str| -> rusqlite::Result<Option<String>> {
-            tx.query_row(
-                "SELECT sql FROM sqlite_schema WHERE type = 'trigger' AND name = ?1 AND tbl_name = 'threshold_events'",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()
-        };
-        let append_only_guard_intact = trigger_sql("threshold_events_no_update")?.as_deref()
-            == Some(THRESHOLD_NO_UPDATE_TRIGGER)
-            && trigger_sql("threshold_events_no_delete")?.as_deref()
-                == Some(THRESHOLD_NO_DELETE_TRIGGER);
-        let mut stmt = tx.prepare(&format!(
-            "SELECT {THRESHOLD_COLUMNS_SQL} FROM threshold_events ORDER BY id"
-        ))?;
-        let mut rows = stmt.query([])?;
-        let mut prev = GENESIS_PREV_HASH;
-        let mut expected_id = 1i64;
-        let mut first_broken = None;
-        let mut total = 0u64;
-        while let Some(row) = rows.next()? {
-            total += 1;
-            if first_broken.is_some() {
-                continue;
-            }
-            let broken = |problem| BrokenLink {
-                id: row.get(0).unwrap_or(expected_id),
-                problem,
-            };
-            let Ok(e) = threshold_event_from_row(row) else {
-                first_broken = Some(broken(LinkProblem::Unreadable { column: "row" }));
-                continue;
-            };
-            if e.id != expected_id {
-                first_broken = Some(broken(LinkProblem::IdOutOfSequence {
-                    expected: expected_id,
-                }));
-                continue;
-            }
-            if chain::parse_hash_hex(&e.prev_hash) != Some(prev) {
-                first_broken = Some(broken(LinkProblem::PrevHashMismatch));
-                continue;
-            }
-            let computed = threshold_row_hash(&prev, &e);
-            if chain::parse_hash_hex(&e.row_hash) != Some(computed) {
-                first_broken = Some(broken(LinkProblem::ContentChanged));
-                continue;
-            }
-            prev = computed;
-            expected_id += 1;
-        }
-        drop(rows);
-        if first_broken.is_none() {
-            let issued: Option<i64> = tx
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'threshold_events'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(issued) = issued
-                && issued >= expected_id
-            {
-                first_broken = Some(BrokenLink {
-                    id: expected_id,
-                    problem: LinkProblem::TailDeleted { issued },
-                });
-            }
-        }
-        let head_hash = (first_broken.is_none() && total > 0).then(|| hex(&prev));
-        Ok(ThresholdLogReport {
-            total_events: total,
-            head_hash,
-            first_broken,
-            append_only_guard_intact,
-        })
+        verify_log(
+            &tx,
+            &ChainedLog {
+                table: "threshold_events",
+                columns_sql: THRESHOLD_COLUMNS_SQL,
+                triggers: [
+                    ("threshold_events_no_update", THRESHOLD_NO_UPDATE_TRIGGER),
+                    ("threshold_events_no_delete", THRESHOLD_NO_DELETE_TRIGGER),
+                ],
+                from_row: threshold_event_from_row,
+                links: |e| (e.id, &e.prev_hash, &e.row_hash),
+                hash: threshold_row_hash,
+            },
+        )
     }
 }

@@ -139,7 +139,9 @@ impl DecisionStore {
     }
 
     /// Adds a study or updates its last known path and metadata. Decisions are keyed by the
-    /// study's hash, so a moved or renamed file keeps them. The studies table is not audited.
+    /// study's hash, so a moved or renamed file keeps them. Every change is also appended to the
+    /// study log (see [`DecisionStore::verify_studies`]); the path is kept as the operating
+    /// system's bytes beside its display form.
     pub fn upsert_study(&self, study: &StudyRecord) -> Result<(), AuditError> {
         self.upsert_studies(std::slice::from_ref(study))
     }
@@ -153,24 +155,29 @@ impl DecisionStore {
         let now = now_rfc3339();
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO studies (sha256, last_path, patient_id, study_uid, metadata_json, first_seen_at, last_seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                 ON CONFLICT (sha256) DO UPDATE SET
-                     last_path = excluded.last_path,
-                     patient_id = excluded.patient_id,
-                     study_uid = excluded.study_uid,
-                     metadata_json = excluded.metadata_json,
-                     last_seen_at = excluded.last_seen_at",
-            )?;
+            let mut log = super::study_log::StudyLogWriter::new(&tx)?;
             for s in studies {
-                stmt.execute(rusqlite::params![
+                let bytes = log.record(&tx, s, &now)?;
+                tx.prepare_cached(
+                    "INSERT INTO studies (sha256, last_path, patient_id, study_uid, metadata_json,
+                                          first_seen_at, last_seen_at, path_bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+                     ON CONFLICT (sha256) DO UPDATE SET
+                         last_path = excluded.last_path,
+                         patient_id = excluded.patient_id,
+                         study_uid = excluded.study_uid,
+                         metadata_json = excluded.metadata_json,
+                         last_seen_at = excluded.last_seen_at,
+                         path_bytes = excluded.path_bytes",
+                )?
+                .execute(rusqlite::params![
                     s.sha256,
                     s.path.to_string_lossy(),
                     s.patient_id,
                     s.study_uid,
                     s.metadata_json,
                     now,
+                    bytes,
                 ])?;
             }
         }
@@ -181,7 +188,8 @@ impl DecisionStore {
     /// The study with this hash, if the store knows it.
     pub fn study(&self, sha256: &str) -> Result<Option<StudyRecord>, AuditError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT sha256, last_path, patient_id, study_uid, metadata_json FROM studies WHERE sha256 = ?1",
+            "SELECT sha256, last_path, patient_id, study_uid, metadata_json, path_bytes FROM studies
+             WHERE sha256 = ?1",
         )?;
         Ok(stmt.query_row([sha256], study_from_row).optional()?)
     }
@@ -494,10 +502,11 @@ fn fields_of<'a>(e: &'a DecisionEvent, path_text: &'a str) -> EventFields<'a> {
     }
 }
 
-fn study_from_row(r: &Row<'_>) -> rusqlite::Result<StudyRecord> {
+/// A study from `sha256, last_path, patient_id, study_uid, metadata_json, path_bytes`.
+pub(crate) fn study_from_row(r: &Row<'_>) -> rusqlite::Result<StudyRecord> {
     Ok(StudyRecord {
         sha256: r.get(0)?,
-        path: PathBuf::from(r.get::<_, String>(1)?),
+        path: super::study_log::path_from_stored(r.get(5)?, r.get(1)?),
         patient_id: r.get(2)?,
         study_uid: r.get(3)?,
         metadata_json: r.get(4)?,

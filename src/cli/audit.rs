@@ -80,34 +80,45 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             "TAMPERED: the triggers that keep the decision log append-only were removed or changed"
         );
     }
-    if thresholds.is_intact() {
-        if let Some(head) = &thresholds.head_hash {
-            println!(
-                "OK: {} threshold changes, their hash chain is intact; last change's hash {head}",
-                thresholds.total_events
-            );
-        }
-    } else {
-        if let Some(broken) = &thresholds.first_broken {
-            println!(
-                "TAMPERED: the threshold log's hash chain is broken at threshold change {}: {}",
-                broken.id, broken.problem
-            );
-        }
-        if !thresholds.append_only_guard_intact {
-            println!(
-                "TAMPERED: the triggers that keep the threshold log append-only were removed or changed"
-            );
-        }
+    print_log("threshold log", "threshold change", &thresholds);
+    let studies = store.verify_studies()?;
+    print_log("study log", "study record", &studies.log);
+    if !studies.mismatched.is_empty() {
+        println!(
+            "TAMPERED: {} studies in the studies table are not what the study log recorded (path, \
+             patient id, study UID or details edited, or a row added or removed), first {}",
+            studies.mismatched.len(),
+            studies.mismatched[0]
+        );
     }
     let anchors_hold = check_anchors(&store, args)?;
     Ok(
-        if report.is_intact() && thresholds.is_intact() && anchors_hold {
+        if report.is_intact() && thresholds.is_intact() && studies.is_intact() && anchors_hold {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(EXIT_FINDINGS)
         },
     )
+}
+
+/// Prints what the check of a chained log besides the decision log found (`what`: "threshold
+/// log"; `event`: "threshold change").
+fn print_log(what: &str, event: &str, report: &crate::audit::ThresholdLogReport) {
+    if let Some(head) = report.head_hash.as_ref().filter(|_| report.is_intact()) {
+        println!(
+            "OK: {} {event}s, the {what}'s hash chain is intact; last hash {head}",
+            report.total_events
+        );
+    }
+    if let Some(broken) = &report.first_broken {
+        println!(
+            "TAMPERED: the {what}'s hash chain is broken at {event} {}: {}",
+            broken.id, broken.problem
+        );
+    }
+    if !report.append_only_guard_intact {
+        println!("TAMPERED: the triggers that keep the {what} append-only were removed or changed");
+    }
 }
 
 /// Checks the log against the anchor beside the store and the anchors and receipts given;
