@@ -1,5 +1,6 @@
-//! The review window with 5,000 studies: the time to its first rows, and the time of one frame
-//! (logic and drawing, without GPU painting) while the studies are being scored.
+//! The review window with 5,000, 10,000 and 50,000 studies: the time to its first rows, and the
+//! time of one frame (logic and drawing, without GPU painting) while the studies are being scored.
+//! `APP_FRAME_SIZES=5000,10000` measures only those sizes.
 //!
 //! Run: `cargo bench --bench app_frame`. The studies are small generated PNG files in a
 //! temporary folder; the model is the shipped one. Medians are in
@@ -15,12 +16,23 @@ use cxr_triage::app::{App, AppConfig};
 use egui::Key;
 use egui_kittest::Harness;
 
-const STUDIES: u32 = 5000;
+/// The folder sizes measured, unless `APP_FRAME_SIZES` names others.
+const SIZES: [u32; 3] = [5000, 10_000, 50_000];
 
-/// `STUDIES` small studies in 10 subfolders, each a little different.
-fn folder() -> tempfile::TempDir {
+fn sizes() -> Vec<u32> {
+    match std::env::var("APP_FRAME_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().expect("APP_FRAME_SIZES: numbers"))
+            .collect(),
+        Err(_) => SIZES.to_vec(),
+    }
+}
+
+/// `studies` small studies in 10 subfolders, each a little different.
+fn folder(studies: u32) -> tempfile::TempDir {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    for n in 0..STUDIES {
+    for n in 0..studies {
         let sub = dir.path().join(format!("ward-{}", n % 10));
         std::fs::create_dir_all(&sub).unwrap();
         let img = image::GrayImage::from_fn(96, 80, |x, y| {
@@ -57,13 +69,19 @@ fn step_until(h: &mut Harness<'static, App>, done: impl Fn(&App) -> bool) {
 }
 
 fn benches(c: &mut Criterion) {
-    let studies = folder();
+    for studies in sizes() {
+        folder_of(c, studies);
+    }
+}
+
+fn folder_of(c: &mut Criterion, n: u32) {
+    let studies = folder(n);
     let store = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
 
     // From a new window on the folder (threads started, model loaded, folder listed) to rows.
     let mut group = c.benchmark_group("app");
     group.sample_size(10);
-    group.bench_function("first rows of 5000 studies", |b| {
+    group.bench_function(format!("first rows of {n} studies"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for i in 0..iters {
@@ -72,7 +90,7 @@ fn benches(c: &mut Criterion) {
                 let mut h = harness(config(studies.path(), db));
                 step_until(&mut h, |app| app.worklist().is_some());
                 total += start.elapsed();
-                assert_eq!(h.state().worklist().unwrap().len(), STUDIES as usize);
+                assert_eq!(h.state().worklist().unwrap().len(), n as usize);
             }
             total
         });
@@ -87,7 +105,7 @@ fn benches(c: &mut Criterion) {
     });
     h.key_press(Key::Home);
     step_until(&mut h, |app| app.selected().is_some());
-    c.bench_function("frame with 5000 studies while scoring", |b| {
+    c.bench_function(&format!("frame with {n} studies while scoring"), |b| {
         b.iter(|| h.step());
     });
     let scored = h.state().worklist().unwrap().counts().scored;
@@ -96,9 +114,23 @@ fn benches(c: &mut Criterion) {
         "scoring ended during the measurement ({scored} scored): the frames were not all measured while scoring"
     );
     eprintln!(
-        "scored {scored} of {STUDIES} by the end; frame times (logic and drawing): {}",
+        "{}: scored {scored} of {n} by the end; frame times (logic and drawing): {}",
+        cpu_name(),
         h.state().frame_stats().while_scoring()
     );
+}
+
+/// The CPU's model name as `lscpu` gives it, for the figures printed.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
 /// Frame times while a decision is being written to a store on a slow disk (each write delayed

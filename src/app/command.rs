@@ -128,20 +128,28 @@ impl App {
             Command::Select(id) => self.select(id),
             Command::Step(delta) => {
                 if let Some(s) = &self.session
-                    && let Some(id) = step_in_view(&s.view, s.selected, delta)
+                    && let Some(id) = step_in_view(&s.order.view, s.selected, delta)
                 {
                     self.select(id);
                     self.scroll_to_selected = true;
                 }
             }
             Command::SelectFirst => {
-                if let Some(id) = self.session.as_ref().and_then(|s| s.view.first().copied()) {
+                if let Some(id) = self
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.order.view.first().copied())
+                {
                     self.select(id);
                     self.scroll_to_selected = true;
                 }
             }
             Command::SelectLast => {
-                if let Some(id) = self.session.as_ref().and_then(|s| s.view.last().copied()) {
+                if let Some(id) = self
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.order.view.last().copied())
+                {
                     self.select(id);
                     self.scroll_to_selected = true;
                 }
@@ -150,7 +158,7 @@ impl App {
                 let next = self
                     .session
                     .as_ref()
-                    .and_then(|s| s.worklist.next_unreviewed(&s.view, s.selected));
+                    .and_then(|s| s.worklist.next_unreviewed(&s.order.view, s.selected));
                 match next {
                     Some(id) => {
                         self.select(id);
@@ -269,9 +277,7 @@ impl App {
             root: root.clone(),
             worklist: Worklist::default(),
             listed: false,
-            view: Vec::new(),
-            ranks: Vec::new(),
-            counts: crate::worklist::Counts::default(),
+            order: crate::worklist::Order::default(),
             view_dirty: true,
             selected: None,
             compare: None,
@@ -336,7 +342,7 @@ impl App {
     pub(super) fn viewing(&self, needs_image: bool) -> Result<Option<u64>, String> {
         let s = self.session.as_ref().ok_or("Open a folder first.")?;
         let id = s.selected.ok_or("Select a study first.")?;
-        if !s.view.contains(&id) {
+        if !s.order.view.contains(&id) {
             return Err(
                 "The selected study is hidden by the worklist's filter: show it before deciding."
                     .to_owned(),
@@ -477,7 +483,7 @@ impl App {
         };
         let name = row.name.clone();
         // The reader moves on at once; the row shows the decision once it is saved.
-        let next = s.worklist.next_unreviewed(&s.view, Some(id));
+        let next = s.worklist.next_unreviewed(&s.order.view, Some(id));
         let kind = super::WriteKind::Decision {
             last: next.is_none(),
         };

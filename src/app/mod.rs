@@ -310,7 +310,7 @@ impl App {
 
     /// The studies in the order the worklist shows them (sorted and filtered).
     pub fn view_order(&self) -> &[StudyId] {
-        self.session.as_ref().map_or(&[], |s| &s.view)
+        self.session.as_ref().map_or(&[], |s| &s.order.view)
     }
 
     /// The selected study.

@@ -72,7 +72,7 @@ impl App {
             return false;
         }
         let Some(sel) = s.selected else {
-            return s.worklist.is_empty() || s.view.is_empty();
+            return s.worklist.is_empty() || s.order.view.is_empty();
         };
         let key = s.key(sel);
         let image_done = self.cache.image(key).is_some();

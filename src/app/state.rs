@@ -13,7 +13,7 @@ use super::viewer_worker::{self, ImageInfo, ImageKey, Textures, ViewerMsg, Want}
 use super::{App, Command, IMAGE_CACHE_CAPACITY, Level};
 use crate::io::Window;
 use crate::model::Classifier;
-use crate::worklist::{Counts, StudyId, Worklist};
+use crate::worklist::{StudyId, Worklist};
 
 /// The model, as far as the window knows.
 pub(super) enum ModelState {
@@ -37,9 +37,8 @@ pub(super) struct Session {
     pub(super) root: PathBuf,
     pub(super) worklist: Worklist,
     pub(super) listed: bool,
-    pub(super) view: Vec<StudyId>,
-    pub(super) ranks: Vec<Option<usize>>,
-    pub(super) counts: Counts,
+    /// The worklist's order, ranks and counts for the sort and filter in force.
+    pub(super) order: crate::worklist::Order,
     pub(super) view_dirty: bool,
     pub(super) selected: Option<StudyId>,
     pub(super) compare: Option<StudyId>,
@@ -279,7 +278,15 @@ impl App {
                 generation,
                 studies,
             } => {
+                let (sort, filter) = (self.prefs.sort, self.prefs.filter);
                 if let Some(s) = self.session_of(generation) {
+                    // The order is kept up to date for these rows alone, unless it is rebuilt
+                    // anyway: a full sort per batch grows with the folder.
+                    let ids: Vec<StudyId> = studies.iter().map(|st| st.id).collect();
+                    let incremental = !s.view_dirty;
+                    if incremental {
+                        s.order.remove(&s.worklist, &ids);
+                    }
                     for study in studies {
                         let Some(row) = s.worklist.row_mut(study.id) else {
                             continue;
@@ -312,7 +319,9 @@ impl App {
                         s.present.note(row);
                         s.progress.done += 1;
                     }
-                    s.view_dirty = true;
+                    if incremental {
+                        s.order.insert(&s.worklist, sort, filter, &ids);
+                    }
                 }
             }
             ScorerMsg::Finished {
@@ -400,9 +409,7 @@ impl App {
         if !s.view_dirty {
             return;
         }
-        s.view = s.worklist.view(self.prefs.sort, self.prefs.filter);
-        s.ranks = s.worklist.score_ranks();
-        s.counts = s.worklist.counts();
+        s.order = crate::worklist::Order::build(&s.worklist, self.prefs.sort, self.prefs.filter);
         s.view_dirty = false;
     }
 
@@ -443,8 +450,8 @@ impl App {
             }
         }
         // Prefetch the next study of the list, so that J shows it at once.
-        if let Some(next) =
-            crate::worklist::step_in_view(&s.view, Some(selected), 1).filter(|&n| n != selected)
+        if let Some(next) = crate::worklist::step_in_view(&s.order.view, Some(selected), 1)
+            .filter(|&n| n != selected)
         {
             wants.extend(image(next, &PaneView::default()));
         }

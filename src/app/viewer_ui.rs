@@ -122,9 +122,9 @@ impl App {
                 ui.label(RichText::new(facts).size(14.0).color(theme::TEXT))
                     .on_hover_text("Patient's age and sex, study date, view position (DICOM)");
             }
-            let rank = s.ranks.get(id.0).copied().flatten();
+            let rank = s.order.ranks.get(id.0).copied().flatten();
             let mut line = match rank {
-                Some(r) => format!("rank {r} of {}", s.counts.scored),
+                Some(r) => format!("rank {r} of {}", s.order.counts.scored),
                 None => "not ranked".to_owned(),
             };
             if let Some(ImageEntry::Ready { info, .. }) = self.cache.image(s.key(id)) {
@@ -351,7 +351,8 @@ impl App {
                     ui.separator();
                 }
                 ui.label(RichText::new("All studies, in worklist order").color(theme::TEXT_DIM));
-                let others: Vec<StudyId> = s.view.iter().copied().filter(|&o| o != id).collect();
+                let others: Vec<StudyId> =
+                    s.order.view.iter().copied().filter(|&o| o != id).collect();
                 egui::ScrollArea::vertical().max_height(300.0).show_rows(
                     ui,
                     ROW_TEXT_HEIGHT,

@@ -152,7 +152,7 @@ impl App {
                 ui.label(
                     RichText::new(format!(
                         "{} reviewed of {}",
-                        s.counts.reviewed, s.counts.total
+                        s.order.counts.reviewed, s.order.counts.total
                     ))
                     .strong(),
                 );
@@ -166,7 +166,7 @@ impl App {
             return;
         }
         if s.is_scoring() {
-            let total = s.counts.total.max(1);
+            let total = s.order.counts.total.max(1);
             let done = s.progress.done;
             let secs = s.started.elapsed().as_secs_f64().max(0.001);
             let rate = done as f64 / secs;
@@ -192,15 +192,15 @@ impl App {
             ui.label(
                 RichText::new(format!(
                     "{} studies {what} in {} · {} could not be read or scored",
-                    s.counts.scored,
+                    s.order.counts.scored,
                     duration_words(t),
-                    s.counts.failed
+                    s.order.counts.failed
                 ))
                 .color(theme::TEXT_DIM),
             );
         }
         ui.add_space(2.0);
-        let counts = s.counts;
+        let counts = s.order.counts;
         let has_labels = s.worklist.has_dataset_labels();
         ui.horizontal_wrapped(|ui| {
             for filter in Filter::ALL {
@@ -331,7 +331,7 @@ impl App {
                 .request_repaint_after(std::time::Duration::from_secs(30));
         }
         let now = std::time::SystemTime::now();
-        if s.counts.failed > 0 {
+        if s.order.counts.failed > 0 {
             cols.push(Col::Error);
         }
         if present.patient_id {
@@ -347,7 +347,7 @@ impl App {
         let selected = s.selected;
         let scroll_to = self
             .scroll_to_selected
-            .then(|| selected.and_then(|id| s.view.iter().position(|&v| v == id)))
+            .then(|| selected.and_then(|id| s.order.view.iter().position(|&v| v == id)))
             .flatten();
         egui::ScrollArea::horizontal()
             .id_salt("worklist-hscroll")
@@ -402,8 +402,8 @@ impl App {
                         }
                     })
                     .body(|body| {
-                        body.rows(ROW_HEIGHT, s.view.len(), |mut table_row| {
-                            let id = s.view[table_row.index()];
+                        body.rows(ROW_HEIGHT, s.order.view.len(), |mut table_row| {
+                            let id = s.order.view[table_row.index()];
                             let Some(row) = w.row(id) else { return };
                             table_row.set_selected(selected == Some(id));
                             for &col in &cols {
@@ -413,7 +413,7 @@ impl App {
                                         col,
                                         w,
                                         row,
-                                        s.ranks.get(id.0).copied().flatten(),
+                                        s.order.ranks.get(id.0).copied().flatten(),
                                         now,
                                     );
                                 });

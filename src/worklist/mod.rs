@@ -10,6 +10,7 @@
 
 mod facts;
 mod labels;
+mod order;
 mod sort;
 mod study;
 
@@ -18,6 +19,7 @@ use std::str::FromStr;
 
 pub use facts::{StudyFacts, WaitingSince, waiting_text};
 pub use labels::{DatasetLabel, LabelFile, LabelSource, LabelsError, label_from_folder_names};
+pub use order::Order;
 pub use sort::{Filter, SortKey, SortSpec, step_in_view};
 pub use study::{
     Counts, Disposition, ReviewState, ScoreState, StudyId, StudyRow, Worklist, scope_warning,

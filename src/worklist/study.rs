@@ -338,27 +338,49 @@ impl Worklist {
             ..Counts::default()
         };
         for row in &self.rows {
-            match row.score {
-                ScoreState::Pending => c.pending += 1,
-                ScoreState::Scored(_) => c.scored += 1,
-                ScoreState::Failed(_) => c.failed += 1,
-            }
-            if self.needs_manual_read(row) {
-                c.manual += 1;
-            }
-            match self.review_state(row) {
-                ReviewState::Unreviewed => {}
-                ReviewState::Overridden => {
-                    c.reviewed += 1;
-                    c.disagreements += 1;
-                }
-                ReviewState::Confirmed
-                | ReviewState::Labelled
-                | ReviewState::ReadElsewhere
-                | ReviewState::NotChestFilm => c.reviewed += 1,
-            }
+            self.tally(row, &mut c, true);
         }
         c
+    }
+
+    /// Adds `row`'s states to `c` (or takes them away), all but the total.
+    pub(super) fn tally(&self, row: &StudyRow, c: &mut Counts, add: bool) {
+        let step = |n: &mut usize| {
+            *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        };
+        match row.score {
+            ScoreState::Pending => step(&mut c.pending),
+            ScoreState::Scored(_) => step(&mut c.scored),
+            ScoreState::Failed(_) => step(&mut c.failed),
+        }
+        if self.needs_manual_read(row) {
+            step(&mut c.manual);
+        }
+        match self.review_state(row) {
+            ReviewState::Unreviewed => {}
+            ReviewState::Overridden => {
+                step(&mut c.reviewed);
+                step(&mut c.disagreements);
+            }
+            ReviewState::Confirmed
+            | ReviewState::Labelled
+            | ReviewState::ReadElsewhere
+            | ReviewState::NotChestFilm => step(&mut c.reviewed),
+        }
+    }
+
+    /// The order of two studies in a view: those that need a manual read first, then `sort`.
+    pub(super) fn view_order(&self, sort: SortSpec, a: StudyId, b: StudyId) -> std::cmp::Ordering {
+        let (ra, rb) = (&self.rows[a.0], &self.rows[b.0]);
+        self.needs_manual_read(rb)
+            .cmp(&self.needs_manual_read(ra))
+            .then_with(|| sort.compare(self, ra, rb))
+    }
+
+    /// The order of two scored studies by score, highest first, ties in listing order.
+    pub(super) fn score_order(&self, a: StudyId, b: StudyId) -> std::cmp::Ordering {
+        let score = |id: StudyId| self.rows[id.0].score_value().unwrap_or(f32::NEG_INFINITY);
+        score(b).total_cmp(&score(a)).then(a.cmp(&b))
     }
 
     /// The studies `filter` keeps, in the order `sort` gives, after the group of studies that
@@ -371,26 +393,22 @@ impl Worklist {
             .filter(|r| filter.keeps(self, r))
             .map(|r| r.id)
             .collect();
-        ids.sort_by(|a, b| {
-            let (ra, rb) = (&self.rows[a.0], &self.rows[b.0]);
-            self.needs_manual_read(rb)
-                .cmp(&self.needs_manual_read(ra))
-                .then_with(|| sort.compare(self, ra, rb))
-        });
+        ids.sort_by(|&a, &b| self.view_order(sort, a, b));
         ids
     }
 
     /// Each study's rank by score (1 is the highest score; ties in listing order), `None` for
     /// studies without a score. Indexed by [`StudyId`].
     pub fn score_ranks(&self) -> Vec<Option<usize>> {
-        let mut scored: Vec<(StudyId, f32)> = self
+        let mut scored: Vec<StudyId> = self
             .rows
             .iter()
-            .filter_map(|r| Some((r.id, r.score_value()?)))
+            .filter(|r| r.score_value().is_some())
+            .map(|r| r.id)
             .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.sort_by(|&a, &b| self.score_order(a, b));
         let mut ranks = vec![None; self.rows.len()];
-        for (rank, (id, _)) in scored.into_iter().enumerate() {
+        for (rank, id) in scored.into_iter().enumerate() {
             ranks[id.0] = Some(rank + 1);
         }
         ranks
