@@ -736,3 +736,68 @@ fn adapting_in_the_window_then_switching_the_model_in_force_is_audited() {
     );
     assert_eq!(store.threshold_events().unwrap().len(), 2);
 }
+
+#[test]
+fn a_study_waiting_past_the_cap_comes_first_whatever_its_score() {
+    use std::time::{Duration, SystemTime};
+    let fx = folder(6);
+    // Two studies arrived in the folder two hours ago; the others just now.
+    let arrived = SystemTime::now() - Duration::from_secs(2 * 3600);
+    for name in ["study-01.jpg", "ward/study-05.png"] {
+        std::fs::File::options()
+            .write(true)
+            .open(fx.studies.join(name))
+            .unwrap()
+            .set_modified(arrived)
+            .unwrap();
+    }
+    let order = |app: &App| -> Vec<(String, f32)> {
+        let w = app.worklist().unwrap();
+        app.view_order()
+            .iter()
+            .map(|&id| {
+                let r = w.row(id).unwrap();
+                (r.name.clone(), r.score_value().unwrap_or(f32::NAN))
+            })
+            .collect()
+    };
+    let by_score_after = |rows: &[(String, f32)]| rows.windows(2).all(|p| p[0].1 >= p[1].1);
+
+    // With the default cap (60 minutes): the unreadable file first (it needs a manual read),
+    // then the two overdue studies, by score, then the rest by score.
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    h.step();
+    let rows = order(h.state());
+    assert_eq!(rows[0].0, "notes.txt");
+    let mut overdue: Vec<&str> = rows[1..3].iter().map(|r| r.0.as_str()).collect();
+    overdue.sort_unstable();
+    assert_eq!(overdue, ["study-01.jpg", "ward/study-05.png"]);
+    assert!(by_score_after(&rows[1..3]) && by_score_after(&rows[3..]));
+    assert_eq!(h.state().worklist().unwrap().counts().overdue, 2);
+    assert!(
+        h.query_by_label_contains("2 studies have waited over 60 min unread")
+            .is_some()
+    );
+    // Their scores do not put them first on their own: at least one study that just arrived
+    // scores higher than one of them.
+    let lowest_overdue = rows[1].1.min(rows[2].1);
+    assert!(
+        rows[3..].iter().any(|r| r.1 > lowest_overdue),
+        "the fixture must have a newer study scoring above an overdue one: {rows:?}"
+    );
+    drop(h);
+
+    // With the cap off, the order is the score's alone.
+    let mut h = harness(cxr_triage::app::AppConfig {
+        wait_limit: None,
+        ..config(&fx)
+    });
+    wait_for_scores(&mut h);
+    h.step();
+    let rows = order(h.state());
+    assert_eq!(rows[0].0, "notes.txt");
+    assert!(by_score_after(&rows[1..]));
+    assert_eq!(h.state().worklist().unwrap().counts().overdue, 0);
+    assert!(h.query_by_label_contains("waited over").is_none());
+}

@@ -279,6 +279,7 @@ impl App {
             listed: false,
             order: crate::worklist::Order::default(),
             view_dirty: true,
+            waiting_checked: None,
             selected: None,
             compare: None,
             cancel: Arc::clone(&cancel),

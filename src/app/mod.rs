@@ -117,7 +117,14 @@ pub struct AppConfig {
     /// Wait this long before each write to the decision store, as a slow or locked disk would
     /// (benchmarks and tests of the window's responsiveness).
     pub store_write_delay: Option<std::time::Duration>,
+    /// The waiting-time cap: an unreviewed study that has waited longer (since its DICOM study
+    /// time, else since its file arrived) moves to the top of the worklist whatever its score.
+    /// `None`: no cap.
+    pub wait_limit: Option<std::time::Duration>,
 }
+
+/// The default waiting-time cap ([`AppConfig::wait_limit`]): 60 minutes.
+pub const DEFAULT_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 impl AppConfig {
     /// A window with the model at `weights`, nothing opened, the default store.
@@ -133,6 +140,7 @@ impl AppConfig {
             print_stats: false,
             persist_preferences: true,
             store_write_delay: None,
+            wait_limit: Some(DEFAULT_WAIT_LIMIT),
         }
     }
 }
@@ -453,6 +461,7 @@ impl eframe::App for App {
         self.dropped_files(ctx);
         self.shortcuts(ctx);
         self.apply_commands();
+        self.check_waiting_cap();
         self.refresh_view();
         self.request_images(ctx);
         self.screenshot_logic(ctx);

@@ -40,6 +40,8 @@ pub(super) struct Session {
     /// The worklist's order, ranks and counts for the sort and filter in force.
     pub(super) order: crate::worklist::Order,
     pub(super) view_dirty: bool,
+    /// When the waiting-time cap was last checked (see `App::check_waiting_cap`).
+    pub(super) waiting_checked: Option<std::time::SystemTime>,
     pub(super) selected: Option<StudyId>,
     pub(super) compare: Option<StudyId>,
     pub(super) cancel: Arc<AtomicBool>,
@@ -400,6 +402,29 @@ impl App {
                     self.cache.heat.push((key, HeatEntry::Failed(error)));
                 }
             }
+        }
+    }
+
+    /// Moves the studies that have waited past the cap to the top (checked once a second: the
+    /// check looks at every study).
+    pub(super) fn check_waiting_cap(&mut self) {
+        let Some(s) = &mut self.session else { return };
+        let now = std::time::SystemTime::now();
+        // A new worklist (the folder listed again) has no cut-off yet: set it at once.
+        let unset = self.config.wait_limit.is_some() && s.worklist.overdue_before().is_none();
+        if !unset
+            && s.waiting_checked
+                .is_some_and(|t| now.duration_since(t).is_ok_and(|d| d.as_secs() < 1))
+        {
+            return;
+        }
+        s.waiting_checked = Some(now);
+        let cutoff = self
+            .config
+            .wait_limit
+            .and_then(|limit| now.checked_sub(limit));
+        if s.worklist.set_overdue_before(cutoff) {
+            s.view_dirty = true;
         }
     }
 

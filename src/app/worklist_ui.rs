@@ -237,6 +237,27 @@ impl App {
                 }
             }
         });
+        if counts.overdue > 0
+            && let Some(limit) = self.config.wait_limit
+        {
+            let minutes = limit.as_secs() / 60;
+            let studies = if counts.overdue == 1 {
+                "1 study has".to_owned()
+            } else {
+                format!("{} studies have", counts.overdue)
+            };
+            ui.label(
+                RichText::new(format!(
+                    "{studies} waited over {minutes} min unread: shown first, whatever the score"
+                ))
+                .color(theme::WARNING),
+            )
+            .on_hover_text(
+                "The waiting-time cap: waiting counts from the DICOM study time, else from the \
+                 file's arrival in the folder (cxr-triage open --wait-limit MINUTES; 0 turns it \
+                 off).",
+            );
+        }
         ui.add_space(4.0);
         if counts.total == 0 {
             ui.label(
@@ -524,8 +545,17 @@ fn cell_ui(
         Col::Waiting => match row.facts.waited(now) {
             Some(waited) => {
                 let from = row.facts.waiting_since.map(|(_, from)| from.as_str());
-                ui.label(crate::worklist::waiting_text(waited))
-                    .on_hover_text(from.unwrap_or_default());
+                let text = crate::worklist::waiting_text(waited);
+                if w.is_overdue(row) {
+                    ui.label(RichText::new(text).color(theme::WARNING).strong())
+                        .on_hover_text(format!(
+                            "{}; waited past the site's limit, so it is shown at the top whatever \
+                             its score",
+                            from.unwrap_or_default()
+                        ));
+                } else {
+                    ui.label(text).on_hover_text(from.unwrap_or_default());
+                }
             }
             None => {
                 ui.label(RichText::new("–").color(dim));

@@ -27,6 +27,11 @@ pub struct OpenArgs {
     /// Open the demo studies that come with cxr-triage (instead of DIR).
     #[arg(long, conflicts_with = "dir")]
     pub demo: bool,
+    /// The waiting-time cap in minutes: an unreviewed study that has waited longer (since its
+    /// DICOM study time, else since its file arrived) goes to the top of the worklist whatever
+    /// its score. 0 turns the cap off.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    pub wait_limit: u32,
 }
 
 /// The environment variable that makes the window save a screenshot once the scores are in,
@@ -66,6 +71,8 @@ pub fn run(mut args: OpenArgs) -> anyhow::Result<ExitCode> {
         persist_preferences: screenshot.is_none(),
         screenshot,
         store_write_delay: None,
+        wait_limit: (args.wait_limit > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(args.wait_limit) * 60)),
     };
     app::run(config).map_err(|e| {
         anyhow::anyhow!(

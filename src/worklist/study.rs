@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use super::{DatasetLabel, Filter, Label, SortSpec, StudyFacts};
 
@@ -202,6 +203,9 @@ pub struct Counts {
     /// Studies that could not be read or scored and have no decision: a reader must read them
     /// (they are also counted as not reviewed).
     pub manual: usize,
+    /// Unreviewed studies that have waited longer than the waiting-time cap (see
+    /// [`Worklist::set_overdue_before`]).
+    pub overdue: usize,
 }
 
 impl Counts {
@@ -221,6 +225,8 @@ impl Counts {
 pub struct Worklist {
     rows: Vec<StudyRow>,
     threshold: Option<f32>,
+    /// Studies that began waiting before this time and are still unreviewed are overdue.
+    overdue_before: Option<SystemTime>,
 }
 
 impl Worklist {
@@ -230,7 +236,11 @@ impl Worklist {
         for (i, row) in rows.iter_mut().enumerate() {
             row.id = StudyId(i);
         }
-        Self { rows, threshold }
+        Self {
+            rows,
+            threshold,
+            overdue_before: None,
+        }
     }
 
     /// Every row, in listing order.
@@ -321,6 +331,39 @@ impl Worklist {
         row.error().is_some() && !self.review_state(row).is_reviewed()
     }
 
+    /// Whether a study has waited past the waiting-time cap without a decision: the worklist
+    /// shows it at the top (after the studies that need a manual read) whatever its score, so
+    /// that a low score never leaves a study waiting for ever.
+    pub fn is_overdue(&self, row: &StudyRow) -> bool {
+        match (self.overdue_before, row.facts.waiting_since) {
+            (Some(cutoff), Some((since, _))) => {
+                since < cutoff
+                    && !self.needs_manual_read(row)
+                    && !self.review_state(row).is_reviewed()
+            }
+            _ => false,
+        }
+    }
+
+    /// Sets the waiting-time cap's cut-off: `now` less the site's limit (`None`: no cap).
+    /// Returns whether any study became overdue or stopped being so (the order then changes).
+    pub fn set_overdue_before(&mut self, cutoff: Option<SystemTime>) -> bool {
+        if cutoff == self.overdue_before {
+            return false;
+        }
+        let before: Vec<bool> = self.rows.iter().map(|r| self.is_overdue(r)).collect();
+        self.overdue_before = cutoff;
+        self.rows
+            .iter()
+            .zip(before)
+            .any(|(r, was)| self.is_overdue(r) != was)
+    }
+
+    /// The cut-off in force (see [`Worklist::set_overdue_before`]).
+    pub fn overdue_before(&self) -> Option<SystemTime> {
+        self.overdue_before
+    }
+
     /// Whether every study of the folder has a decision in force.
     pub fn all_reviewed(&self) -> bool {
         self.rows.iter().all(|r| self.review_state(r).is_reviewed())
@@ -356,6 +399,9 @@ impl Worklist {
         if self.needs_manual_read(row) {
             step(&mut c.manual);
         }
+        if self.is_overdue(row) {
+            step(&mut c.overdue);
+        }
         match self.review_state(row) {
             ReviewState::Unreviewed => {}
             ReviewState::Overridden => {
@@ -369,11 +415,13 @@ impl Worklist {
         }
     }
 
-    /// The order of two studies in a view: those that need a manual read first, then `sort`.
+    /// The order of two studies in a view: those that need a manual read first, then those
+    /// overdue ([`Worklist::is_overdue`]), each group in the order of `sort`.
     pub(super) fn view_order(&self, sort: SortSpec, a: StudyId, b: StudyId) -> std::cmp::Ordering {
         let (ra, rb) = (&self.rows[a.0], &self.rows[b.0]);
         self.needs_manual_read(rb)
             .cmp(&self.needs_manual_read(ra))
+            .then_with(|| self.is_overdue(rb).cmp(&self.is_overdue(ra)))
             .then_with(|| sort.compare(self, ra, rb))
     }
 
@@ -384,8 +432,9 @@ impl Worklist {
     }
 
     /// The studies `filter` keeps, in the order `sort` gives, after the group of studies that
-    /// need a manual read ([`needs_manual_read`](Self::needs_manual_read)): whatever the sort,
-    /// a study no model could read is never moved out of sight.
+    /// need a manual read ([`needs_manual_read`](Self::needs_manual_read)) and then the group
+    /// of overdue ones ([`is_overdue`](Self::is_overdue)): whatever the sort, a study no model
+    /// could read, or one that has waited too long, is never moved out of sight.
     pub fn view(&self, sort: SortSpec, filter: Filter) -> Vec<StudyId> {
         let mut ids: Vec<StudyId> = self
             .rows
@@ -484,6 +533,83 @@ mod tests {
             r.sha256 = Some(format!("{name:0>64}"));
         }
         r
+    }
+
+    #[test]
+    fn studies_past_the_waiting_cap_come_first_whatever_their_score() {
+        use crate::worklist::{SortKey, WaitingSince};
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let mins = |m: u64| t0 + std::time::Duration::from_secs(m * 60);
+        // Waiting since minute 0, 10, 50 and 70; one decided, one unreadable.
+        let mut rows = vec![
+            row("high", Some(0.9)),
+            row("low-old", Some(0.1)),
+            row("mid", Some(0.5)),
+            row("low-older", Some(0.05)),
+            row("decided-old", Some(0.2)),
+            row("unreadable", None),
+        ];
+        for (r, m) in rows.iter_mut().zip([70, 10, 50, 0, 0, 0]) {
+            r.facts.waiting_since = Some((mins(m), WaitingSince::FileModified));
+        }
+        rows[4].final_label = Some(Label::Normal);
+        rows[5].score = ScoreState::Failed("unreadable".to_owned());
+        let mut w = Worklist::new(rows, Some(0.5));
+        let names = |w: &Worklist, sort| -> Vec<String> {
+            w.view(sort, Filter::All)
+                .iter()
+                .map(|&id| w.row(id).unwrap().name.clone())
+                .collect()
+        };
+        let by_score = SortSpec::default();
+        assert_eq!(
+            names(&w, by_score),
+            [
+                "unreadable",
+                "high",
+                "mid",
+                "decided-old",
+                "low-old",
+                "low-older"
+            ]
+        );
+        assert!(!w.set_overdue_before(None), "no cap, no change");
+        // At minute 75 with a 60-minute cap: those waiting since before minute 15 are overdue,
+        // by score among themselves; the decided and the unreadable study are not.
+        assert!(w.set_overdue_before(Some(mins(15))));
+        assert_eq!(
+            names(&w, by_score),
+            [
+                "unreadable",
+                "low-old",
+                "low-older",
+                "high",
+                "mid",
+                "decided-old"
+            ]
+        );
+        assert_eq!(w.counts().overdue, 2);
+        // The group holds whatever the sort.
+        let by_name = by_score.clicked(SortKey::Name);
+        assert_eq!(
+            names(&w, by_name),
+            [
+                "unreadable",
+                "low-old",
+                "low-older",
+                "decided-old",
+                "high",
+                "mid"
+            ]
+        );
+        // A later cut-off that moves no study changes nothing; one that does is reported.
+        assert!(!w.set_overdue_before(Some(mins(20))));
+        assert!(w.set_overdue_before(Some(mins(55))));
+        assert_eq!(w.counts().overdue, 3);
+        // A decision takes the study out of the group.
+        w.row_mut(StudyId(1)).unwrap().final_label = Some(Label::Normal);
+        assert_eq!(w.counts().overdue, 2);
+        assert_eq!(names(&w, by_score)[..3], ["unreadable", "mid", "low-older"]);
     }
 
     #[test]
