@@ -1,5 +1,6 @@
-//! The review window with 5,000, 10,000 and 50,000 studies: the time to its first rows, and the
-//! time of one frame (logic and drawing, without GPU painting) while the studies are being scored.
+//! The review window with 5,000, 10,000 and 50,000 studies: the time to its first rows and to its
+//! first score, and the time of one frame (logic and drawing, without GPU painting) while the
+//! studies are being scored.
 //! `APP_FRAME_SIZES=5000,10000` measures only those sizes.
 //!
 //! Run: `cargo bench --bench app_frame`. The studies are small generated PNG files in a
@@ -91,6 +92,20 @@ fn folder_of(c: &mut Criterion, n: u32) {
                 step_until(&mut h, |app| app.worklist().is_some());
                 total += start.elapsed();
                 assert_eq!(h.state().worklist().unwrap().len(), n as usize);
+            }
+            total
+        });
+    });
+    // From a new window on the folder to the first score on screen (model loaded, first
+    // studies decoded and scored), as the window's own stats count it.
+    group.bench_function(format!("first score of {n} studies"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                let db = store.path().join(format!("first-score-{i}.sqlite3"));
+                let mut h = harness(config(studies.path(), db));
+                step_until(&mut h, |app| app.first_score_secs().is_some());
+                total += Duration::from_secs_f64(h.state().first_score_secs().unwrap());
             }
             total
         });

@@ -6,13 +6,18 @@ each label with a seed and puts half of each label's patients on each side. Writ
 that `cxr-triage import` reads (columns `path,label`, absolute paths): `--learn` (the labels a
 reader would give the site, to adapt on) and `--other` (the other half, only for measuring).
 `--limit N` keeps only N labels of the learning half (stratified, same seed), to time `adapt`
-on fewer labels.
+on fewer labels. `--other-from REPORT.json` takes the measuring half from an `eval` report's
+cases instead (for example the validation part of a folder the shipped model was partly trained
+on, so that it is measured only on films it never learned from); the learning half is then the
+rest.
 
 Usage: scripts/site-sim-split.py LABELS.csv --learn FILE --other FILE [--seed S] [--limit N]
+           [--other-from REPORT.json]
 """
 
 import argparse
 import csv
+import json
 import os
 import random
 
@@ -24,6 +29,7 @@ def main():
     ap.add_argument("--other", required=True)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--other-from")
     args = ap.parse_args()
     base = os.path.dirname(os.path.abspath(args.labels))
     by_label = {"normal": {}, "pneumonia": {}}
@@ -36,7 +42,15 @@ def main():
                 )
     rng = random.Random(args.seed)
     learn, other = [], []
-    for label in ("normal", "pneumonia"):
+    if args.other_from:
+        with open(args.other_from) as f:
+            measured = {os.path.join(base, c["path"]) for c in json.load(f)["cases"]}
+        for label in ("normal", "pneumonia"):
+            for p in sorted(by_label[label]):
+                for path in by_label[label][p]:
+                    side = other if path in measured else learn
+                    side.append((path, label.upper()))
+    for label in ("normal", "pneumonia") if not args.other_from else ():
         patients = sorted(by_label[label])
         rng.shuffle(patients)
         half = len(patients) // 2

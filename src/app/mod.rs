@@ -434,6 +434,13 @@ impl App {
         &self.stats
     }
 
+    /// Seconds from opening the folder to its first score (drawn in the same frame).
+    pub fn first_score_secs(&self) -> Option<f64> {
+        self.session
+            .as_ref()
+            .and_then(|s| s.progress.first_score_secs)
+    }
+
     /// Seconds from opening the folder to its first rows, and to its last score.
     pub fn timings_secs(&self) -> (Option<f64>, Option<f64>) {
         self.session.as_ref().map_or((None, None), |s| {

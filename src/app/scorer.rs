@@ -443,7 +443,16 @@ fn run_job(
     };
     match model {
         Some(model) => {
-            scoring::score_paths(model, &paths, BATCH_SIZE, &job.cancel, &mut on_batch);
+            // A first batch of one study per core puts the first score on screen sooner.
+            let first = rayon::current_num_threads().clamp(1, BATCH_SIZE);
+            scoring::score_paths_first(
+                model,
+                &paths,
+                first,
+                BATCH_SIZE,
+                &job.cancel,
+                &mut on_batch,
+            );
         }
         None => scoring::read_paths(
             &paths,

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use crate::io;
-pub(crate) use crate::model::scoring::{Scored, score_paths};
+pub(crate) use crate::model::scoring::{Scored, score_paths_first};
 
-/// Like [`score_paths`] without a model: reads each study (its identity and metadata) so that
+/// Like [`score_paths_first`] without a model: reads each study (its identity and metadata) so that
 /// it can still be viewed and labelled; every outcome is `Err(reason)`.
 pub(crate) fn read_paths(
     paths: &[PathBuf],

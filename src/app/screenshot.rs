@@ -92,6 +92,9 @@ impl App {
         if let Some(t) = first_rows {
             eprintln!("first rows after: {:.0} ms", t * 1000.0);
         }
+        if let Some(t) = self.first_score_secs() {
+            eprintln!("first score after: {:.0} ms", t * 1000.0);
+        }
         if let Some(t) = finished {
             eprintln!("all scored after: {t:.1} s");
         }

@@ -27,6 +27,8 @@ pub(super) enum ModelState {
 pub(super) struct Progress {
     pub(super) done: usize,
     pub(super) first_rows_secs: Option<f64>,
+    /// Seconds from opening the folder to the first score on screen.
+    pub(super) first_score_secs: Option<f64>,
     pub(super) finished_secs: Option<f64>,
     pub(super) cancelled: bool,
 }
@@ -320,6 +322,9 @@ impl App {
                         row.disposition = study.disposition;
                         s.present.note(row);
                         s.progress.done += 1;
+                        if s.progress.first_score_secs.is_none() && row.score_value().is_some() {
+                            s.progress.first_score_secs = Some(s.started.elapsed().as_secs_f64());
+                        }
                     }
                     if incremental {
                         s.order.insert(&s.worklist, sort, filter, &ids);

@@ -84,12 +84,41 @@ pub fn score_paths(
     cancel: &AtomicBool,
     on_batch: &mut dyn FnMut(Vec<Scored>),
 ) {
+    score_paths_first(classifier, paths, batch_size, batch_size, cancel, on_batch);
+}
+
+/// The batches of `n` studies: `first` studies, then `batch_size` at a time.
+fn batches(n: usize, first: usize, batch_size: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = first.max(1);
+    while start < n {
+        let end = (start + size).min(n);
+        out.push(start..end);
+        start = end;
+        size = batch_size.max(1);
+    }
+    out
+}
+
+/// As [`score_paths`], with a first batch of `first` studies: a window shows its first score
+/// sooner when the first batch is small (one study per core), then scores the rest in batches,
+/// which the network runs faster per study.
+pub fn score_paths_first(
+    classifier: &Classifier,
+    paths: &[PathBuf],
+    first: usize,
+    batch_size: usize,
+    cancel: &AtomicBool,
+    on_batch: &mut dyn FnMut(Vec<Scored>),
+) {
     let min_side = classifier.input_size() as u32;
-    for (chunk_index, chunk) in paths.chunks(batch_size.max(1)).enumerate() {
+    for range in batches(paths.len(), first, batch_size) {
         if cancel.load(Ordering::Relaxed) {
             return;
         }
-        let base = chunk_index * batch_size.max(1);
+        let base = range.start;
+        let chunk = &paths[range];
         let prepared: Vec<Prepared> = chunk
             .par_iter()
             .map(|path| match io::load_study_for_model(path, min_side) {
@@ -142,6 +171,15 @@ pub fn score_paths(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_batch_may_be_smaller_and_every_study_is_in_one_batch() {
+        assert_eq!(batches(0, 2, 16), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(batches(1, 2, 16), vec![std::ops::Range { start: 0, end: 1 }]);
+        assert_eq!(batches(40, 2, 16), [0..2, 2..18, 18..34, 34..40]);
+        assert_eq!(batches(5, 0, 0), [0..1, 1..2, 2..3, 3..4, 4..5]);
+        assert_eq!(batches(32, 16, 16), [0..16, 16..32]);
+    }
 
     #[test]
     fn dicom_ages_become_years_and_reasons() {
