@@ -14,7 +14,7 @@ use app_common::{
 };
 use cxr_triage::app::{App, Command};
 use cxr_triage::audit::{Action, DecisionStore};
-use cxr_triage::worklist::{Filter, StudyId, StudyRow};
+use cxr_triage::worklist::{Filter, Label, StudyId, StudyRow};
 use egui::accesskit::Role;
 use egui::{Event, Key, Modifiers};
 use egui_kittest::Harness;
@@ -800,4 +800,74 @@ fn a_study_waiting_past_the_cap_comes_first_whatever_its_score() {
     assert!(by_score_after(&rows[1..]));
     assert_eq!(h.state().worklist().unwrap().counts().overdue, 0);
     assert!(h.query_by_label_contains("waited over").is_none());
+}
+
+#[test]
+fn blind_first_reading_hides_the_ai_until_the_readers_call_and_audits_both_calls() {
+    let fx = folder(4);
+    let mut h = harness_with_step(
+        cxr_triage::app::AppConfig {
+            blind_first: true,
+            ..config(&fx)
+        },
+        0.1,
+    );
+    wait_for_scores(&mut h);
+    let first = select_first_scored(&mut h);
+    until_decidable(&mut h);
+    let ai = {
+        let app = h.state();
+        let w = app.worklist().unwrap();
+        w.ai_label(w.row(first).unwrap()).unwrap()
+    };
+    // Before the reader's call: no score, no AI label (header and buttons say "after your
+    // call"), and C (confirm the AI) is refused.
+    assert!(h.query_all_by_label("after your call").count() >= 2);
+    assert!(
+        h.query_by_label_contains(&format!("Confirm {ai}"))
+            .is_none()
+    );
+    h.key_press(Key::C);
+    h.step();
+    assert_eq!(events(&fx), 0);
+    let status = h.state().status_message().unwrap_or_default().to_owned();
+    assert!(status.contains("make your own call first"), "{status}");
+
+    // The reader's own call (the opposite of the AI's) is a blind call with no AI label; the
+    // window stays on the study and shows the AI's call.
+    let own = match ai {
+        Label::Normal => Label::Pneumonia,
+        Label::Pneumonia => Label::Normal,
+    };
+    h.key_press(if own == Label::Normal { Key::N } else { Key::P });
+    settle(&mut h);
+    assert_eq!(h.state().selected(), Some(first));
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let sha = row(h.state(), first).sha256.unwrap();
+    let blind = store.current(&sha).unwrap().unwrap().last_event;
+    assert_eq!(blind.action, Action::BlindCall);
+    assert_eq!((blind.ai_label, blind.new_label), (None, Some(own)));
+    assert!(blind.viewed_ms.is_some());
+    assert_eq!(h.query_all_by_label("after your call").count(), 0);
+    assert!(
+        h.query_by_label_contains(&format!("Confirm {ai}"))
+            .is_some()
+    );
+
+    // Keeping the call is the final call, recorded against the AI label; then the window moves
+    // on.
+    until_decidable(&mut h);
+    h.key_press(if own == Label::Normal { Key::N } else { Key::P });
+    settle(&mut h);
+    let last = store.current(&sha).unwrap().unwrap().last_event;
+    assert_eq!(last.action, Action::Override);
+    assert_eq!((last.ai_label, last.new_label), (Some(ai), Some(own)));
+    assert_ne!(h.state().selected(), Some(first));
+    let summary = store.blind_first_summary().unwrap();
+    assert_eq!(
+        (summary.blind_calls, summary.final_calls, summary.changed),
+        (1, 1, 0)
+    );
+    assert_eq!(summary.blind_disagreed, 1);
+    assert!(store.verify().unwrap().is_intact());
 }

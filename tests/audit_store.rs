@@ -332,7 +332,7 @@ fn reopening_keeps_events_and_the_schema_version() {
     let mode: String = raw
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
-    assert_eq!((version, mode.as_str()), (4, "wal"));
+    assert_eq!((version, mode.as_str()), (5, "wal"));
     assert!(store.verify().unwrap().is_intact());
 }
 
@@ -380,5 +380,58 @@ fn record_all_records_every_decision_or_none() {
         [events[0].clone(), events[2].clone()]
     );
     assert!(store.record_all(&[]).unwrap().is_empty());
+    assert!(store.verify().unwrap().is_intact());
+}
+
+#[test]
+fn a_blind_call_records_no_ai_label_and_the_final_call_follows_it() {
+    use cxr_triage::audit::BlindFirstSummary;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_studies(dir.path(), 4);
+    let blind = |n: u32, label| {
+        let mut d = decision(n, Action::BlindCall, 0.9, Some(label));
+        d.ai_label = None;
+        d
+    };
+    // A blind call carries no AI label: one that does is refused.
+    let mut shown = blind(0, Normal);
+    shown.ai_label = Some(Pneumonia);
+    assert!(matches!(
+        store.record(&shown),
+        Err(AuditError::InvalidDecision(_))
+    ));
+    // Study 0: NORMAL blind, then PNEUMONIA once the AI (PNEUMONIA at 0.9) was shown.
+    let first = store.record(&blind(0, Normal)).unwrap();
+    assert_eq!((first.ai_label, first.new_label), (None, Some(Normal)));
+    assert_eq!(first.action, Action::BlindCall);
+    store.record(&confirm(0, 0.9)).unwrap();
+    // Study 1: NORMAL blind, kept against the AI's PNEUMONIA.
+    store.record(&blind(1, Normal)).unwrap();
+    store.record(&override_ai(1, 0.9)).unwrap();
+    // Study 2: PNEUMONIA blind, kept with the AI.
+    store.record(&blind(2, Pneumonia)).unwrap();
+    store.record(&confirm(2, 0.9)).unwrap();
+    // Study 3: a blind call and no final call yet; its label is in force.
+    store.record(&blind(3, Pneumonia)).unwrap();
+    assert_eq!(
+        store.current(&sha(3)).unwrap().unwrap().final_label,
+        Some(Pneumonia)
+    );
+    assert_eq!(
+        store.blind_first_summary().unwrap(),
+        BlindFirstSummary {
+            blind_calls: 4,
+            final_calls: 3,
+            changed: 1,
+            blind_disagreed: 2,
+        }
+    );
+    // Undoing a final call leaves the blind call in force, and no final call.
+    store.record(&undo(0, 0.9)).unwrap();
+    assert_eq!(
+        store.current(&sha(0)).unwrap().unwrap().final_label,
+        Some(Normal)
+    );
+    assert_eq!(store.blind_first_summary().unwrap().final_calls, 2);
     assert!(store.verify().unwrap().is_intact());
 }

@@ -280,6 +280,7 @@ impl App {
             order: crate::worklist::Order::default(),
             view_dirty: true,
             waiting_checked: None,
+            awaiting_final: std::collections::HashSet::new(),
             selected: None,
             compare: None,
             cancel: Arc::clone(&cancel),
@@ -442,9 +443,20 @@ impl App {
             ));
             return;
         }
+        let blind = ai_hidden(self.config.blind_first, &s.worklist, row);
+        let awaiting_final = s.awaiting_final.contains(&sha);
         let (action, new_label) = match (wanted, ai) {
             (Wanted::Dispose(Disposition::ReadElsewhere), _) => (Action::ReadElsewhere, None),
             (Wanted::Dispose(Disposition::NotChestFilm), _) => (Action::NotChestFilm, None),
+            (Wanted::Label(l), _) if blind => (Action::BlindCall, Some(l)),
+            (Wanted::ConfirmAi, _) if blind => {
+                self.refuse(
+                    "Blind-first reading: make your own call first (N or P); the AI's call \
+                     appears after it."
+                        .to_owned(),
+                );
+                return;
+            }
             (Wanted::Label(l), Some(ai)) if ai == l => (Action::Confirm, Some(l)),
             (Wanted::Label(l), Some(_)) => (Action::Override, Some(l)),
             (Wanted::Label(l), None) => (Action::Relabel, Some(l)),
@@ -457,7 +469,8 @@ impl App {
                 return;
             }
         };
-        if new_label.is_some() && row.final_label == new_label {
+        // After a blind call, keeping it is a final call too (recorded against the AI label).
+        if new_label.is_some() && row.final_label == new_label && !awaiting_final {
             self.toasts.add(
                 Level::Info,
                 format!(
@@ -475,21 +488,47 @@ impl App {
             ));
             return;
         }
-        let decision = NewDecision {
+        let mut decision = NewDecision {
             reason: compose_reason(&self.reason, row.dataset_label),
             action,
             new_label,
             viewed_ms,
             ..self.ai_context(&s.worklist, id, &sha)
         };
+        if action == Action::BlindCall {
+            // Nothing of the AI's call was shown.
+            decision.ai_label = None;
+        }
         let name = row.name.clone();
-        // The reader moves on at once; the row shows the decision once it is saved.
-        let next = s.worklist.next_unreviewed(&s.order.view, Some(id));
+        // The reader moves on at once; the row shows the decision once it is saved. After a
+        // blind call the reader stays, to see the AI's call and make the final one.
+        let next = if action == Action::BlindCall {
+            None
+        } else {
+            s.worklist.next_unreviewed(&s.order.view, Some(id))
+        };
         let kind = super::WriteKind::Decision {
             last: next.is_none(),
         };
         match self.record(decision, id, &sha, name, kind) {
             Ok(()) => {
+                if let Some(s) = &mut self.session {
+                    if action == Action::BlindCall {
+                        s.awaiting_final.insert(sha.clone());
+                    } else {
+                        s.awaiting_final.remove(&sha);
+                    }
+                }
+                if action == Action::BlindCall {
+                    self.toasts.add(
+                        Level::Info,
+                        format!(
+                            "Your call: {}. The AI's call is shown now: keep yours or change \
+                             it (C, N or P).",
+                            new_label.map_or("", Label::as_str)
+                        ),
+                    );
+                }
                 self.status = None;
                 self.reason.clear();
                 if let Some(next) = next {
@@ -888,6 +927,12 @@ pub(super) fn key_outcome(i: &mut egui::InputState) -> KeyOutcome {
         toggle_help,
         focus_reason,
     }
+}
+
+/// Blind-first reading: whether the AI's score, label, rank and heat map of `row` are hidden
+/// (the reader has made no call on it yet).
+pub(super) fn ai_hidden(blind_first: bool, w: &Worklist, row: &crate::worklist::StudyRow) -> bool {
+    blind_first && w.review_state(row) == crate::worklist::ReviewState::Unreviewed
 }
 
 /// The disposition an event puts in force.

@@ -121,6 +121,10 @@ pub struct AppConfig {
     /// time, else since its file arrived) moves to the top of the worklist whatever its score.
     /// `None`: no cap.
     pub wait_limit: Option<std::time::Duration>,
+    /// Blind-first reading: the score, AI label, rank and heat map of a study stay hidden until
+    /// the reader's own call on it (recorded as a blind call); then they appear and the reader
+    /// makes the final call (a confirm or an override).
+    pub blind_first: bool,
 }
 
 /// The default waiting-time cap ([`AppConfig::wait_limit`]): 60 minutes.
@@ -141,6 +145,7 @@ impl AppConfig {
             persist_preferences: true,
             store_write_delay: None,
             wait_limit: Some(DEFAULT_WAIT_LIMIT),
+            blind_first: false,
         }
     }
 }

@@ -42,6 +42,9 @@ pub(super) struct Session {
     /// The worklist's order, ranks and counts for the sort and filter in force.
     pub(super) order: crate::worklist::Order,
     pub(super) view_dirty: bool,
+    /// Blind-first reading: studies (by SHA-256) whose blind call was sent in this session and
+    /// whose final call has not been made yet.
+    pub(super) awaiting_final: std::collections::HashSet<String>,
     /// When the waiting-time cap was last checked (see `App::check_waiting_cap`).
     pub(super) waiting_checked: Option<std::time::SystemTime>,
     pub(super) selected: Option<StudyId>,

@@ -122,8 +122,10 @@ impl App {
                 ui.label(RichText::new(facts).size(14.0).color(theme::TEXT))
                     .on_hover_text("Patient's age and sex, study date, view position (DICOM)");
             }
+            let hidden = super::command::ai_hidden(self.config.blind_first, &s.worklist, row);
             let rank = s.order.ranks.get(id.0).copied().flatten();
             let mut line = match rank {
+                _ if hidden => "blind-first reading: the AI's call is shown after yours".to_owned(),
                 Some(r) => format!("rank {r} of {}", s.order.counts.scored),
                 None => "not ranked".to_owned(),
             };
@@ -148,9 +150,11 @@ impl App {
         });
         ui.add_space(4.0);
         ui.horizontal_wrapped(|ui| {
+            let hidden = super::command::ai_hidden(self.config.blind_first, &s.worklist, row);
             let explanation = card.as_ref().map(score_explanation);
-            let ai = s.worklist.ai_label(row);
+            let ai = s.worklist.ai_label(row).filter(|_| !hidden);
             let (score_text, score_colour) = match (row.score_value(), row.error()) {
+                (Some(_), _) if hidden => ("after your call".to_owned(), theme::TEXT_DIM),
                 (Some(v), _) => (
                     super::worklist_ui::score_text(v),
                     ai.map_or(theme::TEXT, theme::label_colour),
@@ -164,6 +168,7 @@ impl App {
             }
             let (ai_text, ai_colour) = match ai {
                 Some(l) => (l.as_str().to_owned(), theme::label_colour(l)),
+                None if hidden => ("after your call".to_owned(), theme::TEXT_DIM),
                 None => ("none".to_owned(), theme::TEXT_DIM),
             };
             let r = chip_ui(ui, "AI LABEL", &ai_text, ai_colour);
@@ -384,7 +389,8 @@ impl App {
         };
         let blocked = self.viewing(true).err();
         let decidable = row.can_be_decided() && blocked.is_none() && row.disposition.is_none();
-        let ai = s.worklist.ai_label(row);
+        let hidden = super::command::ai_hidden(self.config.blind_first, &s.worklist, row);
+        let ai = s.worklist.ai_label(row).filter(|_| !hidden);
         let why_not = if decidable {
             String::new()
         } else if let Some(d) = row.disposition {
@@ -422,7 +428,10 @@ impl App {
                         .min_size(Vec2::new(140.0, 28.0)),
                 )
                 .on_hover_text("Agree with the AI label (C or Enter)")
-                .on_disabled_hover_text(if why_not.is_empty() {
+                .on_disabled_hover_text(if hidden {
+                    "Blind-first reading: make your own call first (N or P); the AI's call \
+                     appears after it"
+                } else if why_not.is_empty() {
                     "There is no AI label for this study: set the label with N or P"
                 } else {
                     why_not
@@ -549,7 +558,12 @@ impl App {
                     .worklist
                     .row(id)
                     .is_some_and(|r| r.score_value().is_some());
-                let pending_text = if self.classifier().is_none() {
+                let hidden = s.worklist.row(id).is_some_and(|r| {
+                    super::command::ai_hidden(self.config.blind_first, &s.worklist, r)
+                });
+                let pending_text = if hidden {
+                    "Blind-first reading: the heat map is shown after your call (N or P)"
+                } else if self.classifier().is_none() {
                     "No heat map: no model is loaded"
                 } else if !scored {
                     "No heat map: this study has no score"
@@ -560,7 +574,7 @@ impl App {
                     left_image,
                     "Explanation (Grad-CAM), not a localisation".to_owned(),
                     Some(Overlay {
-                        heat: self.cache.heat(left_key),
+                        heat: self.cache.heat(left_key).filter(|_| !hidden),
                         opacity: self.prefs.heat_opacity,
                         pending_text,
                     }),

@@ -352,6 +352,7 @@ impl App {
                 .request_repaint_after(std::time::Duration::from_secs(30));
         }
         let now = std::time::SystemTime::now();
+        let blind_first = self.config.blind_first;
         if s.order.counts.failed > 0 {
             cols.push(Col::Error);
         }
@@ -427,16 +428,24 @@ impl App {
                             let id = s.order.view[table_row.index()];
                             let Some(row) = w.row(id) else { return };
                             table_row.set_selected(selected == Some(id));
+                            let hidden = super::command::ai_hidden(blind_first, w, row);
                             for &col in &cols {
                                 table_row.col(|ui| {
-                                    cell_ui(
-                                        ui,
-                                        col,
-                                        w,
-                                        row,
-                                        s.order.ranks.get(id.0).copied().flatten(),
-                                        now,
-                                    );
+                                    if hidden && matches!(col, Col::Rank | Col::Score | Col::Ai) {
+                                        ui.label(RichText::new("·").color(theme::TEXT_DIM))
+                                            .on_hover_text(
+                                                "Blind-first reading: shown after your call",
+                                            );
+                                    } else {
+                                        cell_ui(
+                                            ui,
+                                            col,
+                                            w,
+                                            row,
+                                            s.order.ranks.get(id.0).copied().flatten(),
+                                            now,
+                                        );
+                                    }
                                 });
                             }
                             if table_row.response().clicked() {

@@ -24,21 +24,27 @@ pub enum Action {
     /// The study is not a chest film, so the model's label does not apply: no label, but the
     /// study counts as reviewed.
     NotChestFilm,
+    /// Blind-first reading: the reader's own call, made before the AI's score, label and heat
+    /// map were shown (the event records no AI label). The final call, made once they are
+    /// shown, follows as a confirm or an override; comparing the two tells how often the AI
+    /// changed a reader's mind.
+    BlindCall,
 }
 
 impl Action {
     /// Every action, in a fixed order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Confirm,
         Self::Override,
         Self::Undo,
         Self::Relabel,
         Self::ReadElsewhere,
         Self::NotChestFilm,
+        Self::BlindCall,
     ];
 
     /// The action as written in the store and in CSV files: `confirm`, `override`, `undo`,
-    /// `relabel`, `read_elsewhere` or `not_chest_film`.
+    /// `relabel`, `read_elsewhere`, `not_chest_film` or `blind_call`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Confirm => "confirm",
@@ -47,6 +53,7 @@ impl Action {
             Self::Relabel => "relabel",
             Self::ReadElsewhere => "read_elsewhere",
             Self::NotChestFilm => "not_chest_film",
+            Self::BlindCall => "blind_call",
         }
     }
 
@@ -65,7 +72,7 @@ impl fmt::Display for Action {
 /// An action name that could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "\"{0}\" is not an action: use confirm, override, undo, relabel, read_elsewhere or not_chest_film"
+    "\"{0}\" is not an action: use confirm, override, undo, relabel, read_elsewhere, not_chest_film or blind_call"
 )]
 pub struct ParseActionError(pub String);
 

@@ -134,6 +134,7 @@
 //! `export` refuse the store. The migration records every existing study as its first event.
 
 mod anchor;
+mod blind;
 mod chain;
 mod error;
 mod event;
@@ -146,6 +147,7 @@ mod study_log;
 mod verify;
 
 pub use anchor::{Anchor, anchor_path};
+pub use blind::BlindFirstSummary;
 pub use chain::GENESIS_PREV_HASH;
 pub use error::AuditError;
 pub use event::{

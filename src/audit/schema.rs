@@ -139,6 +139,74 @@ ALTER TABLE decisions_v2 RENAME TO decisions;
 CREATE INDEX decisions_by_study ON decisions (study_sha256, id);
 ";
 
+/// Version 5 (blind-first reading): the decisions table rebuilt as in version 3, with one more
+/// action, `blind_call`. Every event is copied unchanged, with its encoding version.
+const V5_DECISIONS: &str = "
+CREATE TABLE decisions_v5 (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    decided_at     TEXT NOT NULL,
+    reader         TEXT NOT NULL,
+    app_version    TEXT NOT NULL,
+    study_sha256   TEXT NOT NULL,
+    study_path     TEXT NOT NULL,
+    model_id       TEXT,
+    weights_sha256 TEXT,
+    score          REAL,
+    threshold      REAL,
+    ai_label       TEXT CHECK (ai_label IN ('NORMAL', 'PNEUMONIA')),
+    prev_label     TEXT CHECK (prev_label IN ('NORMAL', 'PNEUMONIA')),
+    new_label      TEXT CHECK (new_label IN ('NORMAL', 'PNEUMONIA')),
+    action         TEXT NOT NULL CHECK (action IN ('confirm', 'override', 'undo', 'relabel',
+                                                   'read_elsewhere', 'not_chest_film',
+                                                   'blind_call')),
+    reason         TEXT NOT NULL,
+    prev_hash      TEXT NOT NULL,
+    row_hash       TEXT NOT NULL,
+    format_version INTEGER NOT NULL DEFAULT 1,
+    viewed_ms      INTEGER,
+    ood_reason     TEXT
+);
+INSERT INTO decisions_v5 (id, decided_at, reader, app_version, study_sha256, study_path,
+    model_id, weights_sha256, score, threshold, ai_label, prev_label, new_label, action, reason,
+    prev_hash, row_hash, format_version, viewed_ms, ood_reason)
+SELECT id, decided_at, reader, app_version, study_sha256, study_path, model_id, weights_sha256,
+    score, threshold, ai_label, prev_label, new_label, action, reason, prev_hash, row_hash,
+    format_version, viewed_ms, ood_reason
+FROM decisions ORDER BY id;
+DROP TABLE decisions;
+ALTER TABLE decisions_v5 RENAME TO decisions;
+CREATE INDEX decisions_by_study ON decisions (study_sha256, id);
+";
+
+/// Rebuilds the decisions table with `rebuild` (SQL that copies it into a new table and renames
+/// that), then creates its guards again. The highest id ever handed out survives the rebuild,
+/// so that a log whose last events were deleted before the migration still reports it.
+fn rebuild_decisions(tx: &Transaction<'_>, rebuild: &str) -> rusqlite::Result<()> {
+    let issued: Option<i64> = tx
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'decisions'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    tx.execute_batch(rebuild)?;
+    tx.execute_batch(NO_UPDATE_TRIGGER)?;
+    tx.execute_batch(NO_DELETE_TRIGGER)?;
+    if let Some(issued) = issued {
+        let updated = tx.execute(
+            "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'decisions'",
+            [issued],
+        )?;
+        if updated == 0 {
+            tx.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('decisions', ?1)",
+                [issued],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// The trigger that refuses UPDATE on the study log, exactly as created.
 pub(crate) const STUDY_LOG_NO_UPDATE_TRIGGER: &str =
     "CREATE TRIGGER study_events_no_update BEFORE UPDATE ON study_events
@@ -186,33 +254,7 @@ fn apply(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
             tx.execute_batch(THRESHOLD_NO_UPDATE_TRIGGER)?;
             tx.execute_batch(THRESHOLD_NO_DELETE_TRIGGER)
         }
-        3 => {
-            // The highest id ever handed out survives the rebuild, so that a log whose last
-            // events were deleted before the migration still reports it.
-            let issued: Option<i64> = tx
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'decisions'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            tx.execute_batch(V3_DECISIONS)?;
-            tx.execute_batch(NO_UPDATE_TRIGGER)?;
-            tx.execute_batch(NO_DELETE_TRIGGER)?;
-            if let Some(issued) = issued {
-                let updated = tx.execute(
-                    "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'decisions'",
-                    [issued],
-                )?;
-                if updated == 0 {
-                    tx.execute(
-                        "INSERT INTO sqlite_sequence (name, seq) VALUES ('decisions', ?1)",
-                        [issued],
-                    )?;
-                }
-            }
-            Ok(())
-        }
+        3 => rebuild_decisions(tx, V3_DECISIONS),
         4 => {
             tx.execute_batch(V4_TABLES)?;
             tx.execute_batch(STUDY_LOG_NO_UPDATE_TRIGGER)?;
@@ -222,12 +264,13 @@ fn apply(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
                 other => rusqlite::Error::ToSqlConversionFailure(Box::new(other)),
             })
         }
+        5 => rebuild_decisions(tx, V5_DECISIONS),
         _ => Ok(()),
     }
 }
 
 /// The newest schema version this build writes.
-pub(crate) const LATEST_VERSION: i64 = 4;
+pub(crate) const LATEST_VERSION: i64 = 5;
 
 /// Checks that `conn` is empty or a cxr-triage store this build can read.
 pub(crate) fn check_identity(conn: &Connection, path: &Path) -> Result<(), AuditError> {

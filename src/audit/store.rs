@@ -589,9 +589,12 @@ fn validate_decision(d: &NewDecision) -> Result<(), AuditError> {
         return invalid("a \"read elsewhere\" or \"not a chest film\" records no label");
     }
     if d.action != Action::Undo && !d.action.is_disposition() && d.new_label.is_none() {
-        return invalid("a confirm, override or relabel needs a new label");
+        return invalid("a confirm, override, relabel or blind call needs a new label");
     }
     match d.action {
+        Action::BlindCall if d.ai_label.is_some() => {
+            invalid("a blind call is made before the AI label is shown, so it records none")
+        }
         Action::Confirm if d.ai_label.is_none() || d.ai_label != d.new_label => invalid(
             "a confirm keeps the AI label, but there is none or the new label differs from it",
         ),

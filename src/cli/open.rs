@@ -32,6 +32,11 @@ pub struct OpenArgs {
     /// its score. 0 turns the cap off.
     #[arg(long, value_name = "MINUTES", default_value_t = 60)]
     pub wait_limit: u32,
+    /// Blind-first reading: each study's score, AI label, rank and heat map stay hidden until
+    /// the reader's own call (N or P); then they appear, and the reader keeps or revises the
+    /// call. Both calls are audited.
+    #[arg(long)]
+    pub blind_first: bool,
 }
 
 /// The environment variable that makes the window save a screenshot once the scores are in,
@@ -71,6 +76,7 @@ pub fn run(mut args: OpenArgs) -> anyhow::Result<ExitCode> {
         persist_preferences: screenshot.is_none(),
         screenshot,
         store_write_delay: None,
+        blind_first: args.blind_first,
         wait_limit: (args.wait_limit > 0)
             .then(|| std::time::Duration::from_secs(u64::from(args.wait_limit) * 60)),
     };

@@ -175,7 +175,10 @@ mod tests {
     #[test]
     fn the_first_batch_may_be_smaller_and_every_study_is_in_one_batch() {
         assert_eq!(batches(0, 2, 16), Vec::<std::ops::Range<usize>>::new());
-        assert_eq!(batches(1, 2, 16), vec![std::ops::Range { start: 0, end: 1 }]);
+        assert_eq!(
+            batches(1, 2, 16),
+            vec![std::ops::Range { start: 0, end: 1 }]
+        );
         assert_eq!(batches(40, 2, 16), [0..2, 2..18, 18..34, 34..40]);
         assert_eq!(batches(5, 0, 0), [0..1, 1..2, 2..3, 3..4, 4..5]);
         assert_eq!(batches(32, 16, 16), [0..16, 16..32]);
