@@ -332,7 +332,7 @@ fn reopening_keeps_events_and_the_schema_version() {
     let mode: String = raw
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
-    assert_eq!((version, mode.as_str()), (5, "wal"));
+    assert_eq!((version, mode.as_str()), (6, "wal"));
     assert!(store.verify().unwrap().is_intact());
 }
 

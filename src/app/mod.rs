@@ -29,6 +29,7 @@ mod scoring;
 mod screenshot;
 mod shell_ui;
 mod state;
+mod sync;
 mod theme;
 mod view;
 mod viewer_ui;
@@ -161,6 +162,8 @@ pub struct App {
     model: ModelState,
     db_path: Result<PathBuf, String>,
     writer: Option<writer::WriterHandle>,
+    /// Claims and other readers' decisions on a shared store (see [`sync`]).
+    sync: Option<sync::SyncHandle>,
     store_error: Option<String>,
     /// Decisions sent to the writer and not acknowledged yet, oldest first.
     pending: Vec<PendingWrite>,
@@ -235,6 +238,11 @@ impl App {
             writer::WriterHandle::spawn(ctx.clone(), db_path.clone(), config.store_write_delay)
                 .map_err(|e| toasts.add(Level::Error, format!("cannot start saving: {e}")))
                 .ok();
+        let sync = db_path.as_ref().ok().and_then(|p| {
+            sync::SyncHandle::spawn(ctx.clone(), p.clone(), std::time::Duration::from_secs(1))
+                .map_err(|e| tracing::warn!(target: "cxr_triage::app", "no store sync: {e}"))
+                .ok()
+        });
         let store_error = db_path.as_ref().err().cloned();
         let reader = config.reader.clone().unwrap_or_else(|| {
             if prefs.reader.trim().is_empty() {
@@ -268,6 +276,7 @@ impl App {
             model: ModelState::Loading,
             db_path,
             writer,
+            sync,
             store_error,
             pending: Vec::new(),
             next_seq: 1,
@@ -469,11 +478,13 @@ impl eframe::App for App {
         self.drain_scorer();
         self.drain_viewer();
         self.drain_writer();
+        self.drain_sync();
         self.poll_dialogs();
         self.dropped_files(ctx);
         self.shortcuts(ctx);
         self.apply_commands();
         self.check_waiting_cap();
+        self.sync_viewing();
         self.refresh_view();
         self.request_images(ctx);
         self.screenshot_logic(ctx);

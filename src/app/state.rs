@@ -413,6 +413,57 @@ impl App {
         }
     }
 
+    /// Tells the sync thread which study is on screen (it claims it for this reader).
+    pub(super) fn sync_viewing(&mut self) {
+        let Some(sync) = &mut self.sync else { return };
+        let study = self.session.as_ref().and_then(|s| {
+            let row = s.worklist.row(s.selected?)?;
+            Some((row.sha256.clone()?, self.reader.trim().to_owned()))
+        });
+        sync.viewing(study.filter(|(_, reader)| !reader.is_empty()));
+    }
+
+    /// Applies what the sync thread saw: which studies other readers have open, and decisions
+    /// recorded by any window since its last look.
+    pub(super) fn drain_sync(&mut self) {
+        let Some(sync) = &self.sync else { return };
+        let messages: Vec<super::sync::SyncMsg> = sync.messages.try_iter().collect();
+        for msg in messages {
+            match msg {
+                super::sync::SyncMsg::Update { others, decided } => {
+                    let Some(s) = &mut self.session else { continue };
+                    s.worklist.set_claims(&others);
+                    let mut changed = 0;
+                    for d in decided {
+                        changed += s.worklist.set_decision(
+                            &d.sha256,
+                            d.label,
+                            d.disposition.and_then(super::command::disposition_of),
+                        );
+                    }
+                    if changed > 0 {
+                        s.view_dirty = true;
+                    }
+                }
+                super::sync::SyncMsg::Taken { sha256, reader } => {
+                    let name = self.session.as_ref().and_then(|s| {
+                        s.worklist
+                            .rows()
+                            .iter()
+                            .find(|r| r.sha256.as_deref() == Some(sha256.as_str()))
+                            .map(|r| r.name.clone())
+                    });
+                    if let Some(name) = name {
+                        self.toasts.add(
+                            Level::Warning,
+                            format!("{name} is being read by {reader} in another window."),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Moves the studies that have waited past the cap to the top (checked once a second: the
     /// check looks at every study).
     pub(super) fn check_waiting_cap(&mut self) {

@@ -138,6 +138,16 @@ impl App {
             if let Some(p) = &row.patient_id {
                 line.push_str(&format!(" · patient {p}"));
             }
+            if let Some(reader) = &row.claimed_by
+                && !s.worklist.review_state(row).is_reviewed()
+            {
+                ui.label(
+                    RichText::new(format!("being read by {reader}"))
+                        .color(theme::WARNING)
+                        .strong(),
+                )
+                .on_hover_text("Another reader has this study open in their window");
+            }
             if let Some(waited) = row.facts.waited(std::time::SystemTime::now()) {
                 let from = row.facts.waiting_since.map(|(_, from)| from.as_str());
                 ui.label(

@@ -666,9 +666,17 @@ fn review_cell_ui(ui: &mut egui::Ui, w: &Worklist, row: &StudyRow) {
                  elsewhere, or as not a chest film",
             );
         }
-        (ReviewState::Unreviewed, _) | (_, None) => {
-            ui.label(RichText::new("unreviewed").color(theme::TEXT_DIM));
-        }
+        (ReviewState::Unreviewed, _) | (_, None) => match &row.claimed_by {
+            Some(reader) => {
+                ui.label(RichText::new(format!("being read by {reader}")).color(theme::WARNING))
+                    .on_hover_text(
+                        "Another reader has this study open: \"next unreviewed\" skips it",
+                    );
+            }
+            None => {
+                ui.label(RichText::new("unreviewed").color(theme::TEXT_DIM));
+            }
+        },
         (ReviewState::Confirmed, Some(l)) => {
             ui.label(RichText::new(format!("confirmed {l}")).color(theme::label_colour(l)))
                 .on_hover_text(format!("The reader agreed with the AI: {l}"));

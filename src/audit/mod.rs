@@ -136,6 +136,7 @@
 mod anchor;
 mod blind;
 mod chain;
+mod claims;
 mod error;
 mod event;
 mod export;
@@ -149,6 +150,7 @@ mod verify;
 pub use anchor::{Anchor, anchor_path};
 pub use blind::BlindFirstSummary;
 pub use chain::GENESIS_PREV_HASH;
+pub use claims::Claim;
 pub use error::AuditError;
 pub use event::{
     Action, AiCall, CurrentState, DecisionEvent, NewDecision, ParseActionError, StudyRecord,

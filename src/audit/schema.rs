@@ -207,6 +207,18 @@ fn rebuild_decisions(tx: &Transaction<'_>, rebuild: &str) -> rusqlite::Result<()
     Ok(())
 }
 
+/// Version 6 (several readers on one store): which window has which study open, as leases.
+/// Not part of the audit trail.
+const V6_CLAIMS: &str = "
+CREATE TABLE claims (
+    study_sha256  TEXT PRIMARY KEY NOT NULL,
+    reader        TEXT NOT NULL,
+    holder        TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE INDEX claims_by_holder ON claims (holder);
+";
+
 /// The trigger that refuses UPDATE on the study log, exactly as created.
 pub(crate) const STUDY_LOG_NO_UPDATE_TRIGGER: &str =
     "CREATE TRIGGER study_events_no_update BEFORE UPDATE ON study_events
@@ -265,12 +277,13 @@ fn apply(tx: &Transaction<'_>, version: i64) -> rusqlite::Result<()> {
             })
         }
         5 => rebuild_decisions(tx, V5_DECISIONS),
+        6 => tx.execute_batch(V6_CLAIMS),
         _ => Ok(()),
     }
 }
 
 /// The newest schema version this build writes.
-pub(crate) const LATEST_VERSION: i64 = 5;
+pub(crate) const LATEST_VERSION: i64 = 6;
 
 /// Checks that `conn` is empty or a cxr-triage store this build can read.
 pub(crate) fn check_identity(conn: &Connection, path: &Path) -> Result<(), AuditError> {

@@ -105,6 +105,9 @@ pub struct StudyRow {
     pub changed: bool,
     /// Age, sex, study date, view position and the start of the study's wait.
     pub facts: StudyFacts,
+    /// Another reader who has the study open in their window (a claim on a shared store):
+    /// "next unreviewed" skips it.
+    pub claimed_by: Option<String>,
 }
 
 impl StudyRow {
@@ -124,6 +127,7 @@ impl StudyRow {
             scope_warning: None,
             changed: false,
             facts: StudyFacts::default(),
+            claimed_by: None,
         }
     }
 
@@ -491,8 +495,15 @@ impl Worklist {
             .filter(|&id| Some(id) != after)
             .find(|&id| {
                 self.row(id)
-                    .is_some_and(|r| !self.review_state(r).is_reviewed())
+                    .is_some_and(|r| !self.review_state(r).is_reviewed() && r.claimed_by.is_none())
             })
+    }
+
+    /// Sets which studies other readers have open (SHA-256 to reader); the others are free.
+    pub fn set_claims(&mut self, others: &std::collections::HashMap<String, String>) {
+        for row in &mut self.rows {
+            row.claimed_by = row.sha256.as_ref().and_then(|s| others.get(s)).cloned();
+        }
     }
 
     /// A warning when the model gives (nearly) the same score to every study: the sign of

@@ -1,0 +1,230 @@
+//! The "store-sync" thread: several readers on one store.
+//!
+//! Once a second it claims the study this window has open (a lease of a few minutes, renewed
+//! while it stays open; see [`DecisionStore::claim`]), reads which studies other windows have
+//! open, and reads the decisions recorded since its last look, by any window, and sends them to
+//! the window, which shows "being read by …", skips those studies in "next unreviewed", and shows
+//! other readers' decisions within about two seconds. A crashed window's claims lapse by
+//! themselves. On SQLite the store file is polled; nothing here writes to the audit trail.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::audit::{Action, DecisionStore};
+use crate::worklist::Label;
+
+/// How long a claim lasts unless renewed.
+pub(crate) const LEASE: Duration = Duration::from_secs(180);
+/// How often an open study's claim is renewed.
+const RENEW: Duration = Duration::from_secs(60);
+
+/// What the window tells the thread.
+#[derive(Debug)]
+pub(crate) enum SyncCmd {
+    /// The study on screen (by SHA-256) and who reads it; `None`: no study.
+    Viewing(Option<(String, String)>),
+}
+
+/// A study's decision in force, as the store has it now.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct InForce {
+    /// The study.
+    pub sha256: String,
+    /// The reader's label in force.
+    pub label: Option<Label>,
+    /// "Read elsewhere" or "not a chest film", when that is in force.
+    pub disposition: Option<Action>,
+}
+
+/// What the thread reports.
+#[derive(Debug)]
+pub(crate) enum SyncMsg {
+    /// Studies other windows have open (SHA-256 to reader), and the decisions in force of
+    /// studies decided since the last report.
+    Update {
+        /// Claims of other windows.
+        others: HashMap<String, String>,
+        /// Studies with new decision events.
+        decided: Vec<InForce>,
+    },
+    /// The study this window opened is being read by another reader.
+    Taken {
+        /// The study.
+        sha256: String,
+        /// Who reads it.
+        reader: String,
+    },
+}
+
+/// The window's end of the thread.
+pub(crate) struct SyncHandle {
+    commands: SyncSender<SyncCmd>,
+    /// Reports.
+    pub messages: Receiver<SyncMsg>,
+    /// The last study sent with [`SyncHandle::viewing`].
+    sent: Option<Option<(String, String)>>,
+}
+
+impl SyncHandle {
+    /// Starts the thread on the store at `db_path`, looking every `interval`.
+    pub fn spawn(
+        ctx: egui::Context,
+        db_path: PathBuf,
+        interval: Duration,
+    ) -> std::io::Result<Self> {
+        let (cmd_tx, cmd_rx) = sync_channel::<SyncCmd>(8);
+        let (msg_tx, msg_rx) = sync_channel::<SyncMsg>(8);
+        std::thread::Builder::new()
+            .name("store-sync".to_owned())
+            .spawn(move || run(&ctx, &db_path, interval, &cmd_rx, &msg_tx))?;
+        Ok(Self {
+            commands: cmd_tx,
+            messages: msg_rx,
+            sent: None,
+        })
+    }
+
+    /// Tells the thread which study is on screen, when that changed.
+    pub fn viewing(&mut self, study: Option<(String, String)>) {
+        if self.sent.as_ref() == Some(&study) {
+            return;
+        }
+        match self.commands.try_send(SyncCmd::Viewing(study.clone())) {
+            Ok(()) => self.sent = Some(study),
+            // Full: sent again on a later frame. Gone: nothing to tell.
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// A window's id for its claims: unique enough among the windows of one site.
+fn holder_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+fn run(
+    ctx: &egui::Context,
+    db_path: &std::path::Path,
+    interval: Duration,
+    commands: &Receiver<SyncCmd>,
+    messages: &SyncSender<SyncMsg>,
+) {
+    let holder = holder_id();
+    let mut store: Option<DecisionStore> = None;
+    let mut last_id: Option<i64> = None;
+    let mut viewing: Option<(String, String)> = None;
+    let mut claimed: Option<(String, Instant)> = None;
+    let mut others_sent: Option<HashMap<String, String>> = None;
+    loop {
+        match commands.recv_timeout(interval) {
+            Ok(SyncCmd::Viewing(v)) => viewing = v,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while let Ok(SyncCmd::Viewing(v)) = commands.try_recv() {
+            viewing = v;
+        }
+        if store.is_none() {
+            // The writer creates the store; until it exists there is nothing to look at.
+            store = db_path
+                .exists()
+                .then(|| DecisionStore::open_existing(db_path).ok())
+                .flatten();
+        }
+        let Some(s) = &store else { continue };
+        let now = SystemTime::now();
+        // Claim the study on screen (again when it changed or the renewal is due).
+        let due = match (&viewing, &claimed) {
+            (Some((sha, _)), Some((held, at))) => sha != held || at.elapsed() >= RENEW,
+            (Some(_), None) | (None, Some(_)) => true,
+            (None, None) => false,
+        };
+        if due {
+            let result = match &viewing {
+                Some((sha, reader)) => s.claim(sha, reader, &holder, now, LEASE).map(|other| {
+                    claimed = Some((sha.clone(), Instant::now()));
+                    other.map(|reader| SyncMsg::Taken {
+                        sha256: sha.clone(),
+                        reader,
+                    })
+                }),
+                None => s.release_claims(&holder).map(|()| {
+                    claimed = None;
+                    None
+                }),
+            };
+            match result {
+                Ok(Some(msg)) => {
+                    if !send(ctx, messages, msg) {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(target: "cxr_triage::app", "cannot claim a study: {e}"),
+            }
+        }
+        // Who reads what, and what was decided since the last look.
+        let others: HashMap<String, String> = match s.active_claims(now) {
+            Ok(claims) => claims
+                .into_iter()
+                .filter(|c| c.holder != holder)
+                .map(|c| (c.study_sha256, c.reader))
+                .collect(),
+            Err(_) => continue,
+        };
+        let decided = match last_id {
+            None => {
+                last_id = s.last_event_id().ok();
+                Vec::new()
+            }
+            Some(id) => match s.events_after(id) {
+                Ok(events) => {
+                    if let Some(last) = events.last() {
+                        last_id = Some(last.id);
+                    }
+                    let mut shas: Vec<&str> =
+                        events.iter().map(|e| e.study_sha256.as_str()).collect();
+                    shas.sort_unstable();
+                    shas.dedup();
+                    match s.current_many(&shas) {
+                        Ok(states) => shas
+                            .iter()
+                            .map(|&sha| {
+                                let state = states.get(sha);
+                                InForce {
+                                    sha256: sha.to_owned(),
+                                    label: state.and_then(|c| c.final_label),
+                                    disposition: state.and_then(|c| c.disposition),
+                                }
+                            })
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    }
+                }
+                Err(_) => Vec::new(),
+            },
+        };
+        if others_sent.as_ref() == Some(&others) && decided.is_empty() {
+            continue;
+        }
+        others_sent = Some(others.clone());
+        if !send(ctx, messages, SyncMsg::Update { others, decided }) {
+            break;
+        }
+    }
+    if let Some(s) = &store {
+        let _ = s.release_claims(&holder);
+    }
+}
+
+/// Sends a report and wakes the window; `false` when the window is gone.
+fn send(ctx: &egui::Context, tx: &SyncSender<SyncMsg>, msg: SyncMsg) -> bool {
+    let delivered = tx.send(msg).is_ok();
+    ctx.request_repaint();
+    delivered
+}

@@ -1,0 +1,116 @@
+//! Two windows on one store, as two readers of a department would have: the second window shows
+//! the study the first has open ("being read by …"), skips it in "next unreviewed", and shows the
+//! first reader's decision within seconds, without being reopened.
+
+#![allow(clippy::unwrap_used)]
+
+mod app_common;
+
+use std::time::{Duration, Instant};
+
+use app_common::{config, folder, harness, until_decidable, wait_for_scores};
+use cxr_triage::app::{App, AppConfig, Command};
+use cxr_triage::audit::DecisionStore;
+use cxr_triage::worklist::StudyId;
+use egui::Key;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable as _;
+
+/// Runs frames of both windows until `done` holds for them, failing after 20 seconds.
+fn step_both(
+    a: &mut Harness<'static, App>,
+    b: &mut Harness<'static, App>,
+    what: &str,
+    done: impl Fn(&App, &App) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(a.state(), b.state()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        a.step();
+        b.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.step();
+    b.step();
+}
+
+fn reader(fx: &app_common::Fixture, name: &str) -> AppConfig {
+    AppConfig {
+        reader: Some(name.to_owned()),
+        ..config(fx)
+    }
+}
+
+#[test]
+fn a_second_window_sees_the_first_readers_claim_and_decision() {
+    let fx = folder(6);
+    let mut alice = harness(reader(&fx, "Alice"));
+    wait_for_scores(&mut alice);
+    let mut bob = harness(reader(&fx, "Bob"));
+    wait_for_scores(&mut bob);
+
+    // Alice opens the top scored study.
+    let view: Vec<StudyId> = alice.state().view_order().to_vec();
+    let w = alice.state().worklist().unwrap();
+    let scored: Vec<StudyId> = view
+        .iter()
+        .copied()
+        .filter(|&id| w.row(id).unwrap().score_value().is_some())
+        .collect();
+    let (x, before_x) = (scored[1], scored[0]);
+    let sha = w.row(x).unwrap().sha256.clone().unwrap();
+    alice.state_mut().push(Command::Select(x));
+
+    // Bob's window shows it as being read by Alice.
+    step_both(
+        &mut alice,
+        &mut bob,
+        "Alice's claim in Bob's window",
+        |_, b| b.worklist().unwrap().row(x).unwrap().claimed_by.as_deref() == Some("Alice"),
+    );
+    assert!(bob.query_by_label("being read by Alice").is_some());
+    // "Next unreviewed" from the study before it skips it.
+    bob.state_mut().push(Command::Select(before_x));
+    bob.step();
+    bob.state_mut().push(Command::NextUnreviewed);
+    bob.step();
+    let next = bob.state().selected().unwrap();
+    assert_ne!(next, x, "Bob was sent to the study Alice is reading");
+    assert_ne!(next, before_x);
+
+    // Alice decides; Bob's window shows it without being reopened.
+    alice.step();
+    until_decidable(&mut alice);
+    alice.key_press(Key::C);
+    step_both(
+        &mut alice,
+        &mut bob,
+        "Alice's decision in Bob's window",
+        |_, b| b.worklist().unwrap().row(x).unwrap().final_label.is_some(),
+    );
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let current = store.current(&sha).unwrap().unwrap();
+    assert_eq!(current.last_event.reader, "Alice");
+    assert_eq!(
+        bob.state().worklist().unwrap().row(x).unwrap().final_label,
+        current.final_label
+    );
+    assert_eq!(bob.state().worklist().unwrap().counts().reviewed, 1);
+
+    // When Alice's window closes, its claim goes with it.
+    drop(alice);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !store
+        .active_claims(std::time::SystemTime::now())
+        .unwrap()
+        .iter()
+        .all(|c| c.reader != "Alice")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Alice's claim outlived her window"
+        );
+        bob.step();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
