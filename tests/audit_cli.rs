@@ -336,3 +336,88 @@ fn events_lost_with_a_deleted_wal_are_caught_by_the_anchor() {
         "{text}"
     );
 }
+
+#[test]
+fn qa_reports_agreement_with_the_ai_and_between_readers_and_the_disagreement_queue() {
+    use audit_common::{decision, sha};
+    use cxr_triage::audit::Action;
+    use cxr_triage::worklist::Label;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_studies(dir.path(), 12);
+    let by = |reader: &str, mut d: cxr_triage::audit::NewDecision| {
+        d.reader = reader.to_owned();
+        store.record(&d).unwrap();
+    };
+    // Alice reads studies 0..10: AI PNEUMONIA on the even ones (0.9), NORMAL on the odd (0.1);
+    // she agrees on 8 and overrides studies 1 (to PNEUMONIA) and 2 (to NORMAL).
+    for n in 0..10u32 {
+        let score = if n % 2 == 0 { 0.9 } else { 0.1 };
+        let d = if n == 1 || n == 2 {
+            override_ai(n, score)
+        } else {
+            confirm(n, score)
+        };
+        by("Alice", d);
+    }
+    // Bob reads studies 0..4 again: the same as Alice on 0, 1 and 3, the other call on 2.
+    by("Bob", confirm(0, 0.9));
+    by("Bob", override_ai(1, 0.1));
+    by("Bob", confirm(2, 0.9));
+    by("Bob", confirm(3, 0.1));
+    // An import (no AI label) counts as a call but not against the AI.
+    let mut imported = decision(11, Action::Relabel, 0.5, Some(Label::Normal));
+    imported.ai_label = None;
+    imported.score = None;
+    imported.threshold = None;
+    by("Carol", imported);
+    drop(store);
+
+    let db = dir.path().join("decisions.sqlite3");
+    let out = dir.path().join("qa");
+    let o = run(
+        &[
+            "qa",
+            "--db",
+            db.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("Alice: 10 studies called, 2 overriding the AI"),
+        "{text}"
+    );
+    assert!(text.contains("disagreement queue: 1 studies"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let alice = &report["readers"][0];
+    assert_eq!(alice["reader"], "Alice");
+    // Alice against the AI: 8 of 10 agree, both raters call 5 pneumonia: kappa 0.6.
+    assert!((alice["with_ai"]["observed"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+    assert!((alice["with_ai"]["kappa"]["estimate"].as_f64().unwrap() - 0.6).abs() < 1e-9);
+    assert_eq!(report["readers"][2]["reader"], "Carol");
+    assert_eq!(report["readers"][2]["with_ai"]["pairs"], 0);
+    // Reader and reader: studies 0..4, Alice first; they differ on study 2 only.
+    assert_eq!(report["reader_reader"]["pairs"], 4);
+    let queue = report["disagreements"].as_array().unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0]["study_sha256"], sha(2));
+    assert_eq!(queue[0]["first"][0], "Alice");
+    assert_eq!(queue[0]["first"][1], "NORMAL");
+    assert_eq!(queue[0]["second"], serde_json::json!(["Bob", "PNEUMONIA"]));
+    // qa never writes to the store.
+    assert!(DecisionStoreCheck::intact(&db));
+}
+
+/// The store is unchanged and verifies.
+struct DecisionStoreCheck;
+
+impl DecisionStoreCheck {
+    fn intact(db: &Path) -> bool {
+        let store = cxr_triage::audit::DecisionStore::open_existing(db).unwrap();
+        store.event_count().unwrap() == 15 && store.verify().unwrap().is_intact()
+    }
+}

@@ -3,7 +3,7 @@
 use super::{Action, AuditError, DecisionEvent, DecisionStore};
 
 /// What the decision log says about blind-first reading (see [`Action::BlindCall`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BlindFirstSummary {
     /// Studies with a blind call (the reader's call before the AI's was shown).
     pub blind_calls: usize,

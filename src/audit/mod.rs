@@ -141,6 +141,7 @@ mod error;
 mod event;
 mod export;
 mod import;
+mod qa;
 mod schema;
 mod site;
 mod store;
@@ -159,6 +160,7 @@ pub use export::{EVENT_COLUMNS, ExportKind, ExportOptions, STUDY_COLUMNS};
 pub use import::{
     DEFAULT_IMPORT_REASON, ImportReport, ImportedRow, RejectedRow, RowProblem, import_csv,
 };
+pub use qa::{Agreement, Disagreement, QaReport, ReaderQa};
 pub use site::{
     LabelledStudy, ModelInForce, ModelSwitch, ScoreRecord, ThresholdChange, ThresholdEvent,
     ThresholdLogReport,

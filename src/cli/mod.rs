@@ -11,6 +11,7 @@ mod explain;
 mod export;
 mod import;
 mod open;
+mod qa;
 mod scan;
 mod score;
 mod threshold;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Switch the model in force at a site (a store) to another model card, such as one `adapt`
     /// wrote, or back to the shipped model: an audited event.
     UseModel(use_model::UseModelArgs),
+    /// Quality assurance: readers' agreement with the AI and with each other (Cohen's kappa),
+    /// per reader and per month, the disagreement queue and blind-first reading.
+    Qa(qa::QaArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns its outcome into an exit code.
@@ -82,6 +86,7 @@ pub fn main() -> ExitCode {
         Some(Command::Threshold(args)) => threshold::run(&args),
         Some(Command::Adapt(args)) => adapt::run(&args),
         Some(Command::UseModel(args)) => use_model::run(&args),
+        Some(Command::Qa(args)) => qa::run(&args),
     };
     match result {
         Ok(code) => code,
