@@ -1040,4 +1040,12 @@ fn fuzz_regressions_are_refused_cheaply() {
     ));
     let err = load_study_bytes(bytes).unwrap_err();
     assert!(err.to_string().contains("not a whole number"), "{err}");
+    // A "US or SS" element (0028,0111) of 1 byte in a raw implicit-VR data set: dicom-rs reads it
+    // as US, loses its place and reserved 1 GiB (the walk took only exact VRs into account).
+    let bytes = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/dicom-implicit-xs-odd-length-oom.dcm"
+    ));
+    let err = load_study_bytes(bytes).unwrap_err();
+    assert!(err.to_string().contains("not a whole number"), "{err}");
 }

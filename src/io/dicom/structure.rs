@@ -502,14 +502,15 @@ impl Walker<'_> {
 /// The value representation the standard dictionary gives `tag`, when it gives exactly one (how
 /// an implicit-VR reader, dicom-rs included, reads the value).
 fn dictionary_vr(tag: (u16, u16)) -> Option<[u8; 2]> {
-    use dicom_core::dictionary::{DataDictionary as _, DataDictionaryEntry as _, VirtualVr};
-    match dicom_dictionary_std::StandardDataDictionary
+    use dicom_core::dictionary::{DataDictionary as _, DataDictionaryEntry as _};
+    // As dicom-rs's implicit-VR decoder takes it: an ambiguous VR is relaxed ("US or SS" to US,
+    // "OB or OW" and the like to OW; SS for signed pixel data has the same size), so that an
+    // odd-length "US or SS" value is refused here rather than read two bytes at a time.
+    let vr = dicom_dictionary_std::StandardDataDictionary
         .by_tag(dicom_core::Tag(tag.0, tag.1))?
         .vr()
-    {
-        VirtualVr::Exact(vr) => vr.to_string().as_bytes().try_into().ok(),
-        _ => None,
-    }
+        .relaxed();
+    vr.to_string().as_bytes().try_into().ok()
 }
 
 /// The size of one value of a binary value representation that dicom-rs reads as an array of
