@@ -77,6 +77,8 @@ fn a_second_window_sees_the_first_readers_claim_and_decision() {
     let next = bob.state().selected().unwrap();
     assert_ne!(next, x, "Bob was sent to the study Alice is reading");
     assert_ne!(next, before_x);
+    // Bob goes back to the first study (out of the way of Alice's next one).
+    bob.state_mut().push(Command::Select(before_x));
 
     // Alice decides; Bob's window shows it without being reopened.
     alice.step();
@@ -97,18 +99,50 @@ fn a_second_window_sees_the_first_readers_claim_and_decision() {
     );
     assert_eq!(bob.state().worklist().unwrap().counts().reviewed, 1);
 
-    // When Alice's window closes, its claim goes with it.
+    // Alice has moved on to the next study; Bob opens it too and is told she has it.
+    let y = alice.state().selected().unwrap();
+    assert_ne!(y, x);
+    let y_sha = bob
+        .state()
+        .worklist()
+        .unwrap()
+        .row(y)
+        .unwrap()
+        .sha256
+        .clone()
+        .unwrap();
+    step_both(
+        &mut alice,
+        &mut bob,
+        "Alice's claim on the next study",
+        |_, b| b.worklist().unwrap().row(y).unwrap().claimed_by.as_deref() == Some("Alice"),
+    );
+    bob.state_mut().push(Command::Select(y));
+    step_both(
+        &mut alice,
+        &mut bob,
+        "the warning in Bob's window",
+        |_, b| {
+            b.notices()
+                .iter()
+                .any(|n| n.contains("is being read by Alice"))
+        },
+    );
+    // When Alice's window closes, its claim goes with it, and Bob's window takes the study.
     drop(alice);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !store
-        .active_claims(std::time::SystemTime::now())
-        .unwrap()
-        .iter()
-        .all(|c| c.reader != "Alice")
-    {
+    loop {
+        let claims = store.active_claims(std::time::SystemTime::now()).unwrap();
+        if claims.iter().all(|c| c.reader != "Alice")
+            && claims
+                .iter()
+                .any(|c| c.reader == "Bob" && c.study_sha256 == y_sha)
+        {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "Alice's claim outlived her window"
+            "Bob never got the study Alice let go of: {claims:?}"
         );
         bob.step();
         std::thread::sleep(Duration::from_millis(50));

@@ -119,6 +119,9 @@ fn run(
     let mut last_id: Option<i64> = None;
     let mut viewing: Option<(String, String)> = None;
     let mut claimed: Option<(String, Instant)> = None;
+    // The study this window opened while another reader held it (said once; claimed again every
+    // look, so that it is this reader's as soon as the other lets go).
+    let mut taken: Option<String> = None;
     let mut others_sent: Option<HashMap<String, String>> = None;
     loop {
         match commands.recv_timeout(interval) {
@@ -140,21 +143,35 @@ fn run(
         let now = SystemTime::now();
         // Claim the study on screen (again when it changed or the renewal is due).
         let due = match (&viewing, &claimed) {
+            (Some(_), _) if taken.is_some() => true,
             (Some((sha, _)), Some((held, at))) => sha != held || at.elapsed() >= RENEW,
             (Some(_), None) | (None, Some(_)) => true,
             (None, None) => false,
         };
         if due {
             let result = match &viewing {
-                Some((sha, reader)) => s.claim(sha, reader, &holder, now, LEASE).map(|other| {
-                    claimed = Some((sha.clone(), Instant::now()));
-                    other.map(|reader| SyncMsg::Taken {
-                        sha256: sha.clone(),
-                        reader,
-                    })
-                }),
+                Some((sha, reader)) => {
+                    s.claim(sha, reader, &holder, now, LEASE)
+                        .map(|other| match other {
+                            None => {
+                                claimed = Some((sha.clone(), Instant::now()));
+                                taken = None;
+                                None
+                            }
+                            Some(_) if taken.as_ref() == Some(sha) => None,
+                            Some(reader) => {
+                                claimed = None;
+                                taken = Some(sha.clone());
+                                Some(SyncMsg::Taken {
+                                    sha256: sha.clone(),
+                                    reader,
+                                })
+                            }
+                        })
+                }
                 None => s.release_claims(&holder).map(|()| {
                     claimed = None;
+                    taken = None;
                     None
                 }),
             };
