@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use app_common::{config, folder, harness, until_decidable, wait_for_scores};
 use cxr_triage::app::{App, AppConfig, Command};
 use cxr_triage::audit::DecisionStore;
-use cxr_triage::worklist::StudyId;
+use cxr_triage::worklist::{Label, StudyId};
 use egui::Key;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
@@ -147,4 +147,66 @@ fn a_second_window_sees_the_first_readers_claim_and_decision() {
         bob.step();
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn an_override_is_queued_for_a_second_read_that_does_not_show_the_first() {
+    let fx = folder(5);
+    let mut alice = harness(reader(&fx, "Alice"));
+    wait_for_scores(&mut alice);
+    let mut bob = harness(AppConfig {
+        // Only overrides: no sampled studies.
+        second_read_share: 0.0,
+        ..reader(&fx, "Bob")
+    });
+    wait_for_scores(&mut bob);
+    let w = alice.state().worklist().unwrap();
+    let z = *alice
+        .state()
+        .view_order()
+        .iter()
+        .find(|&&id| w.row(id).unwrap().score_value().is_some())
+        .unwrap();
+    let ai = w.ai_label(w.row(z).unwrap()).unwrap();
+    let sha = w.row(z).unwrap().sha256.clone().unwrap();
+
+    // Alice overrides the AI on Z.
+    alice.state_mut().push(Command::Select(z));
+    alice.step();
+    until_decidable(&mut alice);
+    alice.key_press(if ai == Label::Pneumonia {
+        Key::N
+    } else {
+        Key::P
+    });
+    step_both(
+        &mut alice,
+        &mut bob,
+        "the second read in Bob's window",
+        |_, b| b.worklist().unwrap().row(z).unwrap().second_read_due,
+    );
+    assert_eq!(bob.state().worklist().unwrap().counts().second_reads, 1);
+    assert!(bob.query_by_label_contains("Second reads 1").is_some());
+    // Bob's row says a second read is due, not what Alice decided.
+    assert!(bob.query_by_label("second read due").is_some());
+    assert!(bob.query_by_label_contains("overridden to").is_none());
+    assert!(bob.query_by_label_contains("Disagreements 0").is_some());
+    // Alice's own window has nothing to second-read.
+    assert_eq!(alice.state().worklist().unwrap().counts().second_reads, 0);
+
+    // Bob reads it and agrees with the AI (so with Alice's first read he disagrees).
+    bob.state_mut().push(Command::Select(z));
+    bob.step();
+    until_decidable(&mut bob);
+    bob.key_press(Key::C);
+    step_both(&mut alice, &mut bob, "the second read recorded", |_, b| {
+        !b.worklist().unwrap().row(z).unwrap().second_read_due
+    });
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let history = store.history(&sha).unwrap();
+    let readers: Vec<&str> = history.iter().map(|e| e.reader.as_str()).collect();
+    assert_eq!(readers, ["Alice", "Bob"]);
+    let qa = store.qa_report().unwrap();
+    assert_eq!(qa.reader_reader.pairs, 1);
+    assert_eq!(qa.disagreements.len(), 1);
 }

@@ -470,7 +470,12 @@ impl App {
             }
         };
         // After a blind call, keeping it is a final call too (recorded against the AI label).
-        if new_label.is_some() && row.final_label == new_label && !awaiting_final {
+        // A second read is recorded whatever the first read was (which the reader has not seen).
+        if new_label.is_some()
+            && row.final_label == new_label
+            && !awaiting_final
+            && !row.second_read_due
+        {
             self.toasts.add(
                 Level::Info,
                 format!(

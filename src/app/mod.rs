@@ -126,6 +126,9 @@ pub struct AppConfig {
     /// the reader's own call on it (recorded as a blind call); then they appear and the reader
     /// makes the final call (a confirm or an override).
     pub blind_first: bool,
+    /// The share of studies queued for a second read by another reader, besides every override
+    /// of the AI (see [`crate::audit::second_reads_due`]).
+    pub second_read_share: f64,
 }
 
 /// The default waiting-time cap ([`AppConfig::wait_limit`]): 60 minutes.
@@ -147,6 +150,7 @@ impl AppConfig {
             store_write_delay: None,
             wait_limit: Some(DEFAULT_WAIT_LIMIT),
             blind_first: false,
+            second_read_share: crate::audit::DEFAULT_SECOND_READ_SHARE,
         }
     }
 }
@@ -239,9 +243,14 @@ impl App {
                 .map_err(|e| toasts.add(Level::Error, format!("cannot start saving: {e}")))
                 .ok();
         let sync = db_path.as_ref().ok().and_then(|p| {
-            sync::SyncHandle::spawn(ctx.clone(), p.clone(), std::time::Duration::from_secs(1))
-                .map_err(|e| tracing::warn!(target: "cxr_triage::app", "no store sync: {e}"))
-                .ok()
+            sync::SyncHandle::spawn(
+                ctx.clone(),
+                p.clone(),
+                std::time::Duration::from_secs(1),
+                config.second_read_share,
+            )
+            .map_err(|e| tracing::warn!(target: "cxr_triage::app", "no store sync: {e}"))
+            .ok()
         });
         let store_error = db_path.as_ref().err().cloned();
         let reader = config.reader.clone().unwrap_or_else(|| {

@@ -418,9 +418,12 @@ impl App {
         let Some(sync) = &mut self.sync else { return };
         let study = self.session.as_ref().and_then(|s| {
             let row = s.worklist.row(s.selected?)?;
-            Some((row.sha256.clone()?, self.reader.trim().to_owned()))
+            row.sha256.clone()
         });
-        sync.viewing(study.filter(|(_, reader)| !reader.is_empty()));
+        sync.viewing(super::sync::SyncCmd {
+            study,
+            reader: self.reader.trim().to_owned(),
+        });
     }
 
     /// Applies what the sync thread saw: which studies other readers have open, and decisions
@@ -430,10 +433,19 @@ impl App {
         let messages: Vec<super::sync::SyncMsg> = sync.messages.try_iter().collect();
         for msg in messages {
             match msg {
-                super::sync::SyncMsg::Update { others, decided } => {
+                super::sync::SyncMsg::Update {
+                    others,
+                    decided,
+                    second_reads,
+                } => {
                     let Some(s) = &mut self.session else { continue };
                     s.worklist.set_claims(&others);
                     let mut changed = 0;
+                    if let Some(due) = second_reads
+                        && s.worklist.set_second_reads(&due)
+                    {
+                        changed += 1;
+                    }
                     for d in decided {
                         changed += s.worklist.set_decision(
                             &d.sha256,

@@ -7,7 +7,7 @@
 //! other readers' decisions within about two seconds. A crashed window's claims lapse by
 //! themselves. On SQLite the store file is polled; nothing here writes to the audit trail.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,11 +20,14 @@ pub(crate) const LEASE: Duration = Duration::from_secs(180);
 /// How often an open study's claim is renewed.
 const RENEW: Duration = Duration::from_secs(60);
 
-/// What the window tells the thread.
-#[derive(Debug)]
-pub(crate) enum SyncCmd {
-    /// The study on screen (by SHA-256) and who reads it; `None`: no study.
-    Viewing(Option<(String, String)>),
+/// What the window tells the thread: the study on screen (by SHA-256; `None`: no study) and
+/// who reads in this window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SyncCmd {
+    /// The study on screen.
+    pub study: Option<String>,
+    /// The reader (empty until named).
+    pub reader: String,
 }
 
 /// A study's decision in force, as the store has it now.
@@ -48,6 +51,8 @@ pub(crate) enum SyncMsg {
         others: HashMap<String, String>,
         /// Studies with new decision events.
         decided: Vec<InForce>,
+        /// The studies due a second read by this window's reader, when that changed.
+        second_reads: Option<HashSet<String>>,
     },
     /// The study this window opened is being read by another reader.
     Taken {
@@ -63,22 +68,33 @@ pub(crate) struct SyncHandle {
     commands: SyncSender<SyncCmd>,
     /// Reports.
     pub messages: Receiver<SyncMsg>,
-    /// The last study sent with [`SyncHandle::viewing`].
-    sent: Option<Option<(String, String)>>,
+    /// The last state sent with [`SyncHandle::viewing`].
+    sent: Option<SyncCmd>,
 }
 
 impl SyncHandle {
-    /// Starts the thread on the store at `db_path`, looking every `interval`.
+    /// Starts the thread on the store at `db_path`, looking every `interval`; `second_read_share`
+    /// of the studies (besides every override) are queued for a second read.
     pub fn spawn(
         ctx: egui::Context,
         db_path: PathBuf,
         interval: Duration,
+        second_read_share: f64,
     ) -> std::io::Result<Self> {
         let (cmd_tx, cmd_rx) = sync_channel::<SyncCmd>(8);
         let (msg_tx, msg_rx) = sync_channel::<SyncMsg>(8);
         std::thread::Builder::new()
             .name("store-sync".to_owned())
-            .spawn(move || run(&ctx, &db_path, interval, &cmd_rx, &msg_tx))?;
+            .spawn(move || {
+                run(
+                    &ctx,
+                    &db_path,
+                    interval,
+                    second_read_share,
+                    &cmd_rx,
+                    &msg_tx,
+                );
+            })?;
         Ok(Self {
             commands: cmd_tx,
             messages: msg_rx,
@@ -86,13 +102,13 @@ impl SyncHandle {
         })
     }
 
-    /// Tells the thread which study is on screen, when that changed.
-    pub fn viewing(&mut self, study: Option<(String, String)>) {
-        if self.sent.as_ref() == Some(&study) {
+    /// Tells the thread which study is on screen and who reads, when that changed.
+    pub fn viewing(&mut self, state: SyncCmd) {
+        if self.sent.as_ref() == Some(&state) {
             return;
         }
-        match self.commands.try_send(SyncCmd::Viewing(study.clone())) {
-            Ok(()) => self.sent = Some(study),
+        match self.commands.try_send(state.clone()) {
+            Ok(()) => self.sent = Some(state),
             // Full: sent again on a later frame. Gone: nothing to tell.
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
         }
@@ -111,6 +127,7 @@ fn run(
     ctx: &egui::Context,
     db_path: &std::path::Path,
     interval: Duration,
+    second_read_share: f64,
     commands: &Receiver<SyncCmd>,
     messages: &SyncSender<SyncMsg>,
 ) {
@@ -118,19 +135,28 @@ fn run(
     let mut store: Option<DecisionStore> = None;
     let mut last_id: Option<i64> = None;
     let mut viewing: Option<(String, String)> = None;
+    let mut reader = String::new();
+    let mut second_reads_of: Option<String> = None;
     let mut claimed: Option<(String, Instant)> = None;
     // The study this window opened while another reader held it (said once; claimed again every
     // look, so that it is this reader's as soon as the other lets go).
     let mut taken: Option<String> = None;
     let mut others_sent: Option<HashMap<String, String>> = None;
     loop {
-        match commands.recv_timeout(interval) {
-            Ok(SyncCmd::Viewing(v)) => viewing = v,
-            Err(RecvTimeoutError::Timeout) => {}
+        let mut latest = match commands.recv_timeout(interval) {
+            Ok(cmd) => Some(cmd),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
+        };
+        while let Ok(cmd) = commands.try_recv() {
+            latest = Some(cmd);
         }
-        while let Ok(SyncCmd::Viewing(v)) = commands.try_recv() {
-            viewing = v;
+        if let Some(cmd) = latest {
+            reader = cmd.reader.clone();
+            viewing = cmd
+                .study
+                .filter(|_| !reader.is_empty())
+                .map(|s| (s, cmd.reader));
         }
         if store.is_none() {
             // The writer creates the store; until it exists there is nothing to look at.
@@ -226,11 +252,35 @@ fn run(
                 Err(_) => Vec::new(),
             },
         };
-        if others_sent.as_ref() == Some(&others) && decided.is_empty() {
+        // The second reads due for this reader, again when something was decided or the
+        // reader changed.
+        let second_reads = if !reader.is_empty()
+            && (!decided.is_empty() || second_reads_of.as_deref() != Some(reader.as_str()))
+        {
+            match s.all_events() {
+                Ok(events) => {
+                    second_reads_of = Some(reader.clone());
+                    Some(crate::audit::second_reads_due(
+                        &events,
+                        &reader,
+                        second_read_share,
+                    ))
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        if others_sent.as_ref() == Some(&others) && decided.is_empty() && second_reads.is_none() {
             continue;
         }
         others_sent = Some(others.clone());
-        if !send(ctx, messages, SyncMsg::Update { others, decided }) {
+        let update = SyncMsg::Update {
+            others,
+            decided,
+            second_reads,
+        };
+        if !send(ctx, messages, update) {
             break;
         }
     }

@@ -227,6 +227,7 @@ impl App {
                 (ReviewState::Unreviewed, _) | (_, None) if s.worklist.needs_manual_read(row) => {
                     ("needs a manual read".to_owned(), theme::WARNING)
                 }
+                _ if row.second_read_due => ("second read due".to_owned(), theme::ACCENT),
                 (ReviewState::Unreviewed, _) | (_, None) => {
                     ("unreviewed".to_owned(), theme::TEXT_DIM)
                 }

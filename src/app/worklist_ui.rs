@@ -205,6 +205,10 @@ impl App {
         ui.horizontal_wrapped(|ui| {
             for filter in Filter::ALL {
                 let on = self.prefs.filter == filter;
+                if filter == Filter::SecondReads && !on && counts.second_reads == 0 {
+                    // Only where several readers share the store.
+                    continue;
+                }
                 let text = format!("{} {}", filter.as_str(), counts.of(filter));
                 if ui
                     .selectable_label(on, text)
@@ -666,6 +670,13 @@ fn review_cell_ui(ui: &mut egui::Ui, w: &Worklist, row: &StudyRow) {
                  elsewhere, or as not a chest film",
             );
         }
+        _ if row.second_read_due => {
+            ui.label(RichText::new("second read due").color(theme::ACCENT))
+                .on_hover_text(
+                    "Another reader's call on this study is queued for your second read: it is \
+                     hidden until you decide",
+                );
+        }
         (ReviewState::Unreviewed, _) | (_, None) => match &row.claimed_by {
             Some(reader) => {
                 ui.label(RichText::new(format!("being read by {reader}")).color(theme::WARNING))
@@ -702,6 +713,10 @@ fn filter_hint(filter: Filter) -> &'static str {
         Filter::Unreviewed => "Studies without a reader's decision",
         Filter::Disagreements => "Studies whose reader's label differs from the AI label",
         Filter::Errors => "Studies that could not be read or scored",
+        Filter::SecondReads => {
+            "Studies another reader called that are queued for your second read (every override \
+             of the AI, and a sampled share): the first read is hidden until you decide"
+        }
     }
 }
 

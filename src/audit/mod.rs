@@ -160,7 +160,10 @@ pub use export::{EVENT_COLUMNS, ExportKind, ExportOptions, STUDY_COLUMNS};
 pub use import::{
     DEFAULT_IMPORT_REASON, ImportReport, ImportedRow, RejectedRow, RowProblem, import_csv,
 };
-pub use qa::{Agreement, Disagreement, QaReport, ReaderQa};
+pub use qa::{
+    Agreement, DEFAULT_SECOND_READ_SHARE, Disagreement, QaReport, ReaderQa,
+    sampled_for_second_read, second_reads_due,
+};
 pub use site::{
     LabelledStudy, ModelInForce, ModelSwitch, ScoreRecord, ThresholdChange, ThresholdEvent,
     ThresholdLogReport,

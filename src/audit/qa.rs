@@ -298,6 +298,67 @@ impl QaReport {
     }
 }
 
+/// The share of studies sent for a second read besides every override, unless a site sets
+/// another: 5%.
+pub const DEFAULT_SECOND_READ_SHARE: f64 = 0.05;
+
+/// Whether a study falls in the sampled `share` of second reads. Decided by its hash, so that
+/// every window and every run picks the same studies.
+pub fn sampled_for_second_read(sha256: &str, share: f64) -> bool {
+    sha256
+        .get(..8)
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .is_some_and(|v| f64::from(v) / f64::from(u32::MAX) < share)
+}
+
+/// The studies due a second read by `reader`, from the log's events (oldest first): those one
+/// other reader has called, where that reader's call in force overrides the AI, or that fall in
+/// the sampled `share`.
+pub fn second_reads_due(
+    events: &[DecisionEvent],
+    reader: &str,
+    share: f64,
+) -> std::collections::HashSet<String> {
+    #[derive(Default)]
+    struct Study<'a> {
+        first: Option<&'a str>,
+        readers: Vec<&'a str>,
+        first_reader_last: Option<(Action, Option<Label>)>,
+    }
+    let mut studies: BTreeMap<&str, Study<'_>> = BTreeMap::new();
+    for e in events {
+        let calls = matches!(
+            e.action,
+            Action::Confirm | Action::Override | Action::Relabel | Action::BlindCall
+        );
+        let st = studies.entry(e.study_sha256.as_str()).or_default();
+        if calls && st.first.is_none() {
+            st.first = Some(e.reader.as_str());
+        }
+        if calls && !st.readers.contains(&e.reader.as_str()) {
+            st.readers.push(e.reader.as_str());
+        }
+        if st.first == Some(e.reader.as_str()) {
+            st.first_reader_last = Some((e.action, e.new_label));
+        }
+    }
+    studies
+        .into_iter()
+        .filter(|(sha, st)| {
+            let Some(first) = st.first else { return false };
+            let in_force = st
+                .first_reader_last
+                .is_some_and(|(_, label)| label.is_some());
+            first != reader
+                && st.readers.len() == 1
+                && in_force
+                && (st.first_reader_last.map(|(a, _)| a) == Some(Action::Override)
+                    || sampled_for_second_read(sha, share))
+        })
+        .map(|(sha, _)| sha.to_owned())
+        .collect()
+}
+
 impl DecisionStore {
     /// Every decision event, oldest first.
     pub fn all_events(&self) -> Result<Vec<DecisionEvent>, AuditError> {
@@ -314,6 +375,21 @@ impl DecisionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sampled_share_is_about_the_share_and_the_same_every_time() {
+        let shas: Vec<String> = (0..20_000u32)
+            .map(|i| crate::io::sha256_hex(&i.to_le_bytes()))
+            .collect();
+        let picked = shas
+            .iter()
+            .filter(|s| sampled_for_second_read(s, 0.05))
+            .count();
+        assert!((900..1100).contains(&picked), "{picked}");
+        assert!(!sampled_for_second_read(&shas[0], 0.0));
+        assert!(sampled_for_second_read(&shas[0], 1.0));
+        assert!(!sampled_for_second_read("not hex", 0.5));
+    }
 
     #[test]
     fn kappa_of_paired_calls_with_an_interval() {

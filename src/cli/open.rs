@@ -37,6 +37,10 @@ pub struct OpenArgs {
     /// call. Both calls are audited.
     #[arg(long)]
     pub blind_first: bool,
+    /// The share of studies, in percent, queued for a second read by another reader on a
+    /// shared store, besides every study where the reader overrode the AI.
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
+    pub second_reads: f64,
 }
 
 /// The environment variable that makes the window save a screenshot once the scores are in,
@@ -77,6 +81,7 @@ pub fn run(mut args: OpenArgs) -> anyhow::Result<ExitCode> {
         screenshot,
         store_write_delay: None,
         blind_first: args.blind_first,
+        second_read_share: (args.second_reads / 100.0).clamp(0.0, 1.0),
         wait_limit: (args.wait_limit > 0)
             .then(|| std::time::Duration::from_secs(u64::from(args.wait_limit) * 60)),
     };

@@ -161,15 +161,18 @@ pub enum Filter {
     Disagreements,
     /// Studies that could not be read or scored.
     Errors,
+    /// Studies another reader called that are due a second read by this reader.
+    SecondReads,
 }
 
 impl Filter {
     /// Every filter, in the order the window offers them.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::All,
         Self::Unreviewed,
         Self::Disagreements,
         Self::Errors,
+        Self::SecondReads,
     ];
 
     /// The filter's name, as the window shows it.
@@ -179,6 +182,7 @@ impl Filter {
             Self::Unreviewed => "Unreviewed",
             Self::Disagreements => "Disagreements",
             Self::Errors => "Errors",
+            Self::SecondReads => "Second reads",
         }
     }
 
@@ -187,8 +191,11 @@ impl Filter {
         match self {
             Self::All => true,
             Self::Unreviewed => !w.review_state(row).is_reviewed(),
-            Self::Disagreements => w.review_state(row) == super::ReviewState::Overridden,
+            Self::Disagreements => {
+                w.review_state(row) == super::ReviewState::Overridden && !row.second_read_due
+            }
             Self::Errors => row.error().is_some(),
+            Self::SecondReads => row.second_read_due,
         }
     }
 }

@@ -108,6 +108,9 @@ pub struct StudyRow {
     /// Another reader who has the study open in their window (a claim on a shared store):
     /// "next unreviewed" skips it.
     pub claimed_by: Option<String>,
+    /// Another reader's call on it is queued for a second read by this window's reader (an
+    /// override of the AI, or a sampled study); the first read is not shown until then.
+    pub second_read_due: bool,
 }
 
 impl StudyRow {
@@ -128,6 +131,7 @@ impl StudyRow {
             changed: false,
             facts: StudyFacts::default(),
             claimed_by: None,
+            second_read_due: false,
         }
     }
 
@@ -210,6 +214,8 @@ pub struct Counts {
     /// Unreviewed studies that have waited longer than the waiting-time cap (see
     /// [`Worklist::set_overdue_before`]).
     pub overdue: usize,
+    /// Studies due a second read by this reader.
+    pub second_reads: usize,
 }
 
 impl Counts {
@@ -220,6 +226,7 @@ impl Counts {
             Filter::Unreviewed => self.total - self.reviewed,
             Filter::Disagreements => self.disagreements,
             Filter::Errors => self.failed,
+            Filter::SecondReads => self.second_reads,
         }
     }
 }
@@ -406,8 +413,13 @@ impl Worklist {
         if self.is_overdue(row) {
             step(&mut c.overdue);
         }
+        if row.second_read_due {
+            step(&mut c.second_reads);
+        }
         match self.review_state(row) {
             ReviewState::Unreviewed => {}
+            // A first read queued for this reader's second read is not shown as a disagreement.
+            ReviewState::Overridden if row.second_read_due => step(&mut c.reviewed),
             ReviewState::Overridden => {
                 step(&mut c.reviewed);
                 step(&mut c.disagreements);
@@ -497,6 +509,18 @@ impl Worklist {
                 self.row(id)
                     .is_some_and(|r| !self.review_state(r).is_reviewed() && r.claimed_by.is_none())
             })
+    }
+
+    /// Marks the studies due a second read by this reader (by SHA-256). Returns whether any row
+    /// changed (the filter of second reads and the counts change with it).
+    pub fn set_second_reads(&mut self, due: &std::collections::HashSet<String>) -> bool {
+        let mut changed = false;
+        for row in &mut self.rows {
+            let now = row.sha256.as_ref().is_some_and(|s| due.contains(s));
+            changed |= row.second_read_due != now;
+            row.second_read_due = now;
+        }
+        changed
     }
 
     /// Sets which studies other readers have open (SHA-256 to reader); the others are free.
