@@ -130,22 +130,9 @@ fn folder_of(c: &mut Criterion, n: u32) {
     );
     eprintln!(
         "{}: scored {scored} of {n} by the end; frame times (logic and drawing): {}",
-        cpu_name(),
+        cxr_triage::model::fast::cpu_model_name().unwrap_or_else(|| "unknown CPU".to_owned()),
         h.state().frame_stats().while_scoring()
     );
-}
-
-/// The CPU's model name as `lscpu` gives it, for the figures printed.
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|name| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
 /// Frame times while a decision is being written to a store on a slow disk (each write delayed

@@ -123,6 +123,10 @@ fn main() {
     let fast_step = measure(&cfg, Backend::Fast).expect("fast")[2];
 
     println!(
+        "CPU: {}",
+        cxr_triage::model::fast::cpu_model_name().unwrap_or_else(|| "unknown".to_owned())
+    );
+    println!(
         "model {} ({}x{} input, {gflop:.3} GFLOP forward per image), {} threads; ONNX Runtime {} \
          reproduces our logits within {:.1e}",
         classifier.card().model_id,

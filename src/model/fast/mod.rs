@@ -166,6 +166,16 @@ fn parts_for(units: usize) -> usize {
     units.clamp(1, REDUCTION_PARTS)
 }
 
+/// The CPU's model name as `lscpu` shows it (from `/proc/cpuinfo`), for benchmark figures:
+/// speed ratios differ between CPU families. `None` where it cannot be read.
+pub fn cpu_model_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|name| name.trim().to_owned())
+}
+
 /// NCHW `[n, c, h, w]` to contiguous NHWC `[n, h, w, c]`.
 pub fn nchw_to_nhwc(x: &Tensor) -> candle_core::Result<Tensor> {
     x.permute((0, 2, 3, 1))?.contiguous()
