@@ -18,6 +18,18 @@ pub struct BlindFirstSummary {
 }
 
 impl BlindFirstSummary {
+    /// The figures in one line, or `None` when no blind call was recorded.
+    pub fn text(&self) -> Option<String> {
+        (self.blind_calls > 0).then(|| {
+            format!(
+                "blind-first reading: {} studies called before the AI's call was shown; {} with \
+                 a final call after it, of which {} where the reader's own call disagreed with \
+                 the AI's, and {} where the final call changed the reader's own",
+                self.blind_calls, self.final_calls, self.blind_disagreed, self.changed
+            )
+        })
+    }
+
     /// Adds one study's history (its events, oldest first).
     fn add(&mut self, history: &[DecisionEvent]) {
         let Some(at) = history.iter().rposition(|e| e.action == Action::BlindCall) else {

@@ -286,13 +286,9 @@ impl QaReport {
                 d.second.1
             ));
         }
-        let b = &self.blind_first;
-        if b.blind_calls > 0 {
-            out.push_str(&format!(
-                "blind-first reading: {} blind calls, {} with a final call; the reader's own call \
-                 disagreed with the AI's in {}, and the final call changed it in {}\n",
-                b.blind_calls, b.final_calls, b.blind_disagreed, b.changed
-            ));
+        if let Some(line) = self.blind_first.text() {
+            out.push_str(&line);
+            out.push('\n');
         }
         out
     }

@@ -182,13 +182,7 @@ CREATE INDEX decisions_by_study ON decisions (study_sha256, id);
 /// that), then creates its guards again. The highest id ever handed out survives the rebuild,
 /// so that a log whose last events were deleted before the migration still reports it.
 fn rebuild_decisions(tx: &Transaction<'_>, rebuild: &str) -> rusqlite::Result<()> {
-    let issued: Option<i64> = tx
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'decisions'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let issued = highest_issued_id(tx, "decisions")?;
     tx.execute_batch(rebuild)?;
     tx.execute_batch(NO_UPDATE_TRIGGER)?;
     tx.execute_batch(NO_DELETE_TRIGGER)?;
@@ -218,6 +212,17 @@ CREATE TABLE claims (
 );
 CREATE INDEX claims_by_holder ON claims (holder);
 ";
+
+/// The highest id SQLite ever handed out in `table` (its `sqlite_sequence` entry), which
+/// survives the deletion of the rows: how a deleted tail of a log is told from a short log.
+pub(crate) fn highest_issued_id(conn: &Connection, table: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+    .optional()
+}
 
 /// The trigger that refuses UPDATE on the study log, exactly as created.
 pub(crate) const STUDY_LOG_NO_UPDATE_TRIGGER: &str =

@@ -319,22 +319,14 @@ pub(crate) fn verify_log<E>(
         expected_id += 1;
     }
     drop(rows);
-    if first_broken.is_none() {
-        let issued: Option<i64> = tx
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = ?1",
-                [log.table],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(issued) = issued
-            && issued >= expected_id
-        {
-            first_broken = Some(BrokenLink {
-                id: expected_id,
-                problem: LinkProblem::TailDeleted { issued },
-            });
-        }
+    if first_broken.is_none()
+        && let Some(issued) = super::schema::highest_issued_id(tx, log.table)?
+        && issued >= expected_id
+    {
+        first_broken = Some(BrokenLink {
+            id: expected_id,
+            problem: LinkProblem::TailDeleted { issued },
+        });
     }
     let head_hash = (first_broken.is_none() && total > 0).then(|| hex(&prev));
     Ok(ThresholdLogReport {

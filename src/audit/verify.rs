@@ -266,22 +266,14 @@ impl DecisionStore {
         drop(rows);
         let events_checked = u64::try_from(expected_id - 1).unwrap_or(0);
 
-        if first_broken.is_none() {
-            let issued: Option<i64> = tx
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'decisions'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(issued) = issued
-                && issued >= expected_id
-            {
-                first_broken = Some(BrokenLink {
-                    id: expected_id,
-                    problem: LinkProblem::TailDeleted { issued },
-                });
-            }
+        if first_broken.is_none()
+            && let Some(issued) = super::schema::highest_issued_id(&tx, "decisions")?
+            && issued >= expected_id
+        {
+            first_broken = Some(BrokenLink {
+                id: expected_id,
+                problem: LinkProblem::TailDeleted { issued },
+            });
         }
         let head_hash = (first_broken.is_none() && events_checked > 0).then(|| hex(&prev));
         Ok(VerifyReport {

@@ -240,14 +240,8 @@ fn run_local(
     for l in &report.left_out {
         println!("left out: {}: {}", l.why, l.path.display());
     }
-    let blind = store.blind_first_summary()?;
-    if blind.blind_calls > 0 {
-        println!(
-            "blind-first reading: {} studies called before the AI's call was shown; {} with a \
-             final call after it, of which {} where the reader's own call disagreed with the \
-             AI's, and {} where the final call changed the reader's own",
-            blind.blind_calls, blind.final_calls, blind.blind_disagreed, blind.changed
-        );
+    if let Some(line) = store.blind_first_summary()?.text() {
+        println!("{line}");
     }
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(format!("{}-local", classifier.card().model_id))

@@ -11,7 +11,8 @@ use super::{Counts, Filter, SortSpec, StudyId, Worklist};
 pub struct Order {
     /// The studies the filter keeps, in order (see [`Worklist::view`]).
     pub view: Vec<StudyId>,
-    /// Each study's rank by score, indexed by [`StudyId`] (see [`Worklist::score_ranks`]).
+    /// Each study's rank by score (1 is the highest; ties in listing order), `None` for studies
+    /// without a score. Indexed by [`StudyId`].
     pub ranks: Vec<Option<usize>>,
     /// How many studies are in each state (see [`Worklist::counts`]).
     pub counts: Counts,

@@ -462,23 +462,6 @@ impl Worklist {
         ids
     }
 
-    /// Each study's rank by score (1 is the highest score; ties in listing order), `None` for
-    /// studies without a score. Indexed by [`StudyId`].
-    pub fn score_ranks(&self) -> Vec<Option<usize>> {
-        let mut scored: Vec<StudyId> = self
-            .rows
-            .iter()
-            .filter(|r| r.score_value().is_some())
-            .map(|r| r.id)
-            .collect();
-        scored.sort_by(|&a, &b| self.score_order(a, b));
-        let mut ranks = vec![None; self.rows.len()];
-        for (rank, id) in scored.into_iter().enumerate() {
-            ranks[id.0] = Some(rank + 1);
-        }
-        ranks
-    }
-
     /// The other studies of the same patient (same DICOM patient ID), best score first.
     pub fn same_patient(&self, id: StudyId) -> Vec<StudyId> {
         let Some(patient) = self.row(id).and_then(|r| r.patient_id.as_deref()) else {
@@ -698,7 +681,8 @@ mod tests {
             ],
             Some(0.5),
         );
-        assert_eq!(w.score_ranks(), vec![Some(2), None, Some(1), Some(3)]);
+        let order = crate::worklist::Order::build(&w, SortSpec::default(), Filter::All);
+        assert_eq!(order.ranks, vec![Some(2), None, Some(1), Some(3)]);
     }
 
     #[test]
