@@ -167,21 +167,7 @@ impl DomainModel {
         let bad = |e: String| OodError::Tensors(e);
         let tensors = candle_core::safetensors::load_buffer(weights, &Device::Cpu)
             .map_err(|e| bad(e.to_string()))?;
-        let get = |name: &str, len: usize| -> Result<Vec<f32>, OodError> {
-            let v = tensors
-                .get(name)
-                .ok_or_else(|| bad(format!("{name} is missing")))?
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| bad(e.to_string()))?;
-            if v.len() != len || v.iter().any(|x| !x.is_finite()) {
-                return Err(bad(format!(
-                    "{name} has {} values, {len} expected, or a non-finite one",
-                    v.len()
-                )));
-            }
-            Ok(v)
-        };
+        let get = |name: &str, len: usize| super::ood::finite_vector(&tensors, name, len);
         Ok(Self {
             weight: get(WEIGHT_TENSOR, dim)?,
             bias: get(BIAS_TENSOR, 1)?.first().copied().unwrap_or(0.0),

@@ -138,22 +138,7 @@ impl FeatureGaussian {
         let bad = |e: String| OodError::Tensors(e);
         let tensors = candle_core::safetensors::load_buffer(weights, &Device::Cpu)
             .map_err(|e| bad(e.to_string()))?;
-        let get = |name: &str, len: usize| -> Result<Vec<f32>, OodError> {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| bad(format!("{name} is missing")))?;
-            let v = t
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| bad(e.to_string()))?;
-            if v.len() != len || v.iter().any(|x| !x.is_finite()) {
-                return Err(bad(format!(
-                    "{name} has {} values, {len} expected, or a non-finite one",
-                    v.len()
-                )));
-            }
-            Ok(v)
-        };
+        let get = |name: &str, len: usize| finite_vector(&tensors, name, len);
         Ok(Self {
             mean: get(MEAN_TENSOR, dim)?,
             precision: get(PRECISION_TENSOR, dim * dim)?,
@@ -208,6 +193,28 @@ pub fn quantile(values: &[f32], q: f64) -> f32 {
     v.sort_by(f32::total_cmp);
     let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
+}
+
+/// The tensor `name` of a weights file's `tensors`, flattened: `len` finite values, or why not.
+pub(crate) fn finite_vector(
+    tensors: &std::collections::HashMap<String, Tensor>,
+    name: &str,
+    len: usize,
+) -> Result<Vec<f32>, OodError> {
+    let bad = |e: String| OodError::Tensors(e);
+    let v = tensors
+        .get(name)
+        .ok_or_else(|| bad(format!("{name} is missing")))?
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| bad(e.to_string()))?;
+    if v.len() != len || v.iter().any(|x| !x.is_finite()) {
+        return Err(bad(format!(
+            "{name} has {} values, {len} expected, or a non-finite one",
+            v.len()
+        )));
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
