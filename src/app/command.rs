@@ -573,6 +573,7 @@ impl App {
                 return;
             }
         };
+        self.newest_event.saved(&pending.sha, event.id);
         // A folder opened since has other rows: the store has the decision all the same.
         if let Some(s) = &mut self.session {
             s.worklist

@@ -168,6 +168,9 @@ pub struct App {
     writer: Option<writer::WriterHandle>,
     /// Claims and other readers' decisions on a shared store (see [`sync`]).
     sync: Option<sync::SyncHandle>,
+    /// The newest decision event this window knows of, per study: a sync report older than
+    /// this window's own write is ignored.
+    newest_event: sync::NewestEvents,
     store_error: Option<String>,
     /// Decisions sent to the writer and not acknowledged yet, oldest first.
     pending: Vec<PendingWrite>,
@@ -286,6 +289,7 @@ impl App {
             db_path,
             writer,
             sync,
+            newest_event: sync::NewestEvents::default(),
             store_error,
             pending: Vec::new(),
             next_seq: 1,

@@ -447,6 +447,10 @@ impl App {
                         changed += 1;
                     }
                     for d in decided {
+                        // Read before a decision this window saved since: stale.
+                        if !self.newest_event.is_fresh(&d) {
+                            continue;
+                        }
                         changed += s.worklist.set_decision(
                             &d.sha256,
                             d.label,

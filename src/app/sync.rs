@@ -39,6 +39,8 @@ pub(crate) struct InForce {
     pub label: Option<Label>,
     /// "Read elsewhere" or "not a chest film", when that is in force.
     pub disposition: Option<Action>,
+    /// The id of the study's newest event when this was read.
+    pub as_of: i64,
 }
 
 /// What the thread reports.
@@ -61,6 +63,30 @@ pub(crate) enum SyncMsg {
         /// Who reads it.
         reader: String,
     },
+}
+
+/// The newest decision event a window knows of, per study (SHA-256): its own acknowledged
+/// writes and the sync thread's reports. A report read before a newer event was saved is stale
+/// and must not be applied: it would show a decision this window has just undone or changed.
+#[derive(Debug, Default)]
+pub(crate) struct NewestEvents(HashMap<String, i64>);
+
+impl NewestEvents {
+    /// Notes an event this window saved.
+    pub fn saved(&mut self, sha256: &str, id: i64) {
+        let newest = self.0.entry(sha256.to_owned()).or_insert(id);
+        *newest = (*newest).max(id);
+    }
+
+    /// Whether a report is at least as new as everything known of its study (and notes it).
+    pub fn is_fresh(&mut self, report: &InForce) -> bool {
+        let newest = self.0.entry(report.sha256.clone()).or_insert(report.as_of);
+        if *newest > report.as_of {
+            return false;
+        }
+        *newest = report.as_of;
+        true
+    }
 }
 
 /// The window's end of the thread.
@@ -239,10 +265,17 @@ fn run(
                             .iter()
                             .map(|&sha| {
                                 let state = states.get(sha);
+                                let newest = events
+                                    .iter()
+                                    .filter(|e| e.study_sha256 == sha)
+                                    .map(|e| e.id)
+                                    .max()
+                                    .unwrap_or_default();
                                 InForce {
                                     sha256: sha.to_owned(),
                                     label: state.and_then(|c| c.final_label),
                                     disposition: state.and_then(|c| c.disposition),
+                                    as_of: state.map_or(newest, |c| c.last_event.id.max(newest)),
                                 }
                             })
                             .collect(),
@@ -294,4 +327,35 @@ fn send(ctx: &egui::Context, tx: &SyncSender<SyncMsg>, msg: SyncMsg) -> bool {
     let delivered = tx.send(msg).is_ok();
     ctx.request_repaint();
     delivered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(sha: &str, label: Option<Label>, as_of: i64) -> InForce {
+        InForce {
+            sha256: sha.to_owned(),
+            label,
+            disposition: None,
+            as_of,
+        }
+    }
+
+    #[test]
+    fn a_report_read_before_this_windows_newer_write_is_stale() {
+        let mut newest = NewestEvents::default();
+        // The window saved an override (event 3) and then its undo (event 4); the sync thread
+        // had read the study after the override only.
+        newest.saved("a", 3);
+        newest.saved("a", 4);
+        assert!(!newest.is_fresh(&report("a", Some(Label::Normal), 3)));
+        // Another reader's later decision, and a report about another study, are applied.
+        assert!(newest.is_fresh(&report("a", Some(Label::Pneumonia), 5)));
+        assert!(newest.is_fresh(&report("b", None, 1)));
+        // Once a newer report was applied, an older write acknowledged late changes nothing.
+        newest.saved("a", 4);
+        assert!(!newest.is_fresh(&report("a", Some(Label::Normal), 4)));
+        assert!(newest.is_fresh(&report("a", Some(Label::Pneumonia), 5)));
+    }
 }
