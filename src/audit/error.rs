@@ -142,6 +142,37 @@ pub enum AuditError {
     /// Any other database failure.
     #[error("the decision store reported an error: {0}")]
     Database(#[source] rusqlite::Error),
+
+    /// The PostgreSQL server could not be reached, or refused or failed a request.
+    #[error("the decision store's server: {0}")]
+    Server(String),
+
+    /// The command works on a SQLite store only (so far).
+    #[error(
+        "this works on a SQLite decision store only in this version; on a PostgreSQL store, the window, `store copy` and `audit verify` work (copy the log to a SQLite file with `store copy` for the rest)"
+    )]
+    NotOnServer,
+
+    /// The store on the PostgreSQL server is not set up and this user may not set it up.
+    #[error(
+        "the decision store on the server is not set up, and this database user may not create it: the store's owner runs `cxr-triage store init --db ADDRESS` once (README, \"A department's store\")"
+    )]
+    ServerNotSetUp,
+}
+
+impl From<postgres::Error> for AuditError {
+    fn from(err: postgres::Error) -> Self {
+        // The message says what the server said (never the address, which may hold a password).
+        let text = match err.as_db_error() {
+            Some(db) => match db.detail() {
+                Some(detail) => format!("{}: {detail}", db.message()),
+                None => db.message().to_owned(),
+            },
+            None if err.is_closed() => "the connection to the server was lost".to_owned(),
+            None => err.to_string(),
+        };
+        Self::Server(text)
+    }
 }
 
 impl From<rusqlite::Error> for AuditError {

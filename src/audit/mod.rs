@@ -134,6 +134,7 @@
 //! `export` refuse the store. The migration records every existing study as its first event.
 
 mod anchor;
+mod backend;
 mod blind;
 mod chain;
 mod claims;
@@ -141,6 +142,7 @@ mod error;
 mod event;
 mod export;
 mod import;
+mod pg;
 mod qa;
 mod schema;
 mod site;
@@ -149,6 +151,7 @@ mod study_log;
 mod verify;
 
 pub use anchor::{Anchor, anchor_path};
+pub use backend::{CopyReport, DecisionLog, copy_store, open_store};
 pub use blind::BlindFirstSummary;
 pub use chain::GENESIS_PREV_HASH;
 pub use claims::Claim;
@@ -160,6 +163,7 @@ pub use export::{EVENT_COLUMNS, ExportKind, ExportOptions, STUDY_COLUMNS};
 pub use import::{
     DEFAULT_IMPORT_REASON, ImportReport, ImportedRow, RejectedRow, RowProblem, import_csv,
 };
+pub use pg::{NOTIFY_CHANNEL, PG_SCHEMA_VERSION, PgStore, is_postgres_address};
 pub use qa::{
     Agreement, DEFAULT_SECOND_READ_SHARE, Disagreement, QaReport, ReaderQa,
     sampled_for_second_read, second_reads_due,

@@ -43,6 +43,7 @@ impl DecisionStore {
     ///
     /// Fails with [`AuditError::NotOurDatabase`] for a file that is not a cxr-triage store.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
+        refuse_server_address(path)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(|source| AuditError::File {
                 what: "could not create the folder for the decision store",
@@ -74,6 +75,7 @@ impl DecisionStore {
 
     /// Opens a store that must already exist (for commands that read or check a store).
     pub fn open_existing(path: &Path) -> Result<Self, AuditError> {
+        refuse_server_address(path)?;
         if !path.is_file() {
             return Err(AuditError::NoStore {
                 path: path.to_owned(),
@@ -87,6 +89,7 @@ impl DecisionStore {
     /// of 0 bytes (a truncated store) and a store made by an older cxr-triage that has not been
     /// opened by this version yet.
     pub fn open_for_check(path: &Path) -> Result<Self, AuditError> {
+        refuse_server_address(path)?;
         let meta = fs::metadata(path).map_err(|_| AuditError::NoStore {
             path: path.to_owned(),
         })?;
@@ -285,6 +288,50 @@ impl DecisionStore {
         Ok(events)
     }
 
+    /// Appends events carried over verbatim from another store (`store copy`), in one
+    /// transaction: each must be the next event of this log, linked to its last event, with its
+    /// hash intact, and its study known.
+    pub fn append_copied(&self, events: &[DecisionEvent]) -> Result<(), AuditError> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        for e in events {
+            let last = tx
+                .prepare_cached("SELECT id, row_hash FROM decisions ORDER BY id DESC LIMIT 1")?
+                .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .optional()?;
+            check_copied(last.as_ref().map(|(id, h)| (*id, h.as_str())), e)?;
+            let known: bool = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM studies WHERE sha256 = ?1)")?
+                .query_row([&e.study_sha256], |r| r.get(0))?;
+            if !known {
+                return Err(AuditError::UnknownStudy);
+            }
+            insert_event(&tx, e)?;
+        }
+        tx.commit()?;
+        self.anchor_after_commit();
+        Ok(())
+    }
+
+    /// Every study the store knows of, by hash.
+    pub fn studies(&self) -> Result<Vec<StudyRecord>, AuditError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sha256, last_path, patient_id, study_uid, metadata_json FROM studies \
+             ORDER BY sha256",
+        )?;
+        let studies = stmt
+            .query_map([], |r| {
+                Ok(StudyRecord {
+                    sha256: r.get(0)?,
+                    path: PathBuf::from(r.get::<_, String>(1)?),
+                    patient_id: r.get(2)?,
+                    study_uid: r.get(3)?,
+                    metadata_json: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(studies)
+    }
+
     /// The number of events in the log.
     pub fn event_count(&self) -> Result<u64, AuditError> {
         let n: i64 = self
@@ -306,11 +353,130 @@ fn append(tx: &Transaction<'_>, d: &NewDecision) -> Result<DecisionEvent, AuditE
         .prepare_cached("SELECT id, row_hash FROM decisions ORDER BY id DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
         .optional()?;
+    let history = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT action, prev_label, new_label FROM decisions WHERE study_sha256 = ?1 ORDER BY id",
+        )?;
+        stmt.query_map([&d.study_sha256], |row| {
+            Ok(Step {
+                action: row.get(0)?,
+                prev_label: row.get(1)?,
+                new_label: row.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+    };
+    let event = next_event(
+        last.as_ref().map(|(id, h)| (*id, h.as_str())),
+        &history,
+        d,
+        d.reader.trim(),
+    )?;
+    insert_event(tx, &event)?;
+    Ok(event)
+}
+
+/// Refuses a PostgreSQL address where a SQLite file is expected, rather than making a file
+/// named after it.
+fn refuse_server_address(path: &Path) -> Result<(), AuditError> {
+    match path.to_str() {
+        Some(a) if super::pg::is_postgres_address(a) => Err(AuditError::NotOnServer),
+        _ => Ok(()),
+    }
+}
+
+/// Checks an event carried over from another store (`store copy`) before it is appended
+/// verbatim: it is the next event after `last` (id and hash; `None`: an empty log), links to
+/// it, and its content still matches its hash.
+pub(crate) fn check_copied(last: Option<(i64, &str)>, e: &DecisionEvent) -> Result<(), AuditError> {
+    let (last_id, prev) = match last {
+        None => (0, GENESIS_PREV_HASH),
+        Some((id, h)) => (
+            id,
+            chain::parse_hash_hex(h).ok_or_else(|| {
+                AuditError::UnreadableValue(format!("event {id} has no valid hash"))
+            })?,
+        ),
+    };
+    let refuse = |why: String| Err(AuditError::InvalidDecision(why));
+    if e.id != last_id + 1 {
+        return refuse(format!(
+            "event {} cannot follow event {last_id} of the destination",
+            e.id
+        ));
+    }
+    if chain::parse_hash_hex(&e.prev_hash) != Some(prev) {
+        return refuse(format!(
+            "event {} does not link to the destination's last event",
+            e.id
+        ));
+    }
+    let path_text = e.study_path.to_string_lossy();
+    if hex(&chain::row_hash(&prev, &fields_of(e, &path_text))) != e.row_hash {
+        return refuse(format!("event {} does not match its hash", e.id));
+    }
+    Ok(())
+}
+
+/// Inserts an event as it is.
+fn insert_event(tx: &Transaction<'_>, e: &DecisionEvent) -> Result<(), AuditError> {
+    let path_text = e.study_path.to_string_lossy();
+    let fields = fields_of(e, &path_text);
+    tx.prepare_cached(
+        "INSERT INTO decisions (id, decided_at, reader, app_version, study_sha256, study_path,
+             model_id, weights_sha256, score, threshold, ai_label, prev_label, new_label, action,
+             reason, prev_hash, row_hash, format_version, viewed_ms, ood_reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                 ?19, ?20)",
+    )?
+    .execute(rusqlite::params![
+        e.id,
+        e.decided_at,
+        e.reader,
+        e.app_version,
+        e.study_sha256,
+        path_text,
+        e.model_id,
+        e.weights_sha256,
+        fields.score,
+        fields.threshold,
+        e.ai_label,
+        e.prev_label,
+        e.new_label,
+        e.action,
+        e.reason,
+        e.prev_hash,
+        e.row_hash,
+        e.format_version,
+        fields.viewed_ms,
+        e.ood_reason,
+    ])?;
+    Ok(())
+}
+
+/// One earlier event of a study, as [`next_event`] replays it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Step {
+    pub action: Action,
+    pub prev_label: Option<Label>,
+    pub new_label: Option<Label>,
+}
+
+/// The next event of the log, with its hashes: the decision `d` by `reader`, after the log's
+/// last event (`last`: its id and hash; `None` for an empty log) and the study's earlier events
+/// (`history`, oldest first). Both backends append what this returns, so that they keep the
+/// same rules, the same chain and the same encoding; the caller holds the log's write lock.
+pub(crate) fn next_event(
+    last: Option<(i64, &str)>,
+    history: &[Step],
+    d: &NewDecision,
+    reader: &str,
+) -> Result<DecisionEvent, AuditError> {
     let (last_id, prev_hash) = match last {
         None => (0, GENESIS_PREV_HASH),
         Some((id, h)) => (
             id,
-            chain::parse_hash_hex(&h).ok_or_else(|| {
+            chain::parse_hash_hex(h).ok_or_else(|| {
                 AuditError::UnreadableValue(format!("event {id} has no valid hash"))
             })?,
         ),
@@ -321,23 +487,15 @@ fn append(tx: &Transaction<'_>, d: &NewDecision) -> Result<DecisionEvent, AuditE
     let mut prev_label = None;
     let mut undo_stack: Vec<Option<Label>> = Vec::new();
     let mut in_force: Vec<Action> = Vec::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT action, prev_label, new_label FROM decisions WHERE study_sha256 = ?1 ORDER BY id",
-        )?;
-        let mut rows = stmt.query([&d.study_sha256])?;
-        while let Some(row) = rows.next()? {
-            let action: Action = row.get(0)?;
-            let before: Option<Label> = row.get(1)?;
-            if action == Action::Undo {
-                undo_stack.pop();
-                in_force.pop();
-            } else {
-                undo_stack.push(before);
-                in_force.push(action);
-            }
-            prev_label = row.get(2)?;
+    for step in history {
+        if step.action == Action::Undo {
+            undo_stack.pop();
+            in_force.pop();
+        } else {
+            undo_stack.push(step.prev_label);
+            in_force.push(step.action);
         }
+        prev_label = step.new_label;
     }
     // A "read elsewhere" or "not a chest film" in force is undone before anything else is
     // recorded, so that an undo always restores a label (or unreviewed).
@@ -367,7 +525,7 @@ fn append(tx: &Transaction<'_>, d: &NewDecision) -> Result<DecisionEvent, AuditE
     let event = DecisionEvent {
         id: last_id + 1,
         decided_at: now_rfc3339(),
-        reader: d.reader.trim().to_owned(),
+        reader: reader.to_owned(),
         app_version: env!("CARGO_PKG_VERSION").to_owned(),
         study_sha256: d.study_sha256.clone(),
         study_path: PathBuf::from(d.study_path.to_string_lossy().into_owned()),
@@ -387,37 +545,7 @@ fn append(tx: &Transaction<'_>, d: &NewDecision) -> Result<DecisionEvent, AuditE
         row_hash: String::new(),
     };
     let path_text = event.study_path.to_string_lossy();
-    let fields = fields_of(&event, &path_text);
-    let row_hash = hex(&chain::row_hash(&prev_hash, &fields));
-    tx.prepare_cached(
-        "INSERT INTO decisions (id, decided_at, reader, app_version, study_sha256, study_path,
-             model_id, weights_sha256, score, threshold, ai_label, prev_label, new_label, action,
-             reason, prev_hash, row_hash, format_version, viewed_ms, ood_reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                 ?19, ?20)",
-    )?
-    .execute(rusqlite::params![
-        event.id,
-        event.decided_at,
-        event.reader,
-        event.app_version,
-        event.study_sha256,
-        path_text,
-        event.model_id,
-        event.weights_sha256,
-        fields.score,
-        fields.threshold,
-        event.ai_label,
-        event.prev_label,
-        event.new_label,
-        event.action,
-        event.reason,
-        event.prev_hash,
-        row_hash,
-        event.format_version,
-        fields.viewed_ms,
-        event.ood_reason,
-    ])?;
+    let row_hash = hex(&chain::row_hash(&prev_hash, &fields_of(&event, &path_text)));
     Ok(DecisionEvent { row_hash, ..event })
 }
 
@@ -542,7 +670,7 @@ fn open_error(err: rusqlite::Error, path: &Path) -> AuditError {
     }
 }
 
-fn validate_study(s: &StudyRecord) -> Result<(), AuditError> {
+pub(crate) fn validate_study(s: &StudyRecord) -> Result<(), AuditError> {
     if !chain::is_sha256_hex(&s.sha256) {
         return Err(AuditError::InvalidStudy(
             "its SHA-256 is not 64 lower-case hexadecimal digits".to_owned(),
@@ -556,7 +684,7 @@ fn validate_study(s: &StudyRecord) -> Result<(), AuditError> {
     Ok(())
 }
 
-fn validate_decision(d: &NewDecision) -> Result<(), AuditError> {
+pub(crate) fn validate_decision(d: &NewDecision) -> Result<(), AuditError> {
     let invalid = |why: &str| Err(AuditError::InvalidDecision(why.to_owned()));
     if d.reader.trim().is_empty() {
         return invalid("the reader's name is empty");

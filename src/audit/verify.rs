@@ -122,27 +122,27 @@ const COLUMNS: [&str; 20] = [
 ];
 
 /// One event as stored, read without interpretation.
-struct RawEvent {
-    id: i64,
-    decided_at: String,
-    reader: String,
-    app_version: String,
-    study_sha256: String,
-    study_path: String,
-    model_id: Option<String>,
-    weights_sha256: Option<String>,
-    score: Option<f64>,
-    threshold: Option<f64>,
-    ai_label: Option<String>,
-    prev_label: Option<String>,
-    new_label: Option<String>,
-    action: String,
-    reason: String,
-    prev_hash: String,
-    row_hash: String,
-    format_version: i64,
-    viewed_ms: Option<i64>,
-    ood_reason: Option<String>,
+pub(crate) struct RawEvent {
+    pub(crate) id: i64,
+    pub(crate) decided_at: String,
+    pub(crate) reader: String,
+    pub(crate) app_version: String,
+    pub(crate) study_sha256: String,
+    pub(crate) study_path: String,
+    pub(crate) model_id: Option<String>,
+    pub(crate) weights_sha256: Option<String>,
+    pub(crate) score: Option<f64>,
+    pub(crate) threshold: Option<f64>,
+    pub(crate) ai_label: Option<String>,
+    pub(crate) prev_label: Option<String>,
+    pub(crate) new_label: Option<String>,
+    pub(crate) action: String,
+    pub(crate) reason: String,
+    pub(crate) prev_hash: String,
+    pub(crate) row_hash: String,
+    pub(crate) format_version: i64,
+    pub(crate) viewed_ms: Option<i64>,
+    pub(crate) ood_reason: Option<String>,
 }
 
 impl RawEvent {
@@ -175,7 +175,7 @@ impl RawEvent {
         })
     }
 
-    fn fields(&self) -> EventFields<'_> {
+    pub(crate) fn fields(&self) -> EventFields<'_> {
         EventFields {
             id: self.id,
             decided_at: &self.decided_at,
@@ -227,61 +227,98 @@ impl DecisionStore {
             COLUMNS.join(", ")
         ))?;
         let mut rows = stmt.query([])?;
-        let mut prev = GENESIS_PREV_HASH;
-        let mut expected_id = 1i64;
-        let mut first_broken = None;
+        let mut walk = ChainWalk::default();
         while let Some(row) = rows.next()? {
-            let broken = |problem| BrokenLink {
-                id: row.get(0).unwrap_or(expected_id),
-                problem,
-            };
-            let e = match RawEvent::read(row) {
-                Ok(e) => e,
-                Err(column) => {
-                    first_broken = Some(broken(LinkProblem::Unreadable { column }));
-                    break;
-                }
-            };
-            if e.id != expected_id {
-                first_broken = Some(broken(LinkProblem::IdOutOfSequence {
-                    expected: expected_id,
-                }));
+            let event = RawEvent::read(row).map_err(|column| (row.get(0).ok(), column));
+            if !walk.next(event) {
                 break;
             }
-            if chain::parse_hash_hex(&e.prev_hash) != Some(prev) {
-                first_broken = Some(broken(LinkProblem::PrevHashMismatch));
-                break;
-            }
-            let computed = chain::row_hash(&prev, &e.fields());
-            // A version 1 event's hash does not cover the later columns: they must be empty.
-            let v1_extra =
-                e.format_version == 1 && (e.viewed_ms.is_some() || e.ood_reason.is_some());
-            if v1_extra || chain::parse_hash_hex(&e.row_hash) != Some(computed) {
-                first_broken = Some(broken(LinkProblem::ContentChanged));
-                break;
-            }
-            prev = computed;
-            expected_id += 1;
         }
         drop(rows);
-        let events_checked = u64::try_from(expected_id - 1).unwrap_or(0);
+        let issued = super::schema::highest_issued_id(&tx, "decisions")?;
+        Ok(walk.finish(total, issued, append_only_guard_intact))
+    }
+}
 
-        if first_broken.is_none()
-            && let Some(issued) = super::schema::highest_issued_id(&tx, "decisions")?
-            && issued >= expected_id
+/// The check of a decision log's hash chain, event by event in id order: the same for both
+/// backends.
+#[derive(Debug)]
+pub(crate) struct ChainWalk {
+    prev: [u8; 32],
+    expected_id: i64,
+    first_broken: Option<BrokenLink>,
+}
+
+impl Default for ChainWalk {
+    fn default() -> Self {
+        Self {
+            prev: GENESIS_PREV_HASH,
+            expected_id: 1,
+            first_broken: None,
+        }
+    }
+}
+
+impl ChainWalk {
+    /// Checks the next event (or, for a value the store never writes, its id if readable and
+    /// the column); `false` once the chain is broken, when the rest need not be read.
+    pub(crate) fn next(&mut self, event: Result<RawEvent, (Option<i64>, &'static str)>) -> bool {
+        let expected_id = self.expected_id;
+        let e = match event {
+            Ok(e) => e,
+            Err((id, column)) => {
+                self.first_broken = Some(BrokenLink {
+                    id: id.unwrap_or(expected_id),
+                    problem: LinkProblem::Unreadable { column },
+                });
+                return false;
+            }
+        };
+        let broken = |problem| BrokenLink { id: e.id, problem };
+        if e.id != expected_id {
+            self.first_broken = Some(broken(LinkProblem::IdOutOfSequence {
+                expected: expected_id,
+            }));
+            return false;
+        }
+        if chain::parse_hash_hex(&e.prev_hash) != Some(self.prev) {
+            self.first_broken = Some(broken(LinkProblem::PrevHashMismatch));
+            return false;
+        }
+        let computed = chain::row_hash(&self.prev, &e.fields());
+        // A version 1 event's hash does not cover the later columns: they must be empty.
+        let v1_extra = e.format_version == 1 && (e.viewed_ms.is_some() || e.ood_reason.is_some());
+        if v1_extra || chain::parse_hash_hex(&e.row_hash) != Some(computed) {
+            self.first_broken = Some(broken(LinkProblem::ContentChanged));
+            return false;
+        }
+        self.prev = computed;
+        self.expected_id += 1;
+        true
+    }
+
+    /// The report: `total` events in the log, `issued` the highest id the store ever handed
+    /// out (a deleted tail shows as ids issued past the last event), `guard` whether the
+    /// append-only guard is in place.
+    pub(crate) fn finish(mut self, total: i64, issued: Option<i64>, guard: bool) -> VerifyReport {
+        if self.first_broken.is_none()
+            && let Some(issued) = issued
+            && issued >= self.expected_id
         {
-            first_broken = Some(BrokenLink {
-                id: expected_id,
+            self.first_broken = Some(BrokenLink {
+                id: self.expected_id,
                 problem: LinkProblem::TailDeleted { issued },
             });
         }
-        let head_hash = (first_broken.is_none() && events_checked > 0).then(|| hex(&prev));
-        Ok(VerifyReport {
+        let events_checked = u64::try_from(self.expected_id - 1).unwrap_or(0);
+        let head_hash =
+            (self.first_broken.is_none() && events_checked > 0).then(|| hex(&self.prev));
+        VerifyReport {
             total_events: u64::try_from(total).unwrap_or(0),
             events_checked,
             head_hash,
-            first_broken,
-            append_only_guard_intact,
-        })
+            first_broken: self.first_broken,
+            append_only_guard_intact: guard,
+        }
     }
 }

@@ -53,6 +53,14 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    if let Some(address) = args
+        .db
+        .as_deref()
+        .and_then(std::path::Path::to_str)
+        .filter(|a| crate::audit::is_postgres_address(a))
+    {
+        return verify_server(address, args);
+    }
     let path = match &args.db {
         Some(p) => p.clone(),
         None => DecisionStore::default_path()?,
@@ -60,6 +68,68 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = DecisionStore::open_for_check(&path)?;
     let report = store.verify()?;
     let thresholds = store.verify_thresholds()?;
+    print_decision_log(&report);
+    print_log("threshold log", "threshold change", &thresholds);
+    let studies = store.verify_studies()?;
+    print_log("study log", "study record", &studies.log);
+    if !studies.mismatched.is_empty() {
+        println!(
+            "TAMPERED: {} studies in the studies table are not what the study log recorded (path, \
+             patient id, study UID or details edited, or a row added or removed), first {}",
+            studies.mismatched.len(),
+            studies.mismatched[0]
+        );
+    }
+    let anchors_hold = check_anchors(&store, args)?;
+    Ok(
+        if report.is_intact() && thresholds.is_intact() && studies.is_intact() && anchors_hold {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_FINDINGS)
+        },
+    )
+}
+
+/// `audit verify` of a store on a PostgreSQL server: the decision log's chain and guards.
+fn verify_server(address: &str, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let mut store = crate::audit::PgStore::open(address)?;
+    let report = store.verify()?;
+    print_decision_log(&report);
+    let mut anchors_hold = true;
+    for receipt in &args.receipt {
+        let anchor = Anchor::from_receipt(receipt)
+            .ok_or_else(|| anyhow::anyhow!("not a cxr-triage receipt: {receipt}"))?;
+        let Ok(id) = i64::try_from(anchor.events) else {
+            anyhow::bail!("not a cxr-triage receipt: {receipt}");
+        };
+        // The log holds event N with that hash (an empty log's receipt always holds).
+        let holds = id == 0
+            || store
+                .events_after(id - 1)?
+                .first()
+                .is_some_and(|e| e.id == id && e.row_hash == anchor.head_hash);
+        if holds {
+            println!("OK: the log holds what the receipt {receipt} records");
+        } else {
+            println!(
+                "TAMPERED: the log does not hold the {} events the receipt {receipt} records",
+                anchor.events
+            );
+            anchors_hold = false;
+        }
+    }
+    if !args.anchor.is_empty() {
+        println!("Anchor files are kept beside SQLite stores only; use receipts for a server.");
+    }
+    Ok(if report.is_intact() && anchors_hold {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FINDINGS)
+    })
+}
+
+/// Prints what the check of the decision log found.
+fn print_decision_log(report: &crate::audit::VerifyReport) {
     if report.is_intact() {
         match &report.head_hash {
             Some(head) => println!(
@@ -80,25 +150,6 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             "TAMPERED: the triggers that keep the decision log append-only were removed or changed"
         );
     }
-    print_log("threshold log", "threshold change", &thresholds);
-    let studies = store.verify_studies()?;
-    print_log("study log", "study record", &studies.log);
-    if !studies.mismatched.is_empty() {
-        println!(
-            "TAMPERED: {} studies in the studies table are not what the study log recorded (path, \
-             patient id, study UID or details edited, or a row added or removed), first {}",
-            studies.mismatched.len(),
-            studies.mismatched[0]
-        );
-    }
-    let anchors_hold = check_anchors(&store, args)?;
-    Ok(
-        if report.is_intact() && thresholds.is_intact() && studies.is_intact() && anchors_hold {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(EXIT_FINDINGS)
-        },
-    )
 }
 
 /// Prints what the check of a chained log besides the decision log found (`what`: "threshold

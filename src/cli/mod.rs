@@ -14,6 +14,7 @@ mod open;
 mod qa;
 mod scan;
 mod score;
+mod store;
 mod threshold;
 mod train;
 mod use_model;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Quality assurance: readers' agreement with the AI and with each other (Cohen's kappa),
     /// per reader and per month, the disagreement queue and blind-first reading.
     Qa(qa::QaArgs),
+    /// A department's store on a PostgreSQL server: set it up (`store init`), or copy a
+    /// decision log between stores (`store copy --from A --to B`).
+    Store(store::StoreArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns its outcome into an exit code.
@@ -87,6 +91,7 @@ pub fn main() -> ExitCode {
         Some(Command::Adapt(args)) => adapt::run(&args),
         Some(Command::UseModel(args)) => use_model::run(&args),
         Some(Command::Qa(args)) => qa::run(&args),
+        Some(Command::Store(args)) => store::run(&args),
     };
     match result {
         Ok(code) => code,

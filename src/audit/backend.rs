@@ -1,0 +1,242 @@
+//! One interface over the two decision stores ([`DecisionLog`]): SQLite for one machine
+//! ([`DecisionStore`]), PostgreSQL for a department ([`PgStore`]), chosen by the store's
+//! address ([`open_store`]); and moving a log from one to the other ([`copy_store`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::pg::{PgStore, is_postgres_address};
+use super::{
+    AuditError, Claim, CurrentState, DecisionEvent, DecisionStore, NewDecision, StudyRecord,
+    VerifyReport,
+};
+
+/// What both backends of the decision store do, with the same semantics: the same rules for a
+/// decision and an undo, the same events, the same hash chain.
+pub trait DecisionLog: Send {
+    /// "SQLite" or "PostgreSQL".
+    fn backend(&self) -> &'static str;
+    /// The reader the store records whatever a decision says: the authenticated database user
+    /// on PostgreSQL; `None` on SQLite, where the decision's reader name is recorded.
+    fn authenticated_reader(&self) -> Option<&str>;
+    /// Appends a decision (see [`DecisionStore::record`]).
+    fn record(&mut self, d: &NewDecision) -> Result<DecisionEvent, AuditError>;
+    /// Writes or refreshes what the store knows of each study.
+    fn upsert_studies(&mut self, studies: &[StudyRecord]) -> Result<(), AuditError>;
+    /// Every study the store knows of.
+    fn studies(&mut self) -> Result<Vec<StudyRecord>, AuditError>;
+    /// The current state of each listed study that has events.
+    fn current_many(
+        &mut self,
+        sha256s: &[&str],
+    ) -> Result<HashMap<String, CurrentState>, AuditError>;
+    /// The events after `id`, oldest first (`0`: every event).
+    fn events_after(&mut self, id: i64) -> Result<Vec<DecisionEvent>, AuditError>;
+    /// Checks the decision log's chain and append-only guard.
+    fn verify(&mut self) -> Result<VerifyReport, AuditError>;
+    /// Appends events carried over verbatim from another store.
+    fn append_copied(&mut self, events: &[DecisionEvent]) -> Result<(), AuditError>;
+    /// Claims a study for a window (see [`DecisionStore::claim`]).
+    fn claim(
+        &mut self,
+        sha256: &str,
+        reader: &str,
+        holder: &str,
+        now: SystemTime,
+        lease: Duration,
+    ) -> Result<Option<String>, AuditError>;
+    /// Lets go of a window's claims.
+    fn release_claims(&mut self, holder: &str) -> Result<(), AuditError>;
+    /// The claims in force at `now`.
+    fn active_claims(&mut self, now: SystemTime) -> Result<Vec<Claim>, AuditError>;
+    /// What this store keeps besides the decision log and studies, which [`copy_store`] does
+    /// not carry over, in words (empty when there is nothing).
+    fn not_copied(&mut self) -> Result<Vec<String>, AuditError>;
+}
+
+impl DecisionLog for DecisionStore {
+    fn backend(&self) -> &'static str {
+        "SQLite"
+    }
+    fn authenticated_reader(&self) -> Option<&str> {
+        None
+    }
+    fn record(&mut self, d: &NewDecision) -> Result<DecisionEvent, AuditError> {
+        DecisionStore::record(self, d)
+    }
+    fn upsert_studies(&mut self, studies: &[StudyRecord]) -> Result<(), AuditError> {
+        DecisionStore::upsert_studies(self, studies)
+    }
+    fn studies(&mut self) -> Result<Vec<StudyRecord>, AuditError> {
+        DecisionStore::studies(self)
+    }
+    fn current_many(
+        &mut self,
+        sha256s: &[&str],
+    ) -> Result<HashMap<String, CurrentState>, AuditError> {
+        DecisionStore::current_many(self, sha256s)
+    }
+    fn events_after(&mut self, id: i64) -> Result<Vec<DecisionEvent>, AuditError> {
+        DecisionStore::events_after(self, id)
+    }
+    fn verify(&mut self) -> Result<VerifyReport, AuditError> {
+        DecisionStore::verify(self)
+    }
+    fn append_copied(&mut self, events: &[DecisionEvent]) -> Result<(), AuditError> {
+        DecisionStore::append_copied(self, events)
+    }
+    fn claim(
+        &mut self,
+        sha256: &str,
+        reader: &str,
+        holder: &str,
+        now: SystemTime,
+        lease: Duration,
+    ) -> Result<Option<String>, AuditError> {
+        DecisionStore::claim(self, sha256, reader, holder, now, lease)
+    }
+    fn release_claims(&mut self, holder: &str) -> Result<(), AuditError> {
+        DecisionStore::release_claims(self, holder)
+    }
+    fn active_claims(&mut self, now: SystemTime) -> Result<Vec<Claim>, AuditError> {
+        DecisionStore::active_claims(self, now)
+    }
+    fn not_copied(&mut self) -> Result<Vec<String>, AuditError> {
+        let thresholds = self.threshold_events()?.len();
+        Ok(if thresholds > 0 {
+            vec![format!(
+                "{thresholds} threshold changes and model switches (the threshold log stays in \
+                 the SQLite store: set the threshold again with `cxr-triage threshold`)"
+            )]
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+impl DecisionLog for PgStore {
+    fn backend(&self) -> &'static str {
+        "PostgreSQL"
+    }
+    fn authenticated_reader(&self) -> Option<&str> {
+        Some(self.user())
+    }
+    fn record(&mut self, d: &NewDecision) -> Result<DecisionEvent, AuditError> {
+        PgStore::record(self, d)
+    }
+    fn upsert_studies(&mut self, studies: &[StudyRecord]) -> Result<(), AuditError> {
+        PgStore::upsert_studies(self, studies)
+    }
+    fn studies(&mut self) -> Result<Vec<StudyRecord>, AuditError> {
+        PgStore::studies(self)
+    }
+    fn current_many(
+        &mut self,
+        sha256s: &[&str],
+    ) -> Result<HashMap<String, CurrentState>, AuditError> {
+        PgStore::current_many(self, sha256s)
+    }
+    fn events_after(&mut self, id: i64) -> Result<Vec<DecisionEvent>, AuditError> {
+        PgStore::events_after(self, id)
+    }
+    fn verify(&mut self) -> Result<VerifyReport, AuditError> {
+        PgStore::verify(self)
+    }
+    fn append_copied(&mut self, events: &[DecisionEvent]) -> Result<(), AuditError> {
+        PgStore::append_copied(self, events)
+    }
+    fn claim(
+        &mut self,
+        sha256: &str,
+        _reader: &str,
+        holder: &str,
+        now: SystemTime,
+        lease: Duration,
+    ) -> Result<Option<String>, AuditError> {
+        PgStore::claim(self, sha256, holder, now, lease)
+    }
+    fn release_claims(&mut self, holder: &str) -> Result<(), AuditError> {
+        PgStore::release_claims(self, holder)
+    }
+    fn active_claims(&mut self, now: SystemTime) -> Result<Vec<Claim>, AuditError> {
+        PgStore::active_claims(self, now)
+    }
+    fn not_copied(&mut self) -> Result<Vec<String>, AuditError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Opens the store at `address`: a PostgreSQL server for `postgres://…` or `postgresql://…`,
+/// otherwise a SQLite file (created if missing).
+pub fn open_store(address: &str) -> Result<Box<dyn DecisionLog>, AuditError> {
+    if is_postgres_address(address) {
+        Ok(Box::new(PgStore::open(address)?))
+    } else {
+        Ok(Box::new(DecisionStore::open(Path::new(address))?))
+    }
+}
+
+/// What [`copy_store`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Studies written to the destination.
+    pub studies: usize,
+    /// Decision events carried over.
+    pub events: u64,
+    /// The head hash of the log, the same in both stores after the copy (`None`: no events).
+    pub head_hash: Option<String>,
+    /// What the source keeps that was not carried over, in words.
+    pub not_copied: Vec<String>,
+}
+
+/// Events appended per destination transaction.
+const COPY_BATCH: usize = 1000;
+
+/// Moves a decision log from one store to another, verbatim (same ids, times, readers and
+/// hashes): the source must verify, the destination must hold no events yet, and the
+/// destination's chain is verified on arrival and must end in the source's head hash.
+pub fn copy_store(
+    from: &mut dyn DecisionLog,
+    to: &mut dyn DecisionLog,
+) -> Result<CopyReport, AuditError> {
+    let source = from.verify()?;
+    if !source.is_intact() {
+        return Err(AuditError::FailsVerification(match &source.first_broken {
+            Some(b) => format!("the source's chain is broken at {b}"),
+            None => "the source's append-only guard was removed".to_owned(),
+        }));
+    }
+    let before = to.verify()?;
+    if before.total_events > 0 {
+        return Err(AuditError::InvalidDecision(format!(
+            "the destination already holds {} decision events: copy into a new, empty store",
+            before.total_events
+        )));
+    }
+    let studies = from.studies()?;
+    to.upsert_studies(&studies)?;
+    let events = from.events_after(0)?;
+    for chunk in events.chunks(COPY_BATCH) {
+        to.append_copied(chunk)?;
+    }
+    let arrived = to.verify()?;
+    if !arrived.is_intact()
+        || arrived.head_hash != source.head_hash
+        || arrived.total_events != source.total_events
+    {
+        return Err(AuditError::FailsVerification(format!(
+            "the copy does not verify: {} of {} events arrived, head hash {} (source {})",
+            arrived.events_checked,
+            source.total_events,
+            arrived.head_hash.as_deref().unwrap_or("none"),
+            source.head_hash.as_deref().unwrap_or("none"),
+        )));
+    }
+    Ok(CopyReport {
+        studies: studies.len(),
+        events: arrived.total_events,
+        head_hash: arrived.head_hash,
+        not_copied: from.not_copied()?,
+    })
+}

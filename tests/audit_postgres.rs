@@ -1,0 +1,434 @@
+//! The decision store on a real PostgreSQL server: the same semantics as SQLite, the reader is
+//! the database user, append-only for everyone, concurrent writers never fork the chain,
+//! NOTIFY reaches a listening window, claims, `store copy` both ways, `audit verify`.
+//!
+//! Needs a server: `CXR_TRIAGE_TEST_PG=postgres://SUPERUSER@HOST:PORT` (`.ci/run` starts a
+//! throw-away one with `scripts/pg-test-server.sh`). Without it the tests skip and say why,
+//! except under `CI=true`, where they fail.
+
+mod audit_common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use audit_common::{confirm, decision, override_ai, sha, study};
+use cxr_triage::audit::{Action, AuditError, DecisionStore, LinkProblem, PgStore, copy_store};
+use cxr_triage::worklist::Label;
+
+/// The server's address without a database, or `None` (after saying why) when there is none.
+fn server() -> Option<String> {
+    match std::env::var("CXR_TRIAGE_TEST_PG") {
+        Ok(s) if !s.trim().is_empty() => Some(s.trim().trim_end_matches('/').to_owned()),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and CXR_TRIAGE_TEST_PG is not set: .ci/run starts a PostgreSQL server \
+                 for these tests (scripts/pg-test-server.sh)"
+            );
+            eprintln!(
+                "skipped: no PostgreSQL server (eval \"$(scripts/pg-test-server.sh start)\" \
+                 starts one and sets CXR_TRIAGE_TEST_PG)"
+            );
+            None
+        }
+    }
+}
+
+/// What the server said.
+fn message(e: &postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |db| db.message().to_owned())
+}
+
+/// A new, empty database on the server; returns its address.
+fn new_database(server: &str, name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let db = format!(
+        "t_{name}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = postgres::Client::connect(&format!("{server}/postgres"), postgres::NoTls)
+        .expect("connect to the test server");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .expect("create a test database");
+    format!("{server}/{db}")
+}
+
+/// The address `url` with another user.
+fn as_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}@{host}")
+}
+
+/// A store set up by its owner (the server's superuser here) with the readers' grants of
+/// `deploy/postgres/roles.sql`, and reader roles `readers` in the readers' group.
+fn department(name: &str, readers: &[&str]) -> Option<(String, PgStore)> {
+    let server = server()?;
+    let url = new_database(&server, name);
+    let owner = PgStore::open(&url).expect("the owner sets the store up");
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let roles = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/postgres/roles.sql"),
+    )
+    .expect("roles.sql");
+    let (_, grants) = roles
+        .split_once("\n-- after store init:")
+        .expect("roles.sql has its two parts");
+    let grants: String = grants
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.replace(
+                "cxr_triage ",
+                &format!("{} ", url.rsplit('/').next().unwrap_or("")),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    admin
+        .batch_execute(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cxr_triage_readers') THEN
+                     CREATE ROLE cxr_triage_readers NOLOGIN;
+                 END IF;
+             END $$;",
+        )
+        .expect("readers' group");
+    admin.batch_execute(&grants).expect("the readers' grants");
+    for r in readers {
+        admin
+            .batch_execute(&format!(
+                "DO $$ BEGIN
+                     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{r}') THEN
+                         CREATE ROLE {r} LOGIN IN ROLE cxr_triage_readers;
+                     END IF;
+                 END $$;"
+            ))
+            .expect("a reader's role");
+    }
+    Some((url, owner))
+}
+
+#[test]
+fn decisions_and_undo_follow_the_same_rules_as_on_sqlite_and_copy_both_ways() {
+    let Some((url, mut pg)) = department("rules", &[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = DecisionStore::open(&dir.path().join("a.sqlite3")).unwrap();
+    let studies: Vec<_> = (0..4).map(study).collect();
+    pg.upsert_studies(&studies).unwrap();
+    sqlite.upsert_studies(&studies).unwrap();
+
+    let mut read_elsewhere = decision(3, Action::ReadElsewhere, 0.2, None);
+    read_elsewhere.reason = "read on the PACS".to_owned();
+    let steps = vec![
+        confirm(0, 0.9),
+        override_ai(1, 0.8),
+        decision(0, Action::Undo, 0.9, None),
+        confirm(2, 0.1),
+        override_ai(2, 0.1),
+        decision(2, Action::Undo, 0.1, None),
+        decision(2, Action::Undo, 0.1, None),
+        decision(2, Action::Undo, 0.1, None), // nothing left to undo
+        read_elsewhere,
+        confirm(3, 0.2), // refused: undo "read elsewhere" first
+    ];
+    for d in &steps {
+        let a = sqlite.record(d);
+        let b = pg.record(d);
+        match (&a, &b) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(
+                    (a.id, a.action, a.prev_label, a.new_label),
+                    (b.id, b.action, b.prev_label, b.new_label)
+                );
+                assert_eq!(b.reader, pg.user(), "the database user is the reader");
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            _ => panic!("the backends disagree on {d:?}: {a:?} / {b:?}"),
+        }
+    }
+    assert!(matches!(
+        pg.record(&decision(2, Action::Undo, 0.1, None)),
+        Err(AuditError::NothingToUndo)
+    ));
+    let shas: Vec<String> = (0..4).map(sha).collect();
+    let refs: Vec<&str> = shas.iter().map(String::as_str).collect();
+    let a = sqlite.current_many(&refs).unwrap();
+    let b = pg.current_many(&refs).unwrap();
+    assert_eq!(a.len(), 4);
+    for sha in &refs {
+        assert_eq!(a[*sha].final_label, b[*sha].final_label);
+        assert_eq!(a[*sha].disposition, b[*sha].disposition);
+        assert_eq!(a[*sha].agreed, b[*sha].agreed);
+    }
+    assert_eq!(b[refs[1]].final_label, Some(Label::Normal));
+    assert_eq!(b[refs[3]].disposition, Some(Action::ReadElsewhere));
+    let report = pg.verify().unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.total_events, 8);
+
+    // PostgreSQL -> a new SQLite file -> a new database: the same events and head hash.
+    let mut copy = DecisionStore::open(&dir.path().join("copy.sqlite3")).unwrap();
+    let there = copy_store(&mut pg, &mut copy).unwrap();
+    assert_eq!((there.events, there.studies), (8, 4));
+    assert_eq!(there.head_hash, report.head_hash);
+    assert_eq!(copy.events_after(0).unwrap(), pg.events_after(0).unwrap());
+    let server = server().unwrap();
+    let mut back = PgStore::open(&new_database(&server, "back")).unwrap();
+    let again = copy_store(&mut copy, &mut back).unwrap();
+    assert_eq!(again.head_hash, report.head_hash);
+    // Into a store that already has events: refused, nothing written.
+    let refused = copy_store(&mut copy, &mut back).unwrap_err();
+    assert!(refused.to_string().contains("already holds 8"), "{refused}");
+    assert_eq!(back.event_count().unwrap(), 8);
+    drop(url);
+}
+
+#[test]
+fn the_reader_is_the_database_user_and_nobody_rewrites_the_log() {
+    let Some((url, mut owner)) = department("guard", &["dr_lee", "dr_kim"]) else {
+        return;
+    };
+    owner.upsert_studies(&[study(0), study(1)]).unwrap();
+    let mut lee = PgStore::open(&as_user(&url, "dr_lee")).unwrap();
+    assert_eq!(lee.user(), "dr_lee");
+    let mut d = confirm(0, 0.9);
+    d.reader = "dr_kim".to_owned(); // typed: ignored
+    let e = lee.record(&d).unwrap();
+    assert_eq!(e.reader, "dr_lee");
+    let e2 = lee.record(&override_ai(1, 0.3)).unwrap();
+
+    // A reader writing an event by hand as someone else: refused by the trigger.
+    let mut raw = postgres::Client::connect(&as_user(&url, "dr_lee"), postgres::NoTls).unwrap();
+    let forged = raw.execute(
+        "INSERT INTO decisions SELECT 3, decided_at, 'dr_kim', app_version, study_sha256, \
+         study_path, model_id, weights_sha256, score, threshold, ai_label, prev_label, new_label, \
+         action, reason, row_hash, row_hash, format_version, viewed_ms, ood_reason \
+         FROM decisions WHERE id = 2",
+        &[],
+    );
+    let err = message(&forged.unwrap_err());
+    assert!(err.contains("records decisions as themselves"), "{err}");
+    // A reader has no UPDATE, DELETE or TRUNCATE on the log.
+    for sql in [
+        "UPDATE decisions SET new_label = 'NORMAL' WHERE id = 1",
+        "DELETE FROM decisions WHERE id = 2",
+        "TRUNCATE decisions",
+        "UPDATE decisions_issued SET issued = 0",
+    ] {
+        let err = raw.batch_execute(sql).unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+    // Nor does the owner: the triggers refuse.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    for sql in [
+        "UPDATE decisions SET new_label = 'NORMAL' WHERE id = 1",
+        "DELETE FROM decisions WHERE id = 2",
+        "TRUNCATE decisions",
+    ] {
+        let err = message(&admin.batch_execute(sql).unwrap_err());
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    assert!(owner.verify().unwrap().is_intact());
+
+    // An owner who switches the triggers off and deletes the last event is caught.
+    admin
+        .batch_execute(
+            "ALTER TABLE decisions DISABLE TRIGGER decisions_no_delete;
+             DELETE FROM decisions WHERE id = 2;",
+        )
+        .unwrap();
+    let report = owner.verify().unwrap();
+    assert!(!report.append_only_guard_intact);
+    assert_eq!(
+        report.first_broken.map(|b| b.problem),
+        Some(LinkProblem::TailDeleted { issued: e2.id })
+    );
+    // An edited event breaks its hash.
+    admin
+        .batch_execute(
+            "ALTER TABLE decisions DISABLE TRIGGER decisions_no_update;
+             UPDATE decisions SET reason = 'edited' WHERE id = 1;",
+        )
+        .unwrap();
+    let report = owner.verify().unwrap();
+    assert_eq!(
+        report.first_broken.map(|b| (b.id, b.problem)),
+        Some((e.id, LinkProblem::ContentChanged))
+    );
+}
+
+#[test]
+fn a_reader_cannot_set_up_a_store_and_is_told_who_can() {
+    let Some(server) = server() else { return };
+    let Some(_) = department("setup_roles", &["dr_new"]) else {
+        return;
+    };
+    let url = new_database(&server, "bare");
+    let err = PgStore::open(&as_user(&url, "dr_new")).unwrap_err();
+    assert!(matches!(err, AuditError::ServerNotSetUp), "{err}");
+    assert!(err.to_string().contains("store init"), "{err}");
+}
+
+#[test]
+fn eight_concurrent_writers_never_fork_the_chain() {
+    let Some((url, mut owner)) = department("writers", &[]) else {
+        return;
+    };
+    const WRITERS: u32 = 8;
+    const EACH: u32 = 40;
+    owner
+        .upsert_studies(&(0..WRITERS).map(study).collect::<Vec<_>>())
+        .unwrap();
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let url = url.clone();
+            std::thread::Builder::new()
+                .name(format!("writer-{w}"))
+                .spawn(move || {
+                    let mut store = PgStore::open(&url).unwrap();
+                    for i in 0..EACH {
+                        // Each writer confirms and undoes its own study in turn, while the
+                        // others append to the same log.
+                        let d = if i % 2 == 0 {
+                            confirm(w, 0.9)
+                        } else {
+                            decision(w, Action::Undo, 0.9, None)
+                        };
+                        store.record(&d).unwrap();
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let report = owner.verify().unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.total_events, u64::from(WRITERS * EACH));
+    assert_eq!(report.events_checked, u64::from(WRITERS * EACH));
+    let shas: Vec<String> = (0..WRITERS).map(sha).collect();
+    let refs: Vec<&str> = shas.iter().map(String::as_str).collect();
+    for state in owner.current_many(&refs).unwrap().values() {
+        assert_eq!(state.last_event.action, Action::Undo);
+        assert_eq!(state.final_label, None);
+    }
+}
+
+#[test]
+fn a_decision_reaches_a_listening_window_and_claims_name_the_other_reader() {
+    let Some((url, mut owner)) = department("notify", &["dr_ada", "dr_bo"]) else {
+        return;
+    };
+    owner.upsert_studies(&[study(0)]).unwrap();
+    let mut ada = PgStore::open(&as_user(&url, "dr_ada")).unwrap();
+    let mut bo = PgStore::open(&as_user(&url, "dr_bo")).unwrap();
+    bo.listen().unwrap();
+    let started = Instant::now();
+    let event = ada.record(&confirm(0, 0.8)).unwrap();
+    let heard = bo.wait_for_decision(Duration::from_secs(2)).unwrap();
+    assert_eq!(heard, Some(event.id));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        bo.wait_for_decision(Duration::from_millis(100)).unwrap(),
+        None
+    );
+    let seen = bo.events_after(0).unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].reader, "dr_ada");
+
+    // Claims: Ada's window holds the study; Bo's is told who reads it; a lapsed lease frees it.
+    let now = SystemTime::now();
+    let lease = Duration::from_secs(180);
+    assert_eq!(ada.claim(&sha(0), "win-a", now, lease).unwrap(), None);
+    assert_eq!(
+        bo.claim(&sha(0), "win-b", now, lease).unwrap().as_deref(),
+        Some("dr_ada")
+    );
+    let claims = bo.active_claims(now).unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].reader, "dr_ada");
+    let later = now + lease + Duration::from_secs(1);
+    assert!(bo.active_claims(later).unwrap().is_empty());
+    assert_eq!(bo.claim(&sha(0), "win-b", later, lease).unwrap(), None);
+    bo.release_claims("win-b").unwrap();
+    assert!(ada.active_claims(later).unwrap().is_empty());
+}
+
+#[test]
+fn store_copy_and_audit_verify_work_from_the_command_line() {
+    let Some((url, _owner)) = department("cli", &[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("laptop.sqlite3");
+    {
+        let store = DecisionStore::open(&path).unwrap();
+        store.upsert_studies(&[study(0), study(1)]).unwrap();
+        store.record(&confirm(0, 0.9)).unwrap();
+        store.record(&override_ai(1, 0.2)).unwrap();
+    }
+    let exe = env!("CARGO_BIN_EXE_cxr-triage");
+    let out = Command::new(exe)
+        .args(["store", "copy", "--from"])
+        .arg(&path)
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("2 studies and 2 decision events copied from SQLite to PostgreSQL"),
+        "{stdout}"
+    );
+    let head = DecisionStore::open(&path)
+        .unwrap()
+        .verify()
+        .unwrap()
+        .head_hash
+        .unwrap();
+    assert!(stdout.contains(&head), "{stdout}");
+
+    let out = Command::new(exe)
+        .args(["audit", "verify", "--db", &url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "OK: 2 events, the hash chain is intact; last event's hash {head}"
+        )),
+        "{stdout}"
+    );
+    // Tampering behind the store's back: exit status 2.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "ALTER TABLE decisions DISABLE TRIGGER decisions_no_update;
+             UPDATE decisions SET reader = 'someone' WHERE id = 2;",
+        )
+        .unwrap();
+    let out = Command::new(exe)
+        .args(["audit", "verify", "--db", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("TAMPERED"), "{stdout}");
+}
