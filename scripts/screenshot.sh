@@ -8,7 +8,8 @@
 # Installs nothing. Needs: xvfb (Xvfb, xvfb-run), mesa-vulkan-drivers (software Vulkan for wgpu)
 # and xauth. Extra arguments after OUT.png go to cxr-triage (for example --labels FILE.csv).
 # Set CXR_TRIAGE_SIZE=WIDTHxHEIGHT for another screen size (default 1440x900).
-# The decision store is a fresh temporary file: the screenshot never touches real decisions.
+# The decision store is a fresh temporary file: the screenshot never touches real decisions
+# (CXR_TRIAGE_SCREENSHOT_DB=postgres://… points it at a test server's store instead).
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -44,7 +45,7 @@ mkdir -m 700 "$tmp/runtime"
 HOME="$tmp" XDG_DATA_HOME="$tmp/data" XDG_CONFIG_HOME="$tmp/config" XDG_RUNTIME_DIR="$tmp/runtime" \
 CXR_TRIAGE_SCREENSHOT="$out_abs" CXR_TRIAGE_STATS=1 \
     timeout 900 xvfb-run -a -s "-screen 0 ${size}x24" \
-    "$bin" "$dir" --db "$tmp/decisions.sqlite3" --reader "Screenshot" "$@"
+    "$bin" "$dir" --db "${CXR_TRIAGE_SCREENSHOT_DB:-$tmp/decisions.sqlite3}" --reader "Screenshot" "$@"
 
 if [ ! -s "$out_abs" ]; then
     echo "error: no screenshot was written" >&2

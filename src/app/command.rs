@@ -553,7 +553,15 @@ impl App {
         for msg in messages {
             match msg {
                 super::writer::WriterMsg::OpenFailed(e) => self.store_error = Some(e),
-                super::writer::WriterMsg::Opened => self.store_error = None,
+                super::writer::WriterMsg::Opened { signed_in } => {
+                    self.store_error = None;
+                    // On a PostgreSQL store the reader is the database user, whatever is typed.
+                    if let Some(user) = signed_in {
+                        self.reader.clone_from(&user);
+                        self.dialogs.reader_prompt = false;
+                        self.signed_in = Some(user);
+                    }
+                }
                 super::writer::WriterMsg::Ack { seq, result } => self.on_ack(seq, result),
             }
         }

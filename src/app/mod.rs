@@ -171,6 +171,9 @@ pub struct App {
     /// The newest decision event this window knows of, per study: a sync report older than
     /// this window's own write is ignored.
     newest_event: sync::NewestEvents,
+    /// The database user signed in to a PostgreSQL store: the reader of every decision, not
+    /// editable (`None` on SQLite).
+    signed_in: Option<String>,
     store_error: Option<String>,
     /// Decisions sent to the writer and not acknowledged yet, oldest first.
     pending: Vec<PendingWrite>,
@@ -290,6 +293,7 @@ impl App {
             writer,
             sync,
             newest_event: sync::NewestEvents::default(),
+            signed_in: None,
             store_error,
             pending: Vec::new(),
             next_seq: 1,
@@ -372,6 +376,11 @@ impl App {
     /// The reader's name as decisions record it.
     pub fn reader(&self) -> &str {
         &self.reader
+    }
+
+    /// The database user signed in to a PostgreSQL store (`None` on SQLite).
+    pub fn signed_in(&self) -> Option<&str> {
+        self.signed_in.as_deref()
     }
 
     /// The decision store's file.
@@ -523,7 +532,10 @@ impl eframe::App for App {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         if self.config.persist_preferences {
-            self.prefs.reader.clone_from(&self.reader);
+            // A database user is not a name the reader typed.
+            if self.signed_in.is_none() {
+                self.prefs.reader.clone_from(&self.reader);
+            }
             eframe::set_value(storage, prefs::STORAGE_KEY, &self.prefs);
         }
     }

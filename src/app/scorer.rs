@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Instant;
 
-use crate::audit::{DecisionStore, StudyRecord};
+use crate::audit::{DecisionLog, DecisionStore, StoreAddress, StudyRecord};
 use crate::io::{self, StudyMeta};
 use crate::model::Classifier;
 use crate::worklist::{
@@ -331,7 +331,11 @@ fn run_job(
     }
     debug_assert_eq!(paths.len(), n_files);
 
-    let store = match job.db_path.as_deref().map(DecisionStore::open) {
+    let mut store = match job
+        .db_path
+        .as_deref()
+        .map(|p| StoreAddress::from_path(p).open())
+    {
         None => None,
         Some(Ok(s)) => Some(s),
         Some(Err(e)) => {
@@ -343,7 +347,8 @@ fn run_job(
         }
     };
     // A threshold chosen at this site (`cxr-triage threshold`, audited) replaces the card's.
-    if let (Some(store), Some(model)) = (&store, model) {
+    // (Kept in a SQLite store only: on a PostgreSQL store the model card's threshold holds.)
+    if let (Some(store), Some(model)) = (store.as_ref().and_then(|s| s.as_sqlite()), model) {
         match crate::model::local::threshold_in_force(store, model) {
             Ok((threshold, Some(note))) => {
                 let msg = ScorerMsg::SiteThreshold {
@@ -382,7 +387,7 @@ fn run_job(
                 Some((s.index, io::sha256_hex(&bytes)))
             })
             .collect();
-        let labels = match &store {
+        let labels = match store.as_deref_mut() {
             Some(store) if !store_failed => match register(store, &paths, &batch, &raw) {
                 Ok(labels) => labels,
                 Err(e) => {
@@ -483,7 +488,7 @@ type InForce = (usize, Option<Label>, Option<Disposition>);
 /// those read, and by the hash of their bytes (`raw`) those that could not be read as studies.
 /// Returns the reader's decision in force for each, by index.
 fn register(
-    store: &DecisionStore,
+    store: &mut dyn DecisionLog,
     paths: &[PathBuf],
     batch: &[Scored],
     raw: &[(usize, String)],

@@ -189,6 +189,14 @@ impl App {
                 }
             });
             ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                if let Some(user) = &self.signed_in {
+                    // The department's store records the database user: nothing to type.
+                    ui.label(RichText::new(user).strong()).on_hover_text(
+                        "Decisions are recorded under your database user on the department's store",
+                    );
+                    ui.label(RichText::new("Signed in as").color(theme::TEXT_DIM));
+                    return;
+                }
                 let field = ui.add(
                     egui::TextEdit::singleline(&mut self.reader)
                         .desired_width(140.0)

@@ -5,14 +5,17 @@
 //! open, and reads the decisions recorded since its last look, by any window, and sends them to
 //! the window, which shows "being read by …", skips those studies in "next unreviewed", and shows
 //! other readers' decisions within about two seconds. A crashed window's claims lapse by
-//! themselves. On SQLite the store file is polled; nothing here writes to the audit trail.
+//! themselves. On SQLite the store file is polled; on PostgreSQL the thread listens for the
+//! server's NOTIFY of each append and reads at once. Nothing here writes to the audit trail.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::audit::{Action, DecisionStore};
+use crate::audit::{Action, DecisionLog, StoreAddress};
 use crate::worklist::Label;
 
 /// How long a claim lasts unless renewed.
@@ -158,7 +161,10 @@ fn run(
     messages: &SyncSender<SyncMsg>,
 ) {
     let holder = holder_id();
-    let mut store: Option<DecisionStore> = None;
+    let address = StoreAddress::from_path(db_path);
+    let mut store: Option<Box<dyn DecisionLog>> = None;
+    // Whether the store notifies appends (PostgreSQL), so that the thread waits on those.
+    let mut notifies = false;
     let mut last_id: Option<i64> = None;
     let mut viewing: Option<(String, String)> = None;
     let mut reader = String::new();
@@ -169,11 +175,23 @@ fn run(
     let mut taken: Option<String> = None;
     let mut others_sent: Option<HashMap<String, String>> = None;
     loop {
-        let mut latest = match commands.recv_timeout(interval) {
-            Ok(cmd) => Some(cmd),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
+        let latest = match store.as_deref_mut().filter(|_| notifies) {
+            Some(s) => match wait_notified(s, commands, interval) {
+                Ok(cmd) => cmd,
+                Err(Gone::Window) => break,
+                Err(Gone::Store) => {
+                    // Reconnected on the next look.
+                    store = None;
+                    None
+                }
+            },
+            None => match commands.recv_timeout(interval) {
+                Ok(cmd) => Some(cmd),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
         };
+        let mut latest = latest;
         while let Ok(cmd) = commands.try_recv() {
             latest = Some(cmd);
         }
@@ -185,13 +203,21 @@ fn run(
                 .map(|s| (s, cmd.reader));
         }
         if store.is_none() {
-            // The writer creates the store; until it exists there is nothing to look at.
-            store = db_path
-                .exists()
-                .then(|| DecisionStore::open_existing(db_path).ok())
-                .flatten();
+            // The writer creates a SQLite store; until it exists there is nothing to look at.
+            let exists = address.file().is_none_or(std::path::Path::exists);
+            store = exists.then(|| address.open_existing().ok()).flatten();
+            notifies = match store.as_deref_mut().map(DecisionLog::listen) {
+                Some(Ok(listening)) => listening,
+                Some(Err(_)) => {
+                    store = None;
+                    false
+                }
+                None => false,
+            };
         }
-        let Some(s) = &store else { continue };
+        let Some(s) = store.as_deref_mut() else {
+            continue;
+        };
         let now = SystemTime::now();
         // Claim the study on screen (again when it changed or the renewal is due).
         let due = match (&viewing, &claimed) {
@@ -244,7 +270,11 @@ fn run(
                 .filter(|c| c.holder != holder)
                 .map(|c| (c.study_sha256, c.reader))
                 .collect(),
-            Err(_) => continue,
+            Err(_) => {
+                // A server that went away: connect again on the next look.
+                store = None;
+                continue;
+            }
         };
         let decided = match last_id {
             None => {
@@ -290,7 +320,7 @@ fn run(
         let second_reads = if !reader.is_empty()
             && (!decided.is_empty() || second_reads_of.as_deref() != Some(reader.as_str()))
         {
-            match s.all_events() {
+            match s.events_after(0) {
                 Ok(events) => {
                     second_reads_of = Some(reader.clone());
                     Some(crate::audit::second_reads_due(
@@ -317,8 +347,41 @@ fn run(
             break;
         }
     }
-    if let Some(s) = &store {
+    if let Some(s) = store.as_deref_mut() {
         let _ = s.release_claims(&holder);
+    }
+}
+
+/// What ended a wait.
+enum Gone {
+    /// The window closed.
+    Window,
+    /// The connection to the store broke.
+    Store,
+}
+
+/// Waits up to `interval` for the server's notice of an append or for a command from the
+/// window, whichever comes first (a tenth of the interval at a time on each).
+fn wait_notified(
+    store: &mut dyn DecisionLog,
+    commands: &Receiver<SyncCmd>,
+    interval: Duration,
+) -> Result<Option<SyncCmd>, Gone> {
+    let until = Instant::now() + interval;
+    loop {
+        match commands.try_recv() {
+            Ok(cmd) => return Ok(Some(cmd)),
+            Err(TryRecvError::Disconnected) => return Err(Gone::Window),
+            Err(TryRecvError::Empty) => {}
+        }
+        match store.wait_for_decision(interval / 10) {
+            Ok(Some(_)) => return Ok(None),
+            Ok(None) => {}
+            Err(_) => return Err(Gone::Store),
+        }
+        if Instant::now() >= until {
+            return Ok(None);
+        }
     }
 }
 

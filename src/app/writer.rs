@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
-use crate::audit::{AuditError, DecisionEvent, DecisionStore, NewDecision, StudyRecord};
+use crate::audit::{
+    AuditError, DecisionEvent, DecisionLog, NewDecision, StoreAddress, StudyRecord,
+};
 
 /// Decisions waiting for the writer at most (a reader cannot outpace a working disk by this much).
 const QUEUE: usize = 32;
@@ -31,7 +33,11 @@ pub(crate) enum WriterMsg {
     /// The store could not be opened at start (decisions will try again).
     OpenFailed(String),
     /// The store is open (at start, or reopened after a failure).
-    Opened,
+    Opened {
+        /// The authenticated database user on a PostgreSQL store, recorded as the reader of
+        /// every decision (`None` on SQLite, where the reader's typed name is recorded).
+        signed_in: Option<String>,
+    },
     /// A request was recorded (the event, as stored) or not (why, in words for the reader).
     Ack {
         /// The request's number.
@@ -86,13 +92,18 @@ fn run(
     requests: &Receiver<WriteRequest>,
     tx: &SyncSender<WriterMsg>,
 ) {
-    let open = || -> Result<DecisionStore, String> {
+    let open = || -> Result<Box<dyn DecisionLog>, String> {
         let path = db_path.as_ref().map_err(Clone::clone)?;
-        DecisionStore::open(path).map_err(|e| e.to_string())
+        StoreAddress::from_path(path)
+            .open()
+            .map_err(|e| e.to_string())
+    };
+    let opened = |s: &dyn DecisionLog| WriterMsg::Opened {
+        signed_in: s.authenticated_reader().map(str::to_owned),
     };
     let mut store = match open() {
         Ok(s) => {
-            let _ = tx.send(WriterMsg::Opened);
+            let _ = tx.send(opened(s.as_ref()));
             Some(s)
         }
         Err(e) => {
@@ -108,8 +119,9 @@ fn run(
         if store.is_none() {
             match open() {
                 Ok(s) => {
+                    let msg = opened(s.as_ref());
                     store = Some(s);
-                    if tx.send(WriterMsg::Opened).is_err() {
+                    if tx.send(msg).is_err() {
                         return;
                     }
                 }
@@ -126,8 +138,20 @@ fn run(
                 }
             }
         }
-        let result = match &store {
-            Some(s) => record(s, &request.decision).map(Box::new),
+        let result = match store.as_deref_mut() {
+            Some(s) => match record(s, &request.decision) {
+                Ok(event) => Ok(Box::new(event)),
+                Err((e, words)) => {
+                    // A server that went away (restarted, network): reconnect for the next
+                    // decision. The one that failed is reported, not retried: it may have been
+                    // committed just before the connection broke, and recording it twice
+                    // would be worse.
+                    if matches!(e, AuditError::Server(_)) {
+                        store = None;
+                    }
+                    Err(words)
+                }
+            },
             None => Err("The decision was not saved: no decision store".to_owned()),
         };
         if tx
@@ -145,20 +169,26 @@ fn run(
 
 /// Records a decision, registering the study first if the store does not know it yet (the
 /// scorer registers studies as it reads them; if its store failed, this one does).
-fn record(store: &DecisionStore, decision: &NewDecision) -> Result<DecisionEvent, String> {
-    match store.record(decision) {
+fn record(
+    store: &mut dyn DecisionLog,
+    decision: &NewDecision,
+) -> Result<DecisionEvent, (AuditError, String)> {
+    let result = match store.record(decision) {
         Err(AuditError::UnknownStudy) => store
-            .upsert_study(&StudyRecord {
+            .upsert_studies(&[StudyRecord {
                 sha256: decision.study_sha256.clone(),
                 path: decision.study_path.clone(),
                 patient_id: None,
                 study_uid: None,
                 metadata_json: "{}".to_owned(),
-            })
-            .and_then(|()| store.record(decision))
-            .map_err(|e| decision_error(&e)),
-        other => other.map_err(|e| decision_error(&e)),
-    }
+            }])
+            .and_then(|()| store.record(decision)),
+        other => other,
+    };
+    result.map_err(|e| {
+        let words = decision_error(&e);
+        (e, words)
+    })
 }
 
 /// A store error in words for a notice.

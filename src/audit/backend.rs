@@ -3,7 +3,7 @@
 //! address ([`open_store`]); and moving a log from one to the other ([`copy_store`]).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::pg::{PgStore, is_postgres_address};
@@ -53,6 +53,16 @@ pub trait DecisionLog: Send {
     /// What this store keeps besides the decision log and studies, which [`copy_store`] does
     /// not carry over, in words (empty when there is nothing).
     fn not_copied(&mut self) -> Result<Vec<String>, AuditError>;
+    /// The id of the newest event (0 for an empty log).
+    fn last_event_id(&mut self) -> Result<i64, AuditError>;
+    /// Starts listening for appends by any writer; `false` where the store cannot notify (SQLite:
+    /// poll [`events_after`](Self::events_after) instead).
+    fn listen(&mut self) -> Result<bool, AuditError>;
+    /// After [`listen`](Self::listen) returned `true`: waits up to `timeout` for an append and
+    /// returns its id (`None`: none in time). Where the store cannot notify, sleeps `timeout`.
+    fn wait_for_decision(&mut self, timeout: Duration) -> Result<Option<i64>, AuditError>;
+    /// The SQLite store, for what only it keeps (the threshold log, the model in force).
+    fn as_sqlite(&self) -> Option<&DecisionStore>;
 }
 
 impl DecisionLog for DecisionStore {
@@ -101,6 +111,19 @@ impl DecisionLog for DecisionStore {
     }
     fn active_claims(&mut self, now: SystemTime) -> Result<Vec<Claim>, AuditError> {
         DecisionStore::active_claims(self, now)
+    }
+    fn last_event_id(&mut self) -> Result<i64, AuditError> {
+        DecisionStore::last_event_id(self)
+    }
+    fn listen(&mut self) -> Result<bool, AuditError> {
+        Ok(false)
+    }
+    fn wait_for_decision(&mut self, timeout: Duration) -> Result<Option<i64>, AuditError> {
+        std::thread::sleep(timeout);
+        Ok(None)
+    }
+    fn as_sqlite(&self) -> Option<&DecisionStore> {
+        Some(self)
     }
     fn not_copied(&mut self) -> Result<Vec<String>, AuditError> {
         let thresholds = self.threshold_events()?.len();
@@ -165,15 +188,98 @@ impl DecisionLog for PgStore {
     fn not_copied(&mut self) -> Result<Vec<String>, AuditError> {
         Ok(Vec::new())
     }
+    fn last_event_id(&mut self) -> Result<i64, AuditError> {
+        PgStore::last_event_id(self)
+    }
+    fn listen(&mut self) -> Result<bool, AuditError> {
+        PgStore::listen(self).map(|()| true)
+    }
+    fn wait_for_decision(&mut self, timeout: Duration) -> Result<Option<i64>, AuditError> {
+        PgStore::wait_for_decision(self, timeout)
+    }
+    fn as_sqlite(&self) -> Option<&DecisionStore> {
+        None
+    }
 }
 
 /// Opens the store at `address`: a PostgreSQL server for `postgres://…` or `postgresql://…`,
 /// otherwise a SQLite file (created if missing).
 pub fn open_store(address: &str) -> Result<Box<dyn DecisionLog>, AuditError> {
-    if is_postgres_address(address) {
-        Ok(Box::new(PgStore::open(address)?))
-    } else {
-        Ok(Box::new(DecisionStore::open(Path::new(address))?))
+    StoreAddress::from_path(Path::new(address)).open()
+}
+
+/// Where a decision store is: a SQLite file, or a PostgreSQL server (`--db postgres://…`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreAddress {
+    /// A SQLite file.
+    File(PathBuf),
+    /// A PostgreSQL server's address (a URL; it may hold a password, so it is never shown).
+    Server(String),
+}
+
+impl std::fmt::Debug for StoreAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl StoreAddress {
+    /// A `--db` value: a server for `postgres://…` or `postgresql://…`, else a file.
+    pub fn from_path(path: &Path) -> Self {
+        match path.to_str() {
+            Some(a) if is_postgres_address(a) => Self::Server(a.to_owned()),
+            _ => Self::File(path.to_owned()),
+        }
+    }
+
+    /// The file, for a SQLite store.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::File(p) => Some(p),
+            Self::Server(_) => None,
+        }
+    }
+
+    /// Where the store is, for the reader: the file, or `database on host` (never the
+    /// password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::Server(url) => match url.parse::<postgres::Config>() {
+                Ok(c) => {
+                    let host = c
+                        .get_hosts()
+                        .first()
+                        .map(|h| match h {
+                            postgres::config::Host::Tcp(name) => name.clone(),
+                            postgres::config::Host::Unix(path) => path.display().to_string(),
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "{} on {host} (PostgreSQL)",
+                        c.get_dbname().unwrap_or("the default database")
+                    )
+                }
+                Err(_) => "a PostgreSQL server".to_owned(),
+            },
+        }
+    }
+
+    /// Opens the store, creating a SQLite file (or a server store's schema) if needed.
+    pub fn open(&self) -> Result<Box<dyn DecisionLog>, AuditError> {
+        Ok(match self {
+            Self::File(p) => Box::new(DecisionStore::open(p)?),
+            Self::Server(url) => Box::new(PgStore::open(url)?),
+        })
+    }
+
+    /// Opens a store that exists, without creating it (a SQLite file that is not there is
+    /// [`AuditError::NoStore`]).
+    pub fn open_existing(&self) -> Result<Box<dyn DecisionLog>, AuditError> {
+        Ok(match self {
+            Self::File(p) => Box::new(DecisionStore::open_existing(p)?),
+            Self::Server(url) => Box::new(PgStore::open(url)?),
+        })
     }
 }
 

@@ -151,7 +151,7 @@ mod study_log;
 mod verify;
 
 pub use anchor::{Anchor, anchor_path};
-pub use backend::{CopyReport, DecisionLog, copy_store, open_store};
+pub use backend::{CopyReport, DecisionLog, StoreAddress, copy_store, open_store};
 pub use blind::BlindFirstSummary;
 pub use chain::GENESIS_PREV_HASH;
 pub use claims::Claim;

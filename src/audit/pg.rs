@@ -173,6 +173,9 @@ pub fn is_postgres_address(address: &str) -> bool {
 /// The decision store on a PostgreSQL server (see the [module documentation](self)).
 pub struct PgStore {
     client: Client,
+    /// Where the server is, to connect again after the connection broke (never shown: it may
+    /// hold a password).
+    address: String,
     /// The authenticated database user: the reader of every decision this store records.
     user: String,
 }
@@ -194,7 +197,31 @@ impl PgStore {
         let mut client = Client::connect(address, NoTls)?;
         let user: String = client.query_one("SELECT session_user::text", &[])?.get(0);
         migrate(&mut client)?;
-        Ok(Self { client, user })
+        Ok(Self {
+            client,
+            address: address.to_owned(),
+            user,
+        })
+    }
+
+    /// Connects again when the connection broke (the server restarted, the network dropped, an
+    /// administrator ended the session). Checked before each append, where connecting again is
+    /// always safe: nothing of that append has reached the server yet.
+    fn ensure_connected(&mut self) -> Result<(), AuditError> {
+        if self.client.is_valid(Duration::from_secs(5)).is_ok() {
+            return Ok(());
+        }
+        tracing::info!(target: "cxr_triage::audit", "connecting to the decision store's server again");
+        let mut client = Client::connect(&self.address, NoTls)?;
+        let user: String = client.query_one("SELECT session_user::text", &[])?.get(0);
+        if user != self.user {
+            return Err(AuditError::Server(format!(
+                "the server now signs this window in as {user}, not {}: open the window again",
+                self.user
+            )));
+        }
+        self.client = client;
+        Ok(())
     }
 
     /// The authenticated database user, who is recorded as the reader of every decision.
@@ -224,6 +251,7 @@ impl PgStore {
         for d in &decisions {
             validate_decision(d)?;
         }
+        self.ensure_connected()?;
         let mut tx = self.client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])?;
         let mut events = Vec::with_capacity(decisions.len());
@@ -347,6 +375,14 @@ impl PgStore {
             &[&id],
         )?;
         rows.iter().map(event_from_pg).collect()
+    }
+
+    /// The id of the newest event (0 for an empty log).
+    pub fn last_event_id(&mut self) -> Result<i64, AuditError> {
+        Ok(self
+            .client
+            .query_one("SELECT coalesce(max(id), 0)::bigint FROM decisions", &[])?
+            .get(0))
     }
 
     /// The number of events in the log.

@@ -18,7 +18,9 @@ pub struct OpenArgs {
     /// The reader's name for the audit trail (default: asked at start, the OS user suggested).
     #[arg(long, value_name = "NAME")]
     pub reader: Option<String>,
-    /// The decision store (default: decisions.sqlite3 in the user's data folder).
+    /// The decision store: a SQLite file, or the department's PostgreSQL store as
+    /// `postgres://USER@HOST/DATABASE`, where decisions are recorded under USER (default: the
+    /// `CXR_TRIAGE_DB` environment variable, else decisions.sqlite3 in the user's data folder).
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// The model card to score with (default: the shipped model).
@@ -73,7 +75,9 @@ pub fn run(mut args: OpenArgs) -> anyhow::Result<ExitCode> {
         folder: args.dir,
         labels_csv: args.labels,
         reader: args.reader.filter(|r| !r.trim().is_empty()),
-        db_path: args.db,
+        db_path: args
+            .db
+            .or_else(|| std::env::var_os("CXR_TRIAGE_DB").map(PathBuf::from)),
         follow_site_model: args.weights.is_none(),
         weights: args.weights.unwrap_or_else(default_model),
         print_stats: std::env::var_os(STATS_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
