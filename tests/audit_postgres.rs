@@ -279,9 +279,22 @@ fn store_copy_and_audit_verify_work_from_the_command_line() {
     let path = dir.path().join("laptop.sqlite3");
     {
         let store = DecisionStore::open(&path).unwrap();
-        store.upsert_studies(&[study(0), study(1)]).unwrap();
+        store
+            .upsert_studies(&[study(0), study(1), study(2)])
+            .unwrap();
         store.record(&confirm(0, 0.9)).unwrap();
         store.record(&override_ai(1, 0.2)).unwrap();
+        // Blind-first: the reader's own call, then the AI's shown and overridden.
+        let mut blind = decision(2, Action::BlindCall, 0.7, Some(Label::Normal));
+        (
+            blind.ai_label,
+            blind.score,
+            blind.threshold,
+            blind.model_id,
+            blind.weights_sha256,
+        ) = (None, None, None, None, None);
+        store.record(&blind).unwrap();
+        store.record(&override_ai(2, 0.7)).unwrap();
     }
     let exe = env!("CARGO_BIN_EXE_cxr-triage");
     let out = Command::new(exe)
@@ -297,7 +310,7 @@ fn store_copy_and_audit_verify_work_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("2 studies and 2 decision events copied from SQLite to PostgreSQL"),
+        stdout.contains("3 studies and 4 decision events copied from SQLite to PostgreSQL"),
         "{stdout}"
     );
     let head = DecisionStore::open(&path)
@@ -316,10 +329,71 @@ fn store_copy_and_audit_verify_work_from_the_command_line() {
     assert!(out.status.success(), "{stdout}");
     assert!(
         stdout.contains(&format!(
-            "OK: 2 events, the hash chain is intact; last event's hash {head}"
+            "OK: 4 events, the hash chain is intact; last event's hash {head}"
         )),
         "{stdout}"
     );
+    // `qa` reports the same from both stores.
+    let reports: Vec<String> = [path.to_string_lossy().into_owned(), url.clone()]
+        .iter()
+        .enumerate()
+        .map(|(i, db)| {
+            let out_dir = dir.path().join(format!("qa-{i}"));
+            let out = Command::new(exe)
+                .args(["qa", "--db", db, "--out"])
+                .arg(&out_dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::read_to_string(out_dir.join("report.json")).unwrap()
+        })
+        .collect();
+    assert_eq!(reports[0], reports[1]);
+    assert!(reports[0].contains("\"blind_calls\": 1"), "{}", reports[0]);
+
+    // `export` writes the same files from both stores, and the same receipt.
+    for kind in [None, Some("--all"), Some("--events")] {
+        let files: Vec<(String, String)> = [path.to_string_lossy().into_owned(), url.clone()]
+            .iter()
+            .enumerate()
+            .map(|(i, db)| {
+                let csv = dir
+                    .path()
+                    .join(format!("export-{i}-{}.csv", kind.unwrap_or("")));
+                let out = Command::new(exe)
+                    .args(["export", "--db", db, "--csv"])
+                    .arg(&csv)
+                    .args(kind)
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let receipt = stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix("receipt: "))
+                    .unwrap()
+                    .to_owned();
+                (std::fs::read_to_string(&csv).unwrap(), receipt)
+            })
+            .collect();
+        assert_eq!(files[0], files[1], "{kind:?}");
+        assert_eq!(files[0].1, format!("cxr-triage-receipt:v1:4:{head}"));
+        let rows = files[0].0.lines().count() - 1;
+        assert_eq!(
+            rows,
+            if kind == Some("--events") { 4 } else { 3 },
+            "{kind:?}"
+        );
+    }
+
     // Tampering behind the store's back: exit status 2.
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     admin

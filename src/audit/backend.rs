@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use super::pg::{PgStore, is_postgres_address};
 use super::{
-    AuditError, Claim, CurrentState, DecisionEvent, DecisionStore, NewDecision, StudyRecord,
-    VerifyReport,
+    AuditError, BlindFirstSummary, Claim, CurrentState, DecisionEvent, DecisionStore, NewDecision,
+    QaReport, StudyRecord, VerifyReport,
 };
 
 /// What both backends of the decision store do, with the same semantics: the same rules for a
@@ -63,6 +63,15 @@ pub trait DecisionLog: Send {
     fn wait_for_decision(&mut self, timeout: Duration) -> Result<Option<i64>, AuditError>;
     /// The SQLite store, for what only it keeps (the threshold log, the model in force).
     fn as_sqlite(&self) -> Option<&DecisionStore>;
+
+    /// The QA report of the whole log (see [`QaReport`]).
+    fn qa_report(&mut self) -> Result<QaReport, AuditError> {
+        let events = self.events_after(0)?;
+        Ok(QaReport::from_events(
+            &events,
+            BlindFirstSummary::from_events(&events),
+        ))
+    }
 }
 
 impl DecisionLog for DecisionStore {

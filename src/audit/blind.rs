@@ -52,6 +52,25 @@ impl BlindFirstSummary {
     }
 }
 
+impl BlindFirstSummary {
+    /// The summary of a whole log (its events, oldest first, any backend).
+    pub fn from_events(events: &[DecisionEvent]) -> Self {
+        let mut by_study: std::collections::BTreeMap<&str, Vec<DecisionEvent>> =
+            std::collections::BTreeMap::new();
+        for e in events {
+            by_study
+                .entry(e.study_sha256.as_str())
+                .or_default()
+                .push(e.clone());
+        }
+        let mut summary = Self::default();
+        for history in by_study.values() {
+            summary.add(history);
+        }
+        summary
+    }
+}
+
 impl DecisionStore {
     /// How blind-first reading went at this site: blind calls, final calls, and how often the
     /// final call differs from the blind one.

@@ -9,7 +9,7 @@ use rusqlite::{Transaction, TransactionBehavior};
 use super::event::{CurrentState, DecisionEvent};
 use super::site::{ScoreRecord, latest_scores, thresholds_in_force};
 use super::store::{EVENT_COLUMNS_SQL, event_from_row, latest_states};
-use super::{AuditError, DecisionStore};
+use super::{AuditError, DecisionStore, PgStore};
 use crate::worklist::Label;
 
 /// The columns of the per-study export (the default and `--all`), in order.
@@ -93,26 +93,13 @@ impl DecisionStore {
     /// A store that fails its audit check (see [`DecisionStore::audit_problems`]) is refused
     /// unless `opts.force`; then the file's first line, before the header, says so:
     /// `# cxr-triage: exported with --force from a decision store that FAILS its audit check: …`.
-    pub fn export_csv(&self, mut w: impl Write, opts: &ExportOptions) -> Result<usize, AuditError> {
+    pub fn export_csv(&self, w: impl Write, opts: &ExportOptions) -> Result<usize, AuditError> {
         let problems = self.audit_problems()?;
-        if !problems.is_empty() {
-            if !opts.force {
-                return Err(AuditError::FailsVerification(problems.join("; ")));
-            }
-            let line = crate::output::terminal_text(&problems.join("; ")).into_owned();
-            writeln!(
-                w,
-                "# cxr-triage: exported with --force from a decision store that FAILS its audit check: {line}"
-            )
-            .map_err(csv::Error::from)?;
+        if !problems.is_empty() && !opts.force {
+            return Err(AuditError::FailsVerification(problems.join("; ")));
         }
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)?;
-        let folder = opts.folder.as_deref().map(FolderFilter::new);
-        let under = |path: &str| folder.as_ref().is_none_or(|f| f.contains(path));
-        let mut out = csv::Writer::from_writer(w);
-        let mut n = 0;
-        if opts.kind == ExportKind::Events {
-            out.write_record(EVENT_COLUMNS)?;
+        let data = if opts.kind == ExportKind::Events {
             let mut stmt = tx.prepare(&format!(
                 "SELECT {cols}, s.last_path FROM decisions d LEFT JOIN studies s ON s.sha256 = d.study_sha256 ORDER BY d.id",
                 cols = EVENT_COLUMNS_SQL
@@ -121,17 +108,11 @@ impl DecisionStore {
                     .collect::<Vec<_>>()
                     .join(", ")
             ))?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let event = event_from_row(row)?;
-                let last_path: Option<String> = row.get(20)?;
-                if under(last_path.as_deref().unwrap_or_default()) {
-                    out.write_record(safe_cells(event_record(&event)))?;
-                    n += 1;
-                }
-            }
+            let events = stmt
+                .query_map([], |row| Ok((event_from_row(row)?, row.get(20)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            ExportData::Events(events)
         } else {
-            out.write_record(STUDY_COLUMNS)?;
             let states = latest_states(&tx, "1")?;
             let site = SiteFigures {
                 thresholds: thresholds_in_force(&tx)?,
@@ -140,26 +121,23 @@ impl DecisionStore {
             let mut stmt = tx.prepare(
                 "SELECT sha256, last_path, patient_id, study_uid FROM studies ORDER BY last_path, sha256",
             )?;
-            let studies = stmt.query_map([], |r| {
-                Ok(StudyRow {
-                    sha256: r.get(0)?,
-                    path: r.get(1)?,
-                    patient_id: r.get(2)?,
-                    study_uid: r.get(3)?,
-                })
-            })?;
-            for study in studies {
-                let study = study?;
-                let state = states.get(&study.sha256);
-                let reviewed = state.is_some_and(CurrentState::is_reviewed);
-                if (reviewed || opts.kind == ExportKind::All) && under(&study.path) {
-                    out.write_record(safe_cells(study_record(&study, state, &site)))?;
-                    n += 1;
-                }
+            let studies = stmt
+                .query_map([], |r| {
+                    Ok(StudyRow {
+                        sha256: r.get(0)?,
+                        path: r.get(1)?,
+                        patient_id: r.get(2)?,
+                        study_uid: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            ExportData::Studies {
+                studies,
+                states,
+                site,
             }
-        }
-        out.flush().map_err(csv::Error::from)?;
-        Ok(n)
+        };
+        write_export(w, opts, &problems, &data)
     }
 
     /// What `audit verify` would find wrong with the store, in words: a broken hash chain, a
@@ -223,19 +201,167 @@ impl DecisionStore {
         for path in &paths {
             protected = protected.input(path);
         }
-        let mut failure = None;
-        let written = crate::output::write_file(dest, &protected, |w| {
-            self.export_csv(w, opts).map_err(|e| {
-                let message = e.to_string();
-                failure = Some(e);
-                std::io::Error::other(message)
-            })
-        });
-        match (written, failure) {
-            (Ok(n), _) => Ok(n),
-            (Err(_), Some(e)) => Err(e),
-            (Err(e), None) => Err(AuditError::Output(e)),
+        export_to_file(dest, &protected, |w| self.export_csv(w, opts))
+    }
+}
+
+/// Writes an export to `dest` atomically ([`crate::output::write_file`]), keeping the export's
+/// own error when it fails.
+fn export_to_file(
+    dest: &Path,
+    protected: &crate::output::Protected,
+    export: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<usize, AuditError>,
+) -> Result<usize, AuditError> {
+    let mut failure = None;
+    let written = crate::output::write_file(dest, protected, |w| {
+        export(w).map_err(|e| {
+            let message = e.to_string();
+            failure = Some(e);
+            std::io::Error::other(message)
+        })
+    });
+    match (written, failure) {
+        (Ok(n), _) => Ok(n),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(AuditError::Output(e)),
+    }
+}
+
+/// What an export writes, as read from either backend in one snapshot.
+enum ExportData {
+    /// Every event, oldest first, with its study's last known path.
+    Events(Vec<(DecisionEvent, Option<String>)>),
+    /// Every known study, by path, with its state and the site's figures.
+    Studies {
+        studies: Vec<StudyRow>,
+        states: HashMap<String, CurrentState>,
+        site: SiteFigures,
+    },
+}
+
+/// Writes an export (see [`DecisionStore::export_csv`]): with `problems`, the first line says
+/// the store fails its audit check (the caller refused already unless forced).
+fn write_export(
+    mut w: impl Write,
+    opts: &ExportOptions,
+    problems: &[String],
+    data: &ExportData,
+) -> Result<usize, AuditError> {
+    if !problems.is_empty() {
+        let line = crate::output::terminal_text(&problems.join("; ")).into_owned();
+        writeln!(
+            w,
+            "# cxr-triage: exported with --force from a decision store that FAILS its audit check: {line}"
+        )
+        .map_err(csv::Error::from)?;
+    }
+    let folder = opts.folder.as_deref().map(FolderFilter::new);
+    let under = |path: &str| folder.as_ref().is_none_or(|f| f.contains(path));
+    let mut out = csv::Writer::from_writer(w);
+    let mut n = 0;
+    match data {
+        ExportData::Events(events) => {
+            out.write_record(EVENT_COLUMNS)?;
+            for (event, last_path) in events {
+                if under(last_path.as_deref().unwrap_or_default()) {
+                    out.write_record(safe_cells(event_record(event)))?;
+                    n += 1;
+                }
+            }
         }
+        ExportData::Studies {
+            studies,
+            states,
+            site,
+        } => {
+            out.write_record(STUDY_COLUMNS)?;
+            for study in studies {
+                let state = states.get(&study.sha256);
+                let reviewed = state.is_some_and(CurrentState::is_reviewed);
+                if (reviewed || opts.kind == ExportKind::All) && under(&study.path) {
+                    out.write_record(safe_cells(study_record(study, state, site)))?;
+                    n += 1;
+                }
+            }
+        }
+    }
+    out.flush().map_err(csv::Error::from)?;
+    Ok(n)
+}
+
+impl PgStore {
+    /// The export of a store on a PostgreSQL server, as [`DecisionStore::export_csv`] writes
+    /// it. The AI call shown per study is the one its decision events carry (the scores and
+    /// the threshold log are kept in SQLite stores only); refuses a store whose decision log
+    /// fails its check unless `opts.force`.
+    pub fn export_csv(&mut self, w: impl Write, opts: &ExportOptions) -> Result<usize, AuditError> {
+        let report = self.verify()?;
+        let mut problems = Vec::new();
+        if let Some(broken) = &report.first_broken {
+            problems.push(format!("the hash chain is broken at {broken}"));
+        }
+        if !report.append_only_guard_intact {
+            problems.push("the decision log's append-only triggers were removed or changed".into());
+        }
+        if !problems.is_empty() && !opts.force {
+            return Err(AuditError::FailsVerification(problems.join("; ")));
+        }
+        let mut studies: Vec<StudyRow> = self
+            .studies()?
+            .into_iter()
+            .map(|s| StudyRow {
+                path: s.path.to_string_lossy().into_owned(),
+                sha256: s.sha256,
+                patient_id: s.patient_id,
+                study_uid: s.study_uid,
+            })
+            .collect();
+        let data = if opts.kind == ExportKind::Events {
+            let paths: HashMap<&str, &str> = studies
+                .iter()
+                .map(|s| (s.sha256.as_str(), s.path.as_str()))
+                .collect();
+            let events = self
+                .events_after(0)?
+                .into_iter()
+                .map(|e| {
+                    let path = paths.get(e.study_sha256.as_str()).map(|p| (*p).to_owned());
+                    (e, path)
+                })
+                .collect();
+            ExportData::Events(events)
+        } else {
+            studies.sort_by(|a, b| (&a.path, &a.sha256).cmp(&(&b.path, &b.sha256)));
+            let shas: Vec<&str> = studies.iter().map(|s| s.sha256.as_str()).collect();
+            let states = self.current_many(&shas)?;
+            ExportData::Studies {
+                studies,
+                states,
+                site: SiteFigures {
+                    thresholds: HashMap::new(),
+                    scores: HashMap::new(),
+                },
+            }
+        };
+        write_export(w, opts, &problems, &data)
+    }
+
+    /// Writes the export to the file `dest`, atomically, refusing a destination that is a
+    /// study the store knows, a file under `opts.folder`, or a symbolic link (as
+    /// [`DecisionStore::export_csv_to_file`]).
+    pub fn export_csv_to_file(
+        &mut self,
+        dest: &Path,
+        opts: &ExportOptions,
+    ) -> Result<usize, AuditError> {
+        let mut protected = crate::output::Protected::new();
+        if let Some(folder) = &opts.folder {
+            protected = protected.folder(folder);
+        }
+        for study in self.studies()? {
+            protected = protected.input(&study.path);
+        }
+        export_to_file(dest, &protected, |w| self.export_csv(w, opts))
     }
 }
 

@@ -15,7 +15,7 @@ called (the first two readers of each); the disagreement queue (studies those tw
 differently); and blind-first reading (how often the AI's call changed the reader's own). \
 Writes OUT/report.json (default reports/qa).")]
 pub struct QaArgs {
-    /// The decision store.
+    /// The decision store: a SQLite file or `postgres://USER@HOST/DATABASE`.
     #[arg(long, value_name = "STORE")]
     pub db: PathBuf,
     /// Where to write report.json.
@@ -25,8 +25,10 @@ pub struct QaArgs {
 
 /// Runs `qa`.
 pub fn run(args: &QaArgs) -> anyhow::Result<ExitCode> {
-    let store = open_existing_store(Some(&args.db))?;
-    let report = store.qa_report()?;
+    let report = match crate::audit::StoreAddress::from_path(&args.db) {
+        crate::audit::StoreAddress::File(path) => open_existing_store(Some(&path))?.qa_report()?,
+        server => server.open_existing()?.qa_report()?,
+    };
     print!("{}", report.text());
     let protected = crate::output::Protected::new().store(&args.db);
     let json = args.out.join("report.json");
