@@ -149,7 +149,7 @@ pub enum AuditError {
 
     /// The command works on a SQLite store only (so far).
     #[error(
-        "this works on a SQLite decision store only in this version; on a PostgreSQL store, the window, `store copy` and `audit verify` work (copy the log to a SQLite file with `store copy` for the rest)"
+        "this works on a SQLite decision store only in this version; on a PostgreSQL store, the window, `store copy`, `audit verify`, `export` and `qa` work (copy the log to a SQLite file with `store copy` for the rest)"
     )]
     NotOnServer,
 
