@@ -10,34 +10,16 @@ mod app_common;
 mod pg_common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use app_common::{config, folder, harness, step_until, until_decidable, wait_for_scores};
-use cxr_triage::app::{App, AppConfig, Command};
+use app_common::{
+    config, folder, harness, step_both, step_until, until_decidable, wait_for_scores,
+};
+use cxr_triage::app::{AppConfig, Command};
 use cxr_triage::audit::PgStore;
 use cxr_triage::worklist::StudyId;
 use egui::Key;
-use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 use pg_common::{as_user, department};
-
-/// Runs frames of both windows until `done` holds for them, failing after 20 seconds.
-fn step_both(
-    a: &mut Harness<'static, App>,
-    b: &mut Harness<'static, App>,
-    what: &str,
-    done: impl Fn(&App, &App) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done(a.state(), b.state()) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        a.step();
-        b.step();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    a.step();
-    b.step();
-}
 
 #[test]
 fn two_readers_on_the_department_store_are_recorded_as_themselves_and_see_each_other() {

@@ -8,31 +8,12 @@ mod app_common;
 
 use std::time::{Duration, Instant};
 
-use app_common::{config, folder, harness, until_decidable, wait_for_scores};
-use cxr_triage::app::{App, AppConfig, Command};
+use app_common::{config, folder, harness, step_both, until_decidable, wait_for_scores};
+use cxr_triage::app::{AppConfig, Command};
 use cxr_triage::audit::DecisionStore;
 use cxr_triage::worklist::{Label, StudyId};
 use egui::Key;
-use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
-
-/// Runs frames of both windows until `done` holds for them, failing after 20 seconds.
-fn step_both(
-    a: &mut Harness<'static, App>,
-    b: &mut Harness<'static, App>,
-    what: &str,
-    done: impl Fn(&App, &App) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done(a.state(), b.state()) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        a.step();
-        b.step();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    a.step();
-    b.step();
-}
 
 fn reader(fx: &app_common::Fixture, name: &str) -> AppConfig {
     AppConfig {

@@ -45,7 +45,7 @@ use super::event::{Action, CurrentState, DecisionEvent, NewDecision, StudyRecord
 use super::store::{
     Step, check_copied, next_event, now_rfc3339, validate_decision, validate_study,
 };
-use super::verify::{ChainWalk, RawEvent, VerifyReport};
+use super::verify::{COLUMNS, ChainWalk, RawEvent, VerifyReport};
 use crate::worklist::Label;
 
 /// The channel every append notifies, with the new event's id as the payload.
@@ -160,9 +160,7 @@ CREATE TABLE claims (
 const MIGRATIONS: [&str; 1] = [V1];
 
 /// The columns of an event, in the order [`raw_event`] and [`event_from_pg`] read them.
-const EVENT_COLUMNS: &str = "id, decided_at, reader, app_version, study_sha256, study_path, \
-     model_id, weights_sha256, score, threshold, ai_label, prev_label, new_label, action, reason, \
-     prev_hash, row_hash, format_version, viewed_ms, ood_reason";
+const EVENT_COLUMNS: &str = super::store::EVENT_COLUMNS_SQL;
 
 /// Whether a store address names a PostgreSQL server (`postgres://…` or `postgresql://…`)
 /// rather than a SQLite file.
@@ -751,35 +749,13 @@ fn event_from_pg(r: &Row) -> Result<DecisionEvent, AuditError> {
 /// Reads an event without interpretation, for the chain walk; on a value of the wrong type,
 /// its id (when readable) and the column.
 fn raw_event(r: &Row) -> Result<RawEvent, (Option<i64>, &'static str)> {
-    const NAMES: [&str; 20] = [
-        "id",
-        "decided_at",
-        "reader",
-        "app_version",
-        "study_sha256",
-        "study_path",
-        "model_id",
-        "weights_sha256",
-        "score",
-        "threshold",
-        "ai_label",
-        "prev_label",
-        "new_label",
-        "action",
-        "reason",
-        "prev_hash",
-        "row_hash",
-        "format_version",
-        "viewed_ms",
-        "ood_reason",
-    ];
     let id = r.try_get::<_, i64>(0).ok();
-    let fail = |i: usize| (id, NAMES[i]);
+    let fail = |i: usize| (id, COLUMNS[i]);
     let text = |i: usize| r.try_get::<_, String>(i).map_err(|_| fail(i));
     let opt_text = |i: usize| r.try_get::<_, Option<String>>(i).map_err(|_| fail(i));
     let opt_real = |i: usize| r.try_get::<_, Option<f64>>(i).map_err(|_| fail(i));
     Ok(RawEvent {
-        id: id.ok_or((None, NAMES[0]))?,
+        id: id.ok_or((None, COLUMNS[0]))?,
         decided_at: text(1)?,
         reader: text(2)?,
         app_version: text(3)?,

@@ -385,19 +385,21 @@ fn refuse_server_address(path: &Path) -> Result<(), AuditError> {
     }
 }
 
+/// The id and hash the next event links to, after `last` (`None`: an empty log).
+fn link_after(last: Option<(i64, &str)>) -> Result<(i64, [u8; 32]), AuditError> {
+    match last {
+        None => Ok((0, GENESIS_PREV_HASH)),
+        Some((id, h)) => chain::parse_hash_hex(h)
+            .map(|hash| (id, hash))
+            .ok_or_else(|| AuditError::UnreadableValue(format!("event {id} has no valid hash"))),
+    }
+}
+
 /// Checks an event carried over from another store (`store copy`) before it is appended
 /// verbatim: it is the next event after `last` (id and hash; `None`: an empty log), links to
 /// it, and its content still matches its hash.
 pub(crate) fn check_copied(last: Option<(i64, &str)>, e: &DecisionEvent) -> Result<(), AuditError> {
-    let (last_id, prev) = match last {
-        None => (0, GENESIS_PREV_HASH),
-        Some((id, h)) => (
-            id,
-            chain::parse_hash_hex(h).ok_or_else(|| {
-                AuditError::UnreadableValue(format!("event {id} has no valid hash"))
-            })?,
-        ),
-    };
+    let (last_id, prev) = link_after(last)?;
     let refuse = |why: String| Err(AuditError::InvalidDecision(why));
     if e.id != last_id + 1 {
         return refuse(format!(
@@ -472,15 +474,7 @@ pub(crate) fn next_event(
     d: &NewDecision,
     reader: &str,
 ) -> Result<DecisionEvent, AuditError> {
-    let (last_id, prev_hash) = match last {
-        None => (0, GENESIS_PREV_HASH),
-        Some((id, h)) => (
-            id,
-            chain::parse_hash_hex(h).ok_or_else(|| {
-                AuditError::UnreadableValue(format!("event {id} has no valid hash"))
-            })?,
-        ),
-    };
+    let (last_id, prev_hash) = link_after(last)?;
 
     // Replay the study's events: the final label in force, and the labels that each decision
     // still in force replaced (the undo stack), with the actions still in force.

@@ -98,7 +98,7 @@ impl fmt::Display for BrokenLink {
 }
 
 /// The columns [`DecisionStore::verify`] reads, in chain order.
-const COLUMNS: [&str; 20] = [
+pub(crate) const COLUMNS: [&str; 20] = [
     "id",
     "decided_at",
     "reader",

@@ -211,3 +211,21 @@ pub fn harness_with_step(config: AppConfig, step_dt: f32) -> Harness<'static, Ap
         .with_step_dt(step_dt)
         .build_eframe(|cc| App::new(cc, config))
 }
+
+/// Runs frames of both windows until `done` holds for them, failing after 20 seconds.
+pub fn step_both(
+    a: &mut Harness<'static, App>,
+    b: &mut Harness<'static, App>,
+    what: &str,
+    done: impl Fn(&App, &App) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(a.state(), b.state()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        a.step();
+        b.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.step();
+    b.step();
+}
