@@ -102,7 +102,7 @@ fn import_csv_text(rows: u32, round: u32) -> String {
 fn import_rows(c: &mut Criterion) {
     const MANY: u32 = 100_000;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let store = DecisionStore::open(&dir.path().join("decisions.sqlite3")).unwrap();
+    let mut store = DecisionStore::open(&dir.path().join("decisions.sqlite3")).unwrap();
     let studies: Vec<StudyRecord> = (0..MANY)
         .map(|n| StudyRecord {
             sha256: sha(n),
@@ -116,7 +116,7 @@ fn import_rows(c: &mut Criterion) {
     let text = import_csv_text(MANY, 0);
     let started = std::time::Instant::now();
     let report = cxr_triage::audit::import_csv(
-        &store,
+        &mut store,
         text.as_bytes(),
         std::path::Path::new("."),
         "dr-bench",
@@ -134,7 +134,7 @@ fn import_rows(c: &mut Criterion) {
             let text = import_csv_text(1000, round);
             black_box(
                 cxr_triage::audit::import_csv(
-                    &store,
+                    &mut store,
                     text.as_bytes(),
                     std::path::Path::new("."),
                     "dr-bench",

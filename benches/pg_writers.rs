@@ -1,6 +1,7 @@
 //! The department's store under load: eight writers appending 500 decisions each, at once, to
 //! one PostgreSQL log (throughput, each append's latency, the chain verified afterwards); and
-//! how long a decision takes to reach another window's listening connection (NOTIFY).
+//! how long a decision takes to reach another window's listening connection (NOTIFY); and the
+//! same eight writers on a SQLite store on this machine's disk, for comparison.
 //!
 //! Run against a server whose superuser may create databases, for example the throw-away one:
 //! `eval "$(scripts/pg-test-server.sh start)"; cargo bench --bench pg_writers`
@@ -11,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use cxr_triage::audit::{Action, NewDecision, PgStore, StudyRecord};
+use cxr_triage::audit::{Action, DecisionLog, DecisionStore, NewDecision, PgStore, StudyRecord};
 use cxr_triage::io::sha256_hex;
 use cxr_triage::worklist::Label;
 
@@ -26,7 +27,7 @@ fn sha(n: u32) -> String {
 fn decision(n: u32, i: u32) -> NewDecision {
     let undo = i % 2 == 1;
     NewDecision {
-        reader: String::new(),
+        reader: "dr-bench".to_owned(), // On PostgreSQL the database user.
         study_sha256: sha(n),
         study_path: format!("/bench/{n}.dcm").into(),
         model_id: Some("bench".to_owned()),
@@ -45,6 +46,46 @@ fn decision(n: u32, i: u32) -> NewDecision {
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Runs [`WRITERS`] threads of [`EACH`] appends at once, each on its own connection from
+/// `open`, and prints the throughput and each append's latency.
+fn writers(backend: &str, open: impl Fn() -> Box<dyn DecisionLog> + Clone + Send + 'static) {
+    let started = Instant::now();
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let open = open.clone();
+            std::thread::Builder::new()
+                .name(format!("writer-{w}"))
+                .spawn(move || {
+                    let mut store = open();
+                    (0..EACH)
+                        .map(|i| {
+                            let t = Instant::now();
+                            store.record(&decision(w, i)).unwrap();
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap()
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let wall = started.elapsed();
+    latencies.sort_unstable();
+    let total = latencies.len();
+    println!(
+        "{backend}: {WRITERS} writers x {EACH} appends: {total} events in {:.2} s ({:.0} appends/s); append latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        wall.as_secs_f64(),
+        total as f64 / wall.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+    );
 }
 
 fn main() {
@@ -81,41 +122,10 @@ fn main() {
             .get::<_, String>(0)
     );
 
-    let started = Instant::now();
-    let threads: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let url = url.clone();
-            std::thread::Builder::new()
-                .name(format!("writer-{w}"))
-                .spawn(move || {
-                    let mut store = PgStore::open(&url).unwrap();
-                    (0..EACH)
-                        .map(|i| {
-                            let t = Instant::now();
-                            store.record(&decision(w, i)).unwrap();
-                            t.elapsed()
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .unwrap()
-        })
-        .collect();
-    let mut latencies: Vec<Duration> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    let wall = started.elapsed();
-    latencies.sort_unstable();
-    let total = latencies.len();
-    println!(
-        "{WRITERS} writers x {EACH} appends: {total} events in {:.2} s ({:.0} appends/s); append latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        wall.as_secs_f64(),
-        total as f64 / wall.as_secs_f64(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.95),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 1.0),
-    );
+    let pg_url = url.clone();
+    writers("PostgreSQL", move || {
+        Box::new(PgStore::open(&pg_url).unwrap()) as Box<dyn DecisionLog>
+    });
     let t = Instant::now();
     let report = owner.verify().unwrap();
     println!(
@@ -125,6 +135,21 @@ fn main() {
         report.is_intact(),
         t.elapsed().as_secs_f64() * 1000.0
     );
+    assert!(report.is_intact());
+    assert_eq!(report.total_events, u64::from(WRITERS * EACH));
+
+    // The same load on a SQLite store on this machine's disk (one file, eight connections).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("decisions.sqlite3");
+    DecisionStore::open(&file)
+        .unwrap()
+        .upsert_studies(&studies)
+        .unwrap();
+    let sqlite_file = file.clone();
+    writers("SQLite", move || {
+        Box::new(DecisionStore::open(&sqlite_file).unwrap()) as Box<dyn DecisionLog>
+    });
+    let report = DecisionStore::open(&file).unwrap().verify().unwrap();
     assert!(report.is_intact());
     assert_eq!(report.total_events, u64::from(WRITERS * EACH));
 

@@ -41,6 +41,10 @@ fn two_readers_on_the_department_store_are_recorded_as_themselves_and_see_each_o
     assert_eq!(ada.state().reader(), "dr_ada");
     assert!(ada.query_by_label("Signed in as").is_some());
     assert!(ada.query_by_label("dr_ada").is_some());
+    if std::env::var_os("CXR_TRIAGE_TEST_PG_CA").is_some() {
+        // The test server offers TLS: the window's connection uses it, and says so.
+        assert!(ada.query_by_label("TLS").is_some());
+    }
     let mut bo = harness(window("dr_bo"));
     wait_for_scores(&mut bo);
 
@@ -121,5 +125,84 @@ fn two_readers_on_the_department_store_are_recorded_as_themselves_and_see_each_o
         .unwrap();
     let current = store.current(&y_sha).unwrap().unwrap();
     assert_eq!(current.last_event.reader, "dr_ada");
+    assert!(store.verify().unwrap().is_intact());
+}
+
+/// The store's server goes down (as a crash) while a reader works: the decision made meanwhile
+/// is kept, the window says "Not saved, retrying" and refuses to close without warning, and once
+/// the server is back the decision is recorded, once, on an unbroken chain.
+#[test]
+fn a_decision_made_while_the_server_is_down_is_retried_and_recorded_once() {
+    let Some(pg) = pg_common::PrivateServer::start() else {
+        return;
+    };
+    let url = pg_common::new_database(&pg.url, "outage");
+    drop(PgStore::open(&url).unwrap()); // The owner sets the store up.
+    let fx = folder(3);
+    let mut w = harness(AppConfig {
+        db_path: Some(PathBuf::from(&url)),
+        ..config(&fx)
+    });
+    wait_for_scores(&mut w);
+    step_until(&mut w, "the reader to be signed in", |a| {
+        a.signed_in().is_some()
+    });
+    let wl = w.state().worklist().unwrap();
+    let scored: Vec<StudyId> = w
+        .state()
+        .view_order()
+        .iter()
+        .copied()
+        .filter(|&id| wl.row(id).unwrap().score_value().is_some())
+        .collect();
+    let (first, second) = (scored[0], scored[1]);
+    w.state_mut().push(Command::Select(first));
+    until_decidable(&mut w);
+    w.key_press(Key::C);
+    step_until(&mut w, "the first decision to be saved", |a| !a.is_saving());
+
+    pg.pause("immediate");
+    w.state_mut().push(Command::Select(second));
+    until_decidable(&mut w);
+    w.key_press(Key::C);
+    step_until(&mut w, "the window to say it retries", |a| {
+        a.save_retrying().is_some()
+    });
+    assert!(w.state().is_saving());
+    w.step();
+    assert_eq!(
+        w.query_all_by_label_contains("Not saved, retrying").count(),
+        2,
+        "the status bar and a banner say so"
+    );
+    // Closing now would lose the decision: the window stays open and says why.
+    w.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+    w.step();
+    w.step();
+    assert!(
+        w.query_by_label_contains("not saved yet: closing now would lose it")
+            .is_some(),
+        "the window says why it stays open"
+    );
+    assert!(w.state().is_saving());
+
+    pg.resume();
+    step_until(&mut w, "the retried decision to be saved", |a| {
+        !a.is_saving()
+    });
+    assert!(w.state().save_retrying().is_none());
+    let row = w.state().worklist().unwrap().row(second).unwrap();
+    let sha = row.sha256.clone().unwrap();
+    assert!(row.final_label.is_some());
+    let mut store = PgStore::open(&url).unwrap();
+    let events = store.events_after(0).unwrap();
+    assert_eq!(events.len(), 2, "each decision once: {events:?}");
+    assert_eq!(events[1].study_sha256, sha);
+    assert_eq!(events[1].action, cxr_triage::audit::Action::Confirm);
     assert!(store.verify().unwrap().is_intact());
 }

@@ -563,3 +563,74 @@ fn the_start_screen_opens_the_demo_studies() {
     );
     assert!(w.rows().iter().any(|r| r.name == "RG1_J2KI.dcm"));
 }
+
+/// Quality > Reader agreement: the QA report in the window, with each reader's kappa against the
+/// AI and the disagreement queue; a study in the queue opens with a click.
+#[test]
+fn the_reader_agreement_window_shows_each_reader_and_opens_a_disagreement() {
+    let fx = folder(4);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    let scored: Vec<StudyId> = h
+        .state()
+        .view_order()
+        .iter()
+        .copied()
+        .filter(|&id| row(h.state(), id).score_value().is_some())
+        .collect();
+    let first = scored[0];
+    h.state_mut().push(cxr_triage::app::Command::Select(first));
+    until_decidable(&mut h);
+    h.key_press(Key::C);
+    settle(&mut h);
+    // A second reader overrides the same AI call.
+    let store = DecisionStore::open(&fx.db).unwrap();
+    let sha = row(h.state(), first).sha256.unwrap();
+    let read = store.current(&sha).unwrap().unwrap().last_event;
+    let ai = read.ai_label.unwrap();
+    store
+        .record(&cxr_triage::audit::NewDecision {
+            reader: "Second Reader".to_owned(),
+            new_label: Some(other(ai)),
+            action: Action::Override,
+            reason: "second read".to_owned(),
+            viewed_ms: Some(4000),
+            ood_reason: None,
+            study_sha256: sha,
+            study_path: read.study_path.clone(),
+            model_id: read.model_id.clone(),
+            weights_sha256: read.weights_sha256.clone(),
+            score: read.score,
+            threshold: read.threshold,
+            ai_label: Some(ai),
+        })
+        .unwrap();
+    let elsewhere = scored[1];
+    h.state_mut()
+        .push(cxr_triage::app::Command::Select(elsewhere));
+    h.state_mut().push(cxr_triage::app::Command::ShowQa);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while h
+        .query_by_label_contains("Disagreement queue: 1 studies")
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "no report");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(h.query_by_label("Test Reader vs AI").is_some());
+    assert!(h.query_by_label("Second Reader vs AI").is_some());
+    assert!(h.query_by_label("Reader vs reader").is_some());
+    assert!(
+        h.query_by_label(&format!(
+            "Test Reader: {ai}, then Second Reader: {}",
+            other(ai)
+        ))
+        .is_some()
+    );
+    let name = read.study_path.file_name().unwrap().to_string_lossy();
+    h.get_by_role_and_label(Role::Link, &name).click();
+    step_until(&mut h, "the study in the queue to open", |app| {
+        app.selected() == Some(first)
+    });
+}

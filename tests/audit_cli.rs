@@ -408,6 +408,15 @@ fn qa_reports_agreement_with_the_ai_and_between_readers_and_the_disagreement_que
     assert_eq!(queue[0]["first"][0], "Alice");
     assert_eq!(queue[0]["first"][1], "NORMAL");
     assert_eq!(queue[0]["second"], serde_json::json!(["Bob", "PNEUMONIA"]));
+    // The plots show the readers' agreement in colour (Carol has no calls against the AI).
+    for name in ["kappa.png", "kappa_by_month.png"] {
+        let img = image::open(out.join(name)).unwrap().to_rgb8();
+        let coloured = img
+            .pixels()
+            .filter(|p| !(p.0[0] == p.0[1] && p.0[1] == p.0[2]))
+            .count();
+        assert!(coloured > 50, "{name}: {coloured} coloured pixels");
+    }
     // qa never writes to the store.
     assert!(DecisionStoreCheck::intact(&db));
 }

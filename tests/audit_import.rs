@@ -69,7 +69,7 @@ fn snapshot(folder: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
 
 #[test]
 fn good_rows_become_relabel_events_and_bad_rows_are_reported_by_line() {
-    let f = fixture();
+    let mut f = fixture();
     f.store.record(&confirm(0, 0.9)).unwrap(); // Fixture study 0: PNEUMONIA, by dr-alice.
     let before = snapshot(&f.folder);
     let unknown = sha256_hex(b"never seen");
@@ -88,7 +88,7 @@ fn good_rows_become_relabel_events_and_bad_rows_are_reported_by_line() {
         sha0_upper = audit_common::sha(0).to_uppercase(),
         sha0 = audit_common::sha(0),
     );
-    let report = import_csv(&f.store, csv_text.as_bytes(), &f.folder, "dr-carol").unwrap();
+    let report = import_csv(&mut f.store, csv_text.as_bytes(), &f.folder, "dr-carol").unwrap();
     assert!(report.stopped_by.is_none());
 
     let recorded: Vec<u64> = report.recorded.iter().map(|r| r.line).collect();
@@ -148,16 +148,16 @@ fn good_rows_become_relabel_events_and_bad_rows_are_reported_by_line() {
 
 #[test]
 fn a_file_without_the_needed_columns_records_nothing() {
-    let f = fixture();
+    let mut f = fixture();
     let no_label = "path,reason\nimg0.jpeg,x\n";
-    let err = import_csv(&f.store, no_label.as_bytes(), &f.folder, "dr-carol").unwrap_err();
+    let err = import_csv(&mut f.store, no_label.as_bytes(), &f.folder, "dr-carol").unwrap_err();
     assert!(matches!(err, AuditError::Csv(_)), "{err}");
     assert!(err.to_string().contains("label"), "{err}");
     let no_study = "label,reason\nNORMAL,x\n";
-    assert!(import_csv(&f.store, no_study.as_bytes(), &f.folder, "dr-carol").is_err());
+    assert!(import_csv(&mut f.store, no_study.as_bytes(), &f.folder, "dr-carol").is_err());
     let good = "path,label\nimg0.jpeg,NORMAL\n";
     assert!(matches!(
-        import_csv(&f.store, good.as_bytes(), &f.folder, "  "),
+        import_csv(&mut f.store, good.as_bytes(), &f.folder, "  "),
         Err(AuditError::InvalidDecision(_))
     ));
     assert_eq!(f.store.event_count().unwrap(), 0);
@@ -165,11 +165,11 @@ fn a_file_without_the_needed_columns_records_nothing() {
 
 #[test]
 fn absolute_paths_and_a_spreadsheet_bom_are_accepted() {
-    let f = fixture();
+    let mut f = fixture();
     let abs = f.folder.join("img1.jpeg");
     let csv_text = format!("\u{feff}label,path\nNORMAL,{}\n", abs.display());
     let report = import_csv(
-        &f.store,
+        &mut f.store,
         csv_text.as_bytes(),
         Path::new("/nonexistent"),
         "dr-carol",
@@ -185,22 +185,22 @@ fn absolute_paths_and_a_spreadsheet_bom_are_accepted() {
 
 #[test]
 fn an_unclosed_quote_or_a_repeated_column_rejects_the_whole_file_with_its_line() {
-    let f = fixture();
+    let mut f = fixture();
     // The quote opened on line 2 would swallow line 3 into a reason ("recorded 1, rejected 0").
     let unclosed = "path,label,reason\nimg0.jpeg,NORMAL,\"typo\nimg1.jpeg,PNEUMONIA,fine\n";
-    let err = import_csv(&f.store, unclosed.as_bytes(), &f.folder, "dr-carol").unwrap_err();
+    let err = import_csv(&mut f.store, unclosed.as_bytes(), &f.folder, "dr-carol").unwrap_err();
     assert!(matches!(err, AuditError::Csv(_)), "{err}");
     assert!(err.to_string().contains("line 2"), "{err}");
     // A quote escaped RFC 4180's way, and a reason over two lines, are fine.
     let fine = "path,label,reason\nimg0.jpeg,NORMAL,\"said \"\"no\"\"\nthen yes\"\nimg1.jpeg,PNEUMONIA,ok\n";
-    let report = import_csv(&f.store, fine.as_bytes(), &f.folder, "dr-carol").unwrap();
+    let report = import_csv(&mut f.store, fine.as_bytes(), &f.folder, "dr-carol").unwrap();
     assert_eq!(report.rejected, []);
     assert_eq!(
         report.recorded.iter().map(|r| r.line).collect::<Vec<_>>(),
         [2, 4]
     );
     let twice = "path,label,Label\nimg0.jpeg,NORMAL,PNEUMONIA\n";
-    let err = import_csv(&f.store, twice.as_bytes(), &f.folder, "dr-carol").unwrap_err();
+    let err = import_csv(&mut f.store, twice.as_bytes(), &f.folder, "dr-carol").unwrap_err();
     assert!(err.to_string().contains("appears twice"), "{err}");
     assert_eq!(f.store.event_count().unwrap(), 2);
 }
@@ -208,7 +208,7 @@ fn an_unclosed_quote_or_a_repeated_column_rejects_the_whole_file_with_its_line()
 #[cfg(unix)]
 #[test]
 fn a_row_naming_a_device_or_a_named_pipe_is_rejected_without_reading_it() {
-    let f = fixture();
+    let mut f = fixture();
     let fifo = f.folder.join("pipe");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status();
     let mut csv_text = "path,label\n/dev/zero,NORMAL\n".to_owned();
@@ -218,7 +218,7 @@ fn a_row_naming_a_device_or_a_named_pipe_is_rejected_without_reading_it() {
         eprintln!("skipped the named pipe: mkfifo is not available");
     }
     csv_text.push_str("img0.jpeg,NORMAL\n");
-    let report = import_csv(&f.store, csv_text.as_bytes(), &f.folder, "dr-carol").unwrap();
+    let report = import_csv(&mut f.store, csv_text.as_bytes(), &f.folder, "dr-carol").unwrap();
     assert!(
         report
             .rejected
@@ -233,7 +233,7 @@ fn a_row_naming_a_device_or_a_named_pipe_is_rejected_without_reading_it() {
 
 #[test]
 fn line_numbers_stay_right_over_many_rows_and_blank_lines() {
-    let f = fixture();
+    let mut f = fixture();
     let mut csv_text = "sha256,label\n".to_owned();
     for i in 0..3000 {
         if i % 7 == 0 {
@@ -249,7 +249,7 @@ fn line_numbers_stay_right_over_many_rows_and_blank_lines() {
             if i % 4 == 0 { "NORMAL" } else { "PNEUMONIA" }
         ));
     }
-    let report = import_csv(&f.store, csv_text.as_bytes(), &f.folder, "dr-carol").unwrap();
+    let report = import_csv(&mut f.store, csv_text.as_bytes(), &f.folder, "dr-carol").unwrap();
     let lines: Vec<u64> = csv_text
         .lines()
         .enumerate()

@@ -338,7 +338,7 @@ fn adapt_refuses_with_too_few_labels_and_writes_nothing() {
 /// A store whose 40 fixture studies carry the shipped model's scores and a reader's label:
 /// 20 PNEUMONIA scored 0.05, 0.10, …, 1.00 and 20 NORMAL scored 0.025, 0.075, …, 0.975.
 fn scored_store(dir: &Path) -> (DecisionStore, String) {
-    let store = audit_common::store_with_studies(dir, 40);
+    let mut store = audit_common::store_with_studies(dir, 40);
     let card: AdaptedCard =
         serde_json::from_str(&std::fs::read_to_string(common::shipped_model()).unwrap()).unwrap();
     let weights = card.card.weights_sha256.clone();
@@ -360,7 +360,8 @@ fn scored_store(dir: &Path) -> (DecisionStore, String) {
             if n < 20 { "PNEUMONIA" } else { "NORMAL" }
         ));
     }
-    let report = cxr_triage::audit::import_csv(&store, csv.as_bytes(), dir, "dr-truth").unwrap();
+    let report =
+        cxr_triage::audit::import_csv(&mut store, csv.as_bytes(), dir, "dr-truth").unwrap();
     assert_eq!(report.recorded.len(), 40);
     (store, card.card.threshold.to_string())
 }

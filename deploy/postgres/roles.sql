@@ -5,6 +5,8 @@
 --   2. `cxr-triage store init --db postgres://cxr_triage_owner@HOST/cxr_triage` (creates the
 --      tables, triggers and functions, owned by cxr_triage_owner);
 --   3. the part after it, connected to the cxr_triage database (the readers' grants).
+-- After upgrading cxr-triage, the owner runs `store init` again (it brings the tables up to date)
+-- and then this file's grants again (they may name new tables).
 -- Then one login role per reader, in the readers' group (see the end). The decision log records
 -- each decision under the reader's database user (session_user): a reader cannot record as
 -- someone else, and no reader can change or delete an event (no UPDATE, DELETE or TRUNCATE is
@@ -24,6 +26,10 @@ GRANT SELECT, INSERT ON decisions TO cxr_triage_readers;
 -- The study index (a cache refreshed when a folder is opened) and claims (who has a study open).
 GRANT SELECT, INSERT, UPDATE ON studies TO cxr_triage_readers;
 GRANT SELECT, INSERT, UPDATE, DELETE ON claims TO cxr_triage_readers;
+-- The names windows give the decisions they send (a retried decision is recorded once), and the
+-- scores each model gave each study (a cache written by `score --db`).
+GRANT SELECT, INSERT ON decision_requests TO cxr_triage_readers;
+GRANT SELECT, INSERT, UPDATE ON scores TO cxr_triage_readers;
 -- Read-only: the schema version, and the highest event number ever appended (kept by a trigger).
 GRANT SELECT ON cxr_triage_meta, decisions_issued TO cxr_triage_readers;
 

@@ -77,6 +77,8 @@ pub enum Command {
     ShowAdapt,
     /// Give the film the whole viewer (hide the right pane), or show both panes again.
     ToggleSinglePane,
+    /// Open Quality > Reader agreement: the QA report of the decision store.
+    ShowQa,
 }
 
 /// Queues commands for the window from anywhere: the window's own drawing code, or another
@@ -226,6 +228,7 @@ impl App {
             Command::ShowLocalPerformance => self.open_local_performance(),
             Command::ShowAdapt => self.open_adapt(),
             Command::ToggleSinglePane => self.single_pane = !self.single_pane,
+            Command::ShowQa => self.open_qa(),
         }
     }
 
@@ -553,8 +556,12 @@ impl App {
         for msg in messages {
             match msg {
                 super::writer::WriterMsg::OpenFailed(e) => self.store_error = Some(e),
-                super::writer::WriterMsg::Opened { signed_in } => {
+                super::writer::WriterMsg::Opened {
+                    signed_in,
+                    encrypted,
+                } => {
                     self.store_error = None;
+                    self.store_encrypted = encrypted;
                     // On a PostgreSQL store the reader is the database user, whatever is typed.
                     if let Some(user) = signed_in {
                         self.reader.clone_from(&user);
@@ -562,9 +569,41 @@ impl App {
                         self.signed_in = Some(user);
                     }
                 }
-                super::writer::WriterMsg::Ack { seq, result } => self.on_ack(seq, result),
+                super::writer::WriterMsg::Retrying { seq, why } => {
+                    if self.pending.iter().any(|p| p.seq == seq) {
+                        self.retrying = Some(why);
+                    }
+                }
+                super::writer::WriterMsg::Ack { seq, result } => {
+                    self.retrying = None;
+                    self.on_ack(seq, result);
+                }
             }
         }
+    }
+
+    /// Keeps the window open, once, when the reader closes it while decisions are not saved
+    /// yet (being saved, or waiting for the server): closing would lose them. The status bar
+    /// says so; closing again closes.
+    pub(super) fn guard_close(&mut self, ctx: &egui::Context) {
+        if self.pending.is_empty() {
+            self.close_anyway = false;
+            return;
+        }
+        if !ctx.input(|i| i.viewport().close_requested()) || self.close_anyway {
+            return;
+        }
+        ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+        self.close_anyway = true;
+        let n = self.pending.len();
+        self.status = Some(format!(
+            "{n} decision{s} not saved yet: closing now would lose {them}. Wait until {they} \
+             {are} saved, or close again to close anyway.",
+            s = if n == 1 { " is" } else { "s are" },
+            them = if n == 1 { "it" } else { "them" },
+            they = if n == 1 { "it" } else { "they" },
+            are = if n == 1 { "is" } else { "are" },
+        ));
     }
 
     fn on_ack(&mut self, seq: u64, result: Result<Box<DecisionEvent>, String>) {

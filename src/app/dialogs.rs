@@ -102,6 +102,8 @@ pub(super) struct Dialogs {
     pub local: Option<super::local_ui::LocalView>,
     /// The Adapt to this site window.
     pub adapt: Option<super::adapt_ui::AdaptView>,
+    /// The Reader agreement window.
+    pub qa: Option<super::qa_ui::QaView>,
 }
 
 impl Dialogs {
@@ -284,6 +286,7 @@ impl App {
         }
         self.local_performance_ui(ctx);
         self.adapt_ui(ctx);
+        self.qa_ui(ctx);
         if self.dialogs.diagnostics {
             let mut open = true;
             egui::Window::new("Diagnostics")

@@ -24,6 +24,7 @@ mod frame_stats;
 mod local_ui;
 mod notifications;
 mod prefs;
+mod qa_ui;
 mod scorer;
 mod scoring;
 mod screenshot;
@@ -174,7 +175,15 @@ pub struct App {
     /// The database user signed in to a PostgreSQL store: the reader of every decision, not
     /// editable (`None` on SQLite).
     signed_in: Option<String>,
+    /// Whether the connection to a PostgreSQL store is encrypted (TLS); `None` on SQLite.
+    store_encrypted: Option<bool>,
     store_error: Option<String>,
+    /// Why the decisions waiting to be saved are being sent again (the server cannot be
+    /// reached), until the writer acknowledges the one it was trying.
+    retrying: Option<String>,
+    /// The reader asked to close the window while decisions were not saved yet, was told so,
+    /// and may now close it.
+    close_anyway: bool,
     /// Decisions sent to the writer and not acknowledged yet, oldest first.
     pending: Vec<PendingWrite>,
     next_seq: u64,
@@ -294,7 +303,10 @@ impl App {
             sync,
             newest_event: sync::NewestEvents::default(),
             signed_in: None,
+            store_encrypted: None,
             store_error,
+            retrying: None,
+            close_anyway: false,
             pending: Vec::new(),
             next_seq: 1,
             saved_note: None,
@@ -337,6 +349,12 @@ impl App {
     /// Whether decisions sent to the decision store are waiting for its acknowledgement.
     pub fn is_saving(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Why the decisions waiting to be saved are being sent again, while the store's server
+    /// cannot be reached (the window says "Not saved, retrying").
+    pub fn save_retrying(&self) -> Option<&str> {
+        self.retrying.as_deref()
     }
 
     /// The open folder's worklist, once listed.
@@ -503,6 +521,7 @@ impl eframe::App for App {
         self.drain_sync();
         self.poll_dialogs();
         self.dropped_files(ctx);
+        self.guard_close(ctx);
         self.shortcuts(ctx);
         self.apply_commands();
         self.check_waiting_cap();

@@ -177,6 +177,18 @@ impl App {
                     self.dialogs.model_info = true;
                 }
             });
+            ui.menu_button("Quality", |ui| {
+                if ui
+                    .button("Reader agreement…")
+                    .on_hover_text(
+                        "How readers agree with the AI and with each other (Cohen's kappa), and \
+                         the studies two readers called differently",
+                    )
+                    .clicked()
+                {
+                    self.commands.send(Command::ShowQa);
+                }
+            });
             ui.menu_button("Help", |ui| {
                 if ui
                     .add(egui::Button::new("Keyboard shortcuts").shortcut_text("F1"))
@@ -190,6 +202,23 @@ impl App {
             });
             ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
                 if let Some(user) = &self.signed_in {
+                    match self.store_encrypted {
+                        Some(true) => {
+                            ui.label(RichText::new("TLS").color(theme::TEXT_DIM))
+                                .on_hover_text(
+                                    "The connection to the department's store is encrypted",
+                                );
+                        }
+                        Some(false) => {
+                            ui.label(RichText::new("not encrypted").color(theme::WARNING))
+                                .on_hover_text(
+                                    "The connection to the department's store is not encrypted: \
+                                     ask IT to turn on TLS on the server (ssl = on), or use \
+                                     sslmode=verify-full in the store's address",
+                                );
+                        }
+                        None => {}
+                    }
                     // The department's store records the database user: nothing to type.
                     ui.label(RichText::new(user).strong()).on_hover_text(
                         "Decisions are recorded under your database user on the department's store",
@@ -216,13 +245,21 @@ impl App {
         }
         // A decision is "saved" only once the store has acknowledged it.
         if !self.pending.is_empty() {
+            let n = self.pending.len();
+            let s = if n == 1 { "" } else { "s" };
             ui.horizontal(|ui| {
                 ui.spinner();
-                ui.label(format!(
-                    "Saving {} decision{}…",
-                    self.pending.len(),
-                    if self.pending.len() == 1 { "" } else { "s" }
-                ));
+                if self.retrying.is_some() {
+                    ui.label(
+                        RichText::new(format!(
+                            "Not saved, retrying: {n} decision{s} waiting for the decision store"
+                        ))
+                        .color(theme::WARNING)
+                        .strong(),
+                    );
+                } else {
+                    ui.label(format!("Saving {n} decision{s}…"));
+                }
             });
         } else if let Some(note) = &self.saved_note {
             ui.label(RichText::new(note).color(theme::TEXT_DIM));
@@ -303,6 +340,18 @@ impl App {
         }
         if let Some(e) = &self.store_error {
             banner(ui, theme::ERROR, &format!("Decisions cannot be saved: {e}"));
+        }
+        if let Some(why) = &self.retrying {
+            let n = self.pending.len();
+            banner(
+                ui,
+                theme::WARNING,
+                &format!(
+                    "Not saved, retrying: {n} decision{s} will be saved as soon as the decision \
+                     store answers ({why}). Keep the window open.",
+                    s = if n == 1 { "" } else { "s" }
+                ),
+            );
         }
         if let Some(w) = self
             .session

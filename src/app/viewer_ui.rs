@@ -56,6 +56,7 @@ impl App {
     pub(super) fn viewer_ui(&mut self, ui: &mut egui::Ui) {
         let has_banner = matches!(self.model, super::ModelState::Failed(_))
             || self.store_error.is_some()
+            || self.retrying.is_some()
             || self
                 .session
                 .as_ref()

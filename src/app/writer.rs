@@ -3,7 +3,9 @@
 //! The window sends each decision over a bounded channel and goes on drawing; the thread opens the
 //! store (and reopens it after a failure), records the decision (registering the study first if
 //! the scorer could not), and acknowledges it with the recorded event or the reason it was not
-//! recorded. The window shows a decision as saved only once it is acknowledged. A slow or locked
+//! recorded. While a PostgreSQL server cannot be reached, it keeps the decision, says so
+//! ([`WriterMsg::Retrying`]) and sends it again, named so that the server records it once.
+//! The window shows a decision as saved only once it is acknowledged. A slow or locked
 //! store (SQLite waits up to 10 seconds for another writer) therefore delays the acknowledgement,
 //! never a frame.
 
@@ -37,6 +39,16 @@ pub(crate) enum WriterMsg {
         /// The authenticated database user on a PostgreSQL store, recorded as the reader of
         /// every decision (`None` on SQLite, where the reader's typed name is recorded).
         signed_in: Option<String>,
+        /// Whether the connection to a PostgreSQL store is encrypted (TLS); `None` on SQLite.
+        encrypted: Option<bool>,
+    },
+    /// A request could not be recorded because the server cannot be reached: it is kept and
+    /// sent again (an acknowledgement follows once it is recorded or refused).
+    Retrying {
+        /// The request's number.
+        seq: u64,
+        /// Why the server cannot be reached, in words.
+        why: String,
     },
     /// A request was recorded (the event, as stored) or not (why, in words for the reader).
     Ack {
@@ -85,6 +97,12 @@ impl WriterHandle {
     }
 }
 
+/// The first wait before a decision is sent again after the server could not be reached; each
+/// further try waits twice as long, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between two tries of a decision.
+const RETRY_MAX: Duration = Duration::from_secs(4);
+
 fn run(
     ctx: &egui::Context,
     db_path: &Result<PathBuf, String>,
@@ -92,67 +110,81 @@ fn run(
     requests: &Receiver<WriteRequest>,
     tx: &SyncSender<WriterMsg>,
 ) {
-    let open = || -> Result<Box<dyn DecisionLog>, String> {
-        let path = db_path.as_ref().map_err(Clone::clone)?;
-        StoreAddress::from_path(path)
-            .open()
-            .map_err(|e| e.to_string())
+    let open = || -> Result<Box<dyn DecisionLog>, AuditError> {
+        let path = db_path
+            .as_ref()
+            .map_err(|e| AuditError::InvalidDecision(e.clone()))?;
+        StoreAddress::from_path(path).open()
     };
-    let opened = |s: &dyn DecisionLog| WriterMsg::Opened {
+    let opened = |s: &mut dyn DecisionLog| WriterMsg::Opened {
         signed_in: s.authenticated_reader().map(str::to_owned),
+        encrypted: s.encrypted().ok().flatten(),
     };
     let mut store = match open() {
-        Ok(s) => {
-            let _ = tx.send(opened(s.as_ref()));
+        Ok(mut s) => {
+            let _ = tx.send(opened(s.as_mut()));
             Some(s)
         }
         Err(e) => {
-            let _ = tx.send(WriterMsg::OpenFailed(e));
+            let _ = tx.send(WriterMsg::OpenFailed(e.to_string()));
             None
         }
     };
     ctx.request_repaint();
+    // Each decision this window sends is named by this run and its number, so that one sent
+    // again after a broken connection is recorded once (see `DecisionLog::record_once`).
+    let run_id = format!("{:032x}", rand::random::<u128>());
     for request in requests {
         if let Some(d) = delay {
             std::thread::sleep(d);
         }
-        if store.is_none() {
-            match open() {
-                Ok(s) => {
-                    let msg = opened(s.as_ref());
-                    store = Some(s);
+        let request_id = format!("{run_id}-{}", request.seq);
+        let mut wait = RETRY_FIRST;
+        // Tries until the decision is recorded or refused. While the server cannot be reached
+        // (stopped, restarting, the network down), the decision is kept and sent again, under
+        // its name: it may have been committed just before the connection broke.
+        let result = loop {
+            let attempt = match store.as_deref_mut() {
+                Some(s) => record(s, &request_id, &request.decision),
+                None => match open() {
+                    Ok(mut s) => {
+                        let result = record(s.as_mut(), &request_id, &request.decision);
+                        let msg = opened(s.as_mut());
+                        store = Some(s);
+                        if tx.send(msg).is_err() {
+                            return;
+                        }
+                        result
+                    }
+                    Err(e) => {
+                        let words = format!("The decision was not saved: {e}");
+                        Err((e, words))
+                    }
+                },
+            };
+            match attempt {
+                Ok(event) => break Ok(Box::new(event)),
+                Err((AuditError::ServerUnavailable(why), _)) => {
+                    store = None;
+                    let msg = WriterMsg::Retrying {
+                        seq: request.seq,
+                        why,
+                    };
                     if tx.send(msg).is_err() {
                         return;
                     }
-                }
-                Err(e) => {
-                    let ack = WriterMsg::Ack {
-                        seq: request.seq,
-                        result: Err(format!("The decision was not saved: {e}")),
-                    };
-                    if tx.send(ack).is_err() {
-                        return;
-                    }
                     ctx.request_repaint();
-                    continue;
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(RETRY_MAX);
                 }
-            }
-        }
-        let result = match store.as_deref_mut() {
-            Some(s) => match record(s, &request.decision) {
-                Ok(event) => Ok(Box::new(event)),
                 Err((e, words)) => {
-                    // A server that went away (restarted, network): reconnect for the next
-                    // decision. The one that failed is reported, not retried: it may have been
-                    // committed just before the connection broke, and recording it twice
-                    // would be worse.
+                    // Any other server failure: connect again for the next decision.
                     if matches!(e, AuditError::Server(_)) {
                         store = None;
                     }
-                    Err(words)
+                    break Err(words);
                 }
-            },
-            None => Err("The decision was not saved: no decision store".to_owned()),
+            }
         };
         if tx
             .send(WriterMsg::Ack {
@@ -171,9 +203,10 @@ fn run(
 /// scorer registers studies as it reads them; if its store failed, this one does).
 fn record(
     store: &mut dyn DecisionLog,
+    request_id: &str,
     decision: &NewDecision,
 ) -> Result<DecisionEvent, (AuditError, String)> {
-    let result = match store.record(decision) {
+    let result = match store.record_once(request_id, decision) {
         Err(AuditError::UnknownStudy) => store
             .upsert_studies(&[StudyRecord {
                 sha256: decision.study_sha256.clone(),
@@ -182,7 +215,7 @@ fn record(
                 study_uid: None,
                 metadata_json: "{}".to_owned(),
             }])
-            .and_then(|()| store.record(decision)),
+            .and_then(|()| store.record_once(request_id, decision)),
         other => other,
     };
     result.map_err(|e| {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::pg::{PgStore, is_postgres_address};
 use super::{
     AuditError, BlindFirstSummary, Claim, CurrentState, DecisionEvent, DecisionStore, NewDecision,
-    QaReport, StudyRecord, VerifyReport,
+    QaReport, ScoreRecord, StudyRecord, VerifyReport,
 };
 
 /// What both backends of the decision store do, with the same semantics: the same rules for a
@@ -22,6 +22,21 @@ pub trait DecisionLog: Send {
     fn authenticated_reader(&self) -> Option<&str>;
     /// Appends a decision (see [`DecisionStore::record`]).
     fn record(&mut self, d: &NewDecision) -> Result<DecisionEvent, AuditError>;
+    /// Appends a decision that the caller names `request_id` (unique to it and the decision),
+    /// once: sent again after a broken connection, it returns the event recorded the first time
+    /// (see [`PgStore::record_once`]). On SQLite, where a failed commit leaves nothing behind,
+    /// this is [`record`](Self::record).
+    fn record_once(
+        &mut self,
+        request_id: &str,
+        d: &NewDecision,
+    ) -> Result<DecisionEvent, AuditError>;
+    /// Appends several decisions in one transaction: all of them, or none.
+    fn record_all(&mut self, ds: &[NewDecision]) -> Result<Vec<DecisionEvent>, AuditError>;
+    /// What the store knows of one study, if anything.
+    fn study(&mut self, sha256: &str) -> Result<Option<StudyRecord>, AuditError>;
+    /// Records (or replaces) the scores models gave studies (a cache, not audited).
+    fn record_scores(&mut self, scores: &[ScoreRecord]) -> Result<(), AuditError>;
     /// Writes or refreshes what the store knows of each study.
     fn upsert_studies(&mut self, studies: &[StudyRecord]) -> Result<(), AuditError>;
     /// Every study the store knows of.
@@ -61,6 +76,10 @@ pub trait DecisionLog: Send {
     /// After [`listen`](Self::listen) returned `true`: waits up to `timeout` for an append and
     /// returns its id (`None`: none in time). Where the store cannot notify, sleeps `timeout`.
     fn wait_for_decision(&mut self, timeout: Duration) -> Result<Option<i64>, AuditError>;
+    /// Whether the connection to the store is encrypted: `Some` on a server, `None` for a file.
+    fn encrypted(&mut self) -> Result<Option<bool>, AuditError> {
+        Ok(None)
+    }
     /// The SQLite store, for what only it keeps (the threshold log, the model in force).
     fn as_sqlite(&self) -> Option<&DecisionStore>;
 
@@ -83,6 +102,22 @@ impl DecisionLog for DecisionStore {
     }
     fn record(&mut self, d: &NewDecision) -> Result<DecisionEvent, AuditError> {
         DecisionStore::record(self, d)
+    }
+    fn record_once(
+        &mut self,
+        _request_id: &str,
+        d: &NewDecision,
+    ) -> Result<DecisionEvent, AuditError> {
+        DecisionStore::record(self, d)
+    }
+    fn record_all(&mut self, ds: &[NewDecision]) -> Result<Vec<DecisionEvent>, AuditError> {
+        DecisionStore::record_all(self, ds)
+    }
+    fn study(&mut self, sha256: &str) -> Result<Option<StudyRecord>, AuditError> {
+        DecisionStore::study(self, sha256)
+    }
+    fn record_scores(&mut self, scores: &[ScoreRecord]) -> Result<(), AuditError> {
+        DecisionStore::record_scores(self, scores)
     }
     fn upsert_studies(&mut self, studies: &[StudyRecord]) -> Result<(), AuditError> {
         DecisionStore::upsert_studies(self, studies)
@@ -157,6 +192,22 @@ impl DecisionLog for PgStore {
     fn record(&mut self, d: &NewDecision) -> Result<DecisionEvent, AuditError> {
         PgStore::record(self, d)
     }
+    fn record_once(
+        &mut self,
+        request_id: &str,
+        d: &NewDecision,
+    ) -> Result<DecisionEvent, AuditError> {
+        PgStore::record_once(self, request_id, d)
+    }
+    fn record_all(&mut self, ds: &[NewDecision]) -> Result<Vec<DecisionEvent>, AuditError> {
+        PgStore::record_all(self, ds)
+    }
+    fn study(&mut self, sha256: &str) -> Result<Option<StudyRecord>, AuditError> {
+        PgStore::study(self, sha256)
+    }
+    fn record_scores(&mut self, scores: &[ScoreRecord]) -> Result<(), AuditError> {
+        PgStore::record_scores(self, scores)
+    }
     fn upsert_studies(&mut self, studies: &[StudyRecord]) -> Result<(), AuditError> {
         PgStore::upsert_studies(self, studies)
     }
@@ -209,6 +260,9 @@ impl DecisionLog for PgStore {
     fn as_sqlite(&self) -> Option<&DecisionStore> {
         None
     }
+    fn encrypted(&mut self) -> Result<Option<bool>, AuditError> {
+        PgStore::encrypted(self).map(Some)
+    }
 }
 
 /// Opens the store at `address`: a PostgreSQL server for `postgres://…` or `postgresql://…`,
@@ -254,7 +308,7 @@ impl StoreAddress {
     pub fn describe(&self) -> String {
         match self {
             Self::File(p) => p.display().to_string(),
-            Self::Server(url) => match url.parse::<postgres::Config>() {
+            Self::Server(url) => match super::ServerAddress::parse(url).and_then(|a| a.config()) {
                 Ok(c) => {
                     let host = c
                         .get_hosts()

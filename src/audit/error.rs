@@ -143,13 +143,19 @@ pub enum AuditError {
     #[error("the decision store reported an error: {0}")]
     Database(#[source] rusqlite::Error),
 
-    /// The PostgreSQL server could not be reached, or refused or failed a request.
+    /// The PostgreSQL server refused or failed a request.
     #[error("the decision store's server: {0}")]
     Server(String),
 
+    /// The PostgreSQL server cannot be reached, or the connection to it broke (it restarted or
+    /// shut down, the network dropped, an administrator ended the session): trying again later
+    /// may work.
+    #[error("the decision store's server cannot be reached: {0}")]
+    ServerUnavailable(String),
+
     /// The command works on a SQLite store only (so far).
     #[error(
-        "this works on a SQLite decision store only in this version; on a PostgreSQL store, the window, `store copy`, `audit verify`, `export` and `qa` work (copy the log to a SQLite file with `store copy` for the rest)"
+        "this works on a SQLite decision store only in this version; on a PostgreSQL store, the window, `store copy`, `audit verify`, `export`, `qa`, `import` and `score --db` work (copy the log to a SQLite file with `store copy` for the rest)"
     )]
     NotOnServer,
 
@@ -163,15 +169,26 @@ pub enum AuditError {
 impl From<postgres::Error> for AuditError {
     fn from(err: postgres::Error) -> Self {
         // The message says what the server said (never the address, which may hold a password).
-        let text = match err.as_db_error() {
-            Some(db) => match db.detail() {
-                Some(detail) => format!("{}: {detail}", db.message()),
-                None => db.message().to_owned(),
-            },
-            None if err.is_closed() => "the connection to the server was lost".to_owned(),
-            None => err.to_string(),
+        let Some(db) = err.as_db_error() else {
+            // No answer from the server: it could not be reached, or the connection broke.
+            return Self::ServerUnavailable(if err.is_closed() {
+                "the connection to the server was lost".to_owned()
+            } else {
+                err.to_string()
+            });
         };
-        Self::Server(text)
+        let text = match db.detail() {
+            Some(detail) => format!("{}: {detail}", db.message()),
+            None => db.message().to_owned(),
+        };
+        // Class 08 (connection exception) and 57P01-57P03 (the server shutting down, or not
+        // accepting connections yet) say the server is not there for now.
+        let code = db.code().code();
+        if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") {
+            Self::ServerUnavailable(text)
+        } else {
+            Self::Server(text)
+        }
     }
 }
 

@@ -291,8 +291,8 @@ fn write_export(
 
 impl PgStore {
     /// The export of a store on a PostgreSQL server, as [`DecisionStore::export_csv`] writes
-    /// it. The AI call shown per study is the one its decision events carry (the scores and
-    /// the threshold log are kept in SQLite stores only); refuses a store whose decision log
+    /// it. The AI call shown per study is the one its decision events carry, else its latest
+    /// score (the threshold log is kept in SQLite stores only); refuses a store whose decision log
     /// fails its check unless `opts.force`.
     pub fn export_csv(&mut self, w: impl Write, opts: &ExportOptions) -> Result<usize, AuditError> {
         let report = self.verify()?;
@@ -339,7 +339,7 @@ impl PgStore {
                 states,
                 site: SiteFigures {
                     thresholds: HashMap::new(),
-                    scores: HashMap::new(),
+                    scores: self.latest_scores()?,
                 },
             }
         };

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::event::{Action, NewDecision};
-use super::{AuditError, DecisionStore};
+use super::{AuditError, DecisionLog};
 use crate::worklist::Label;
 
 /// A row that was recorded.
@@ -123,13 +123,14 @@ pub const DEFAULT_IMPORT_REASON: &str = "imported from CSV without a reason";
 /// A relative `path` is taken relative to `base_dir` (the CSV file's folder). Files are only
 /// read, to hash them. Each bad row (unknown study, invalid label, unreadable file) is reported
 /// with its line number and not recorded. Once every row is checked, the good rows are recorded
-/// together in one transaction ([`DecisionStore::record_all`]): all of them, or none if the
-/// store fails.
+/// together in one transaction ([`DecisionLog::record_all`]): all of them, or none if the
+/// store fails. On a PostgreSQL store the events are recorded as the authenticated database
+/// user, whatever `reader` says.
 ///
 /// Fails before recording anything when the reader name is empty or the header lacks the needed
 /// columns.
 pub fn import_csv(
-    store: &DecisionStore,
+    store: &mut dyn DecisionLog,
     csv_data: impl Read,
     base_dir: &Path,
     reader: &str,
@@ -295,7 +296,7 @@ struct Row<'a> {
 
 /// Resolves a row to a known study's hash, its path and the label, or says what is wrong.
 fn check_row(
-    store: &DecisionStore,
+    store: &mut dyn DecisionLog,
     row: &Row<'_>,
     base_dir: &Path,
 ) -> Result<(String, PathBuf, Label), RowProblem> {

@@ -143,7 +143,9 @@ mod event;
 mod export;
 mod import;
 mod pg;
+mod pg_tls;
 mod qa;
+mod qa_plots;
 mod schema;
 mod site;
 mod store;
@@ -164,10 +166,12 @@ pub use import::{
     DEFAULT_IMPORT_REASON, ImportReport, ImportedRow, RejectedRow, RowProblem, import_csv,
 };
 pub use pg::{NOTIFY_CHANNEL, PG_SCHEMA_VERSION, PgStore, is_postgres_address};
+pub use pg_tls::{ServerAddress, TlsMode};
 pub use qa::{
     Agreement, DEFAULT_SECOND_READ_SHARE, Disagreement, QaReport, ReaderQa,
     sampled_for_second_read, second_reads_due,
 };
+pub use qa_plots::write_qa_plots;
 pub use site::{
     LabelledStudy, ModelInForce, ModelSwitch, ScoreRecord, ThresholdChange, ThresholdEvent,
     ThresholdLogReport,

@@ -27,6 +27,14 @@
 //! by the store's owner; a reader's role cannot create tables, and opening a store that is not
 //! set up then says so ([`AuditError::ServerNotSetUp`]).
 //!
+//! - **A decision retried after a broken connection is recorded once.** A window names each
+//!   decision it sends (`decision_requests`, written in the append's transaction); when the
+//!   connection breaks around a commit, the window cannot know whether the decision was
+//!   recorded, so it sends it again under the same name ([`PgStore::record_once`]) and gets the
+//!   event recorded the first time, if there was one.
+//! - The scores each model gave each study (`scores`: a cache, as in SQLite, not part of the
+//!   audit trail), written by `score --db` and read by `export`.
+//!
 //! Not kept on the server in this version: the study log (the `studies` table is the index
 //! only), the threshold log and model switches, and the anchor file; `store copy` says what it
 //! leaves behind.
@@ -37,11 +45,13 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postgres::error::SqlState;
-use postgres::{Client, GenericClient, NoTls, Row};
+use postgres::{Client, GenericClient, Row};
 
 use super::AuditError;
 use super::claims::Claim;
 use super::event::{Action, CurrentState, DecisionEvent, NewDecision, StudyRecord};
+use super::pg_tls::ServerAddress;
+use super::site::ScoreRecord;
 use super::store::{
     Step, check_copied, next_event, now_rfc3339, validate_decision, validate_study,
 };
@@ -52,7 +62,7 @@ use crate::worklist::Label;
 pub const NOTIFY_CHANNEL: &str = "cxr_triage_decisions";
 
 /// The newest schema version this build knows.
-pub const PG_SCHEMA_VERSION: i64 = 1;
+pub const PG_SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key that serialises appends ("CXRT").
 const APPEND_LOCK: i64 = 0x4358_5254;
@@ -156,8 +166,27 @@ CREATE TABLE claims (
 );
 ";
 
+/// Version 2: the names windows give the decisions they send (so that a retried decision is
+/// recorded once), and the scores each model gave each study.
+const V2: &str = "
+CREATE TABLE decision_requests (
+    request_id TEXT PRIMARY KEY CHECK (length(request_id) BETWEEN 16 AND 200),
+    reader     TEXT NOT NULL DEFAULT session_user,
+    event_id   BIGINT NOT NULL UNIQUE REFERENCES decisions (id)
+);
+CREATE TABLE scores (
+    study_sha256   TEXT NOT NULL REFERENCES studies (sha256),
+    weights_sha256 TEXT NOT NULL CHECK (weights_sha256 ~ '^[0-9a-f]{64}$'),
+    model_id       TEXT NOT NULL,
+    score          DOUBLE PRECISION NOT NULL CHECK (score >= 0 AND score <= 1),
+    threshold      DOUBLE PRECISION NOT NULL CHECK (threshold >= 0 AND threshold <= 1),
+    scored_at      TEXT NOT NULL,
+    PRIMARY KEY (study_sha256, weights_sha256)
+);
+";
+
 /// The migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [V1];
+const MIGRATIONS: [&str; 2] = [V1, V2];
 
 /// The columns of an event, in the order [`raw_event`] and [`event_from_pg`] read them.
 const EVENT_COLUMNS: &str = super::store::EVENT_COLUMNS_SQL;
@@ -189,10 +218,11 @@ impl PgStore {
     /// Connects to the server at `address` (a libpq-style URL or key=value string) and brings
     /// the store's schema up to date (the owner's first connection creates it).
     ///
-    /// The connection is not encrypted in this version: use a Unix socket or a loopback or
-    /// otherwise protected network to the server.
+    /// The connection is encrypted as the address's `sslmode` says (TLS when the server offers
+    /// it by default; `verify-full` with `sslrootcert` checks the server's certificate: see
+    /// [`ServerAddress`](super::ServerAddress)).
     pub fn open(address: &str) -> Result<Self, AuditError> {
-        let mut client = Client::connect(address, NoTls)?;
+        let mut client = ServerAddress::parse(address)?.connect()?;
         let user: String = client.query_one("SELECT session_user::text", &[])?.get(0);
         migrate(&mut client)?;
         Ok(Self {
@@ -210,7 +240,7 @@ impl PgStore {
             return Ok(());
         }
         tracing::info!(target: "cxr_triage::audit", "connecting to the decision store's server again");
-        let mut client = Client::connect(&self.address, NoTls)?;
+        let mut client = ServerAddress::parse(&self.address)?.connect()?;
         let user: String = client.query_one("SELECT session_user::text", &[])?.get(0);
         if user != self.user {
             return Err(AuditError::Server(format!(
@@ -220,6 +250,17 @@ impl PgStore {
         }
         self.client = client;
         Ok(())
+    }
+
+    /// Whether the connection to the server is encrypted (TLS).
+    pub fn encrypted(&mut self) -> Result<bool, AuditError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )?
+            .is_some_and(|r| r.get::<_, bool>(0)))
     }
 
     /// The authenticated database user, who is recorded as the reader of every decision.
@@ -239,6 +280,31 @@ impl PgStore {
         &mut self,
         decisions: &[NewDecision],
     ) -> Result<Vec<DecisionEvent>, AuditError> {
+        self.append_all(decisions, None)
+    }
+
+    /// Records a decision that a window names `request_id` (unique to the window and the
+    /// decision: at least 16 characters), once: when a decision of that name by this user is
+    /// already in the log, returns its event and records nothing. A window that lost its
+    /// connection while recording, and so cannot tell whether the server committed, sends the
+    /// decision again under the same name.
+    pub fn record_once(
+        &mut self,
+        request_id: &str,
+        d: &NewDecision,
+    ) -> Result<DecisionEvent, AuditError> {
+        Ok(self
+            .append_all(std::slice::from_ref(d), Some(request_id))?
+            .remove(0))
+    }
+
+    /// Appends `decisions` under the append lock, in one transaction; with `request_id` (one
+    /// decision), returns the event already recorded under that name instead, if any.
+    fn append_all(
+        &mut self,
+        decisions: &[NewDecision],
+        request_id: Option<&str>,
+    ) -> Result<Vec<DecisionEvent>, AuditError> {
         let decisions: Vec<NewDecision> = decisions
             .iter()
             .map(|d| NewDecision {
@@ -249,15 +315,109 @@ impl PgStore {
         for d in &decisions {
             validate_decision(d)?;
         }
+        if decisions.is_empty() {
+            return Ok(Vec::new());
+        }
         self.ensure_connected()?;
         let mut tx = self.client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])?;
+        if let Some(request_id) = request_id {
+            let earlier = tx.query_opt(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM decisions WHERE id =
+                         (SELECT event_id FROM decision_requests
+                          WHERE request_id = $1 AND reader = session_user)"
+                ),
+                &[&request_id],
+            )?;
+            if let Some(row) = earlier {
+                let event = event_from_pg(&row)?;
+                tx.commit()?;
+                return Ok(vec![event]);
+            }
+        }
         let mut events = Vec::with_capacity(decisions.len());
         for d in &decisions {
             events.push(append(&mut tx, d)?);
         }
+        if let (Some(request_id), Some(event)) = (request_id, events.first()) {
+            tx.execute(
+                "INSERT INTO decision_requests (request_id, event_id) VALUES ($1, $2)",
+                &[&request_id, &event.id],
+            )?;
+        }
         tx.commit()?;
         Ok(events)
+    }
+
+    /// What the store knows of one study, if anything.
+    pub fn study(&mut self, sha256: &str) -> Result<Option<StudyRecord>, AuditError> {
+        self.client
+            .query_opt(
+                "SELECT sha256, last_path, patient_id, study_uid, metadata_json FROM studies \
+                 WHERE sha256 = $1",
+                &[&sha256],
+            )?
+            .map(|r| study_from_pg(&r))
+            .transpose()
+    }
+
+    /// Records (or replaces) the score each study got from a model, in one transaction, as
+    /// [`DecisionStore::record_scores`](super::DecisionStore::record_scores) does: a cache, not
+    /// part of the audit trail; the studies must be known ([`AuditError::UnknownStudy`]).
+    pub fn record_scores(&mut self, scores: &[ScoreRecord]) -> Result<(), AuditError> {
+        for s in scores {
+            s.validate()?;
+        }
+        let now = now_rfc3339();
+        let mut tx = self.client.transaction()?;
+        let known = tx.prepare("SELECT EXISTS (SELECT 1 FROM studies WHERE sha256 = $1)")?;
+        let stmt = tx.prepare(
+            "INSERT INTO scores (study_sha256, weights_sha256, model_id, score, threshold, scored_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (study_sha256, weights_sha256) DO UPDATE SET
+                 model_id = excluded.model_id, score = excluded.score,
+                 threshold = excluded.threshold, scored_at = excluded.scored_at",
+        )?;
+        for s in scores {
+            if !tx.query_one(&known, &[&s.study_sha256])?.get::<_, bool>(0) {
+                return Err(AuditError::UnknownStudy);
+            }
+            tx.execute(
+                &stmt,
+                &[
+                    &s.study_sha256,
+                    &s.weights_sha256,
+                    &s.model_id,
+                    &f64::from(s.score),
+                    &f64::from(s.threshold),
+                    &now,
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Each study's most recent score (any model), by hash.
+    pub fn latest_scores(&mut self) -> Result<HashMap<String, ScoreRecord>, AuditError> {
+        let rows = self.client.query(
+            "SELECT study_sha256, model_id, weights_sha256, score, threshold FROM scores
+             ORDER BY scored_at, study_sha256, weights_sha256",
+            &[],
+        )?;
+        let mut map = HashMap::new();
+        for r in &rows {
+            let score = ScoreRecord {
+                study_sha256: r.try_get(0)?,
+                model_id: r.try_get(1)?,
+                weights_sha256: r.try_get(2)?,
+                score: r.try_get::<_, f64>(3)? as f32,
+                threshold: r.try_get::<_, f64>(4)? as f32,
+            };
+            map.insert(score.study_sha256.clone(), score);
+        }
+        Ok(map)
     }
 
     /// Writes (or refreshes) what the store knows of each study, in one transaction.
@@ -303,17 +463,7 @@ impl PgStore {
              ORDER BY sha256",
             &[],
         )?;
-        rows.iter()
-            .map(|r| {
-                Ok(StudyRecord {
-                    sha256: r.try_get(0)?,
-                    path: PathBuf::from(r.try_get::<_, String>(1)?),
-                    patient_id: r.try_get(2)?,
-                    study_uid: r.try_get(3)?,
-                    metadata_json: r.try_get(4)?,
-                })
-            })
-            .collect()
+        rows.iter().map(study_from_pg).collect()
     }
 
     /// The study's current state, or `None` if no decision was ever recorded for it.
@@ -716,6 +866,17 @@ fn parse_opt<T: FromStr>(r: &Row, i: usize) -> Result<Option<T>, AuditError> {
             .map_err(|_| AuditError::UnreadableValue(format!("{t:?} in column {i}")))
     })
     .transpose()
+}
+
+/// Reads a study from `sha256, last_path, patient_id, study_uid, metadata_json`.
+fn study_from_pg(r: &Row) -> Result<StudyRecord, AuditError> {
+    Ok(StudyRecord {
+        sha256: r.try_get(0)?,
+        path: PathBuf::from(r.try_get::<_, String>(1)?),
+        patient_id: r.try_get(2)?,
+        study_uid: r.try_get(3)?,
+        metadata_json: r.try_get(4)?,
+    })
 }
 
 /// Reads an event from the columns of [`EVENT_COLUMNS`].

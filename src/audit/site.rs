@@ -37,6 +37,25 @@ pub struct ScoreRecord {
     pub threshold: f32,
 }
 
+impl ScoreRecord {
+    /// Checks what both stores require of a score: SHA-256 values as 64 lower-case hexadecimal
+    /// digits, score and threshold between 0 and 1.
+    pub(crate) fn validate(&self) -> Result<(), AuditError> {
+        if !chain::is_sha256_hex(&self.study_sha256) || !chain::is_sha256_hex(&self.weights_sha256)
+        {
+            return Err(AuditError::InvalidDecision(
+                "a score's SHA-256 is not 64 lower-case hexadecimal digits".to_owned(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.score) || !(0.0..=1.0).contains(&self.threshold) {
+            return Err(AuditError::InvalidDecision(
+                "a score or threshold is not between 0 and 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A study whose label a reader set (the label in force), with what the store knows of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LabelledStudy {
@@ -389,16 +408,7 @@ impl DecisionStore {
     /// known ([`AuditError::UnknownStudy`]).
     pub fn record_scores(&self, scores: &[ScoreRecord]) -> Result<(), AuditError> {
         for s in scores {
-            if !chain::is_sha256_hex(&s.study_sha256) || !chain::is_sha256_hex(&s.weights_sha256) {
-                return Err(AuditError::InvalidDecision(
-                    "a score's SHA-256 is not 64 lower-case hexadecimal digits".to_owned(),
-                ));
-            }
-            if !(0.0..=1.0).contains(&s.score) || !(0.0..=1.0).contains(&s.threshold) {
-                return Err(AuditError::InvalidDecision(
-                    "a score or threshold is not between 0 and 1".to_owned(),
-                ));
-            }
+            s.validate()?;
         }
         let now = super::store::now_rfc3339();
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;

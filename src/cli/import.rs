@@ -1,4 +1,4 @@
-//! `cxr-triage import --csv FILE --reader NAME [--db PATH]`.
+//! `cxr-triage import --csv FILE --reader NAME [--db STORE]`.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::audit::{EXIT_FINDINGS, open_existing_store};
-use crate::audit::import_csv;
+use super::audit::EXIT_FINDINGS;
+use crate::audit::{DecisionStore, StoreAddress, import_csv};
 
 /// Arguments of `import`.
 #[derive(Debug, clap::Args)]
@@ -15,7 +15,8 @@ use crate::audit::import_csv;
 The CSV needs a header row with the columns `path` or `sha256` (or both), `label` (NORMAL or \
 PNEUMONIA, any case, or 0/1) and, optionally, `reason`. A relative path is taken relative to the \
 CSV file's folder; files are only read, to hash them. Each good row becomes an audited relabel \
-event by NAME. Rows naming a study the store has never seen, an invalid label or a file that \
+event by NAME (on a PostgreSQL store, by the database user signed in: --reader may be left out, \
+and must name that user if given). Rows naming a study the store has never seen, an invalid label or a file that \
 cannot be read are listed with their line number and not recorded; the other rows are.
 
 Exit status: 0 when every row was recorded, 2 when any row was rejected (the others are \
@@ -24,17 +25,33 @@ pub struct ImportArgs {
     /// The CSV file of corrected labels.
     #[arg(long, value_name = "FILE")]
     pub csv: PathBuf,
-    /// Who made the corrections (recorded as the reader of each event).
+    /// Who made the corrections (recorded as the reader of each event); needed on a SQLite
+    /// store; on a PostgreSQL store the database user is the reader.
     #[arg(long, value_name = "NAME")]
-    pub reader: String,
-    /// The decision store (default: decisions.sqlite3 in the user's data folder).
-    #[arg(long, value_name = "PATH")]
+    pub reader: Option<String>,
+    /// The decision store: a SQLite file (default: decisions.sqlite3 in the user's data folder)
+    /// or a PostgreSQL server (postgres://…).
+    #[arg(long, value_name = "STORE")]
     pub db: Option<PathBuf>,
 }
 
 /// Runs `import`.
 pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let store = open_existing_store(args.db.as_deref())?;
+    let address = match &args.db {
+        Some(db) => StoreAddress::from_path(db),
+        None => StoreAddress::File(DecisionStore::default_path()?),
+    };
+    let mut store = address.open_existing()?;
+    let reader = match (store.authenticated_reader(), args.reader.as_deref()) {
+        (Some(user), Some(named)) if named.trim() != user => anyhow::bail!(
+            "on this PostgreSQL store the events are recorded as the database user {user}, not \
+             {}: leave out --reader, or connect as that reader",
+            named.trim()
+        ),
+        (Some(user), _) => user.to_owned(),
+        (None, Some(named)) => named.to_owned(),
+        (None, None) => anyhow::bail!("give --reader NAME: who made the corrections"),
+    };
     // Checked before opening: opening a named pipe would block, and a device such as /dev/zero
     // never ends.
     let meta = std::fs::metadata(&args.csv)
@@ -52,7 +69,7 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), ToOwned::to_owned);
-    let report = import_csv(&store, file, &base_dir, &args.reader)?;
+    let report = import_csv(store.as_mut(), file, &base_dir, &reader)?;
     for row in &report.rejected {
         println!("line {}: not recorded: {}", row.line, row.problem);
     }

@@ -13,12 +13,13 @@ agreement with the AI label shown with their calls (share and Cohen's kappa with
 interval), overall and per month; agreement between readers on studies two or more readers \
 called (the first two readers of each); the disagreement queue (studies those two called \
 differently); and blind-first reading (how often the AI's call changed the reader's own). \
-Writes OUT/report.json (default reports/qa).")]
+Writes OUT/report.json and the plots OUT/kappa.png (agreement per reader and overall) and \
+OUT/kappa_by_month.png (each reader with the AI, per month) (default OUT: reports/qa).")]
 pub struct QaArgs {
     /// The decision store: a SQLite file or `postgres://USER@HOST/DATABASE`.
     #[arg(long, value_name = "STORE")]
     pub db: PathBuf,
-    /// Where to write report.json.
+    /// Where to write report.json and the plots.
     #[arg(long, value_name = "DIR", default_value = "reports/qa")]
     pub out: PathBuf,
 }
@@ -41,5 +42,11 @@ pub fn run(args: &QaArgs) -> anyhow::Result<ExitCode> {
         (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
     )?;
     println!("wrote {}", json.display());
+    crate::audit::write_qa_plots(&report, &args.out)?;
+    println!(
+        "wrote {} and {}",
+        args.out.join("kappa.png").display(),
+        args.out.join("kappa_by_month.png").display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::audit::{DecisionStore, ScoreRecord, StudyRecord};
+use crate::audit::{DecisionLog, ScoreRecord, StoreAddress, StudyRecord};
 use crate::io;
 use crate::model::scoring::{self, Scored};
 use crate::worklist::Label;
@@ -32,9 +32,10 @@ pub struct ScoreArgs {
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Also record the studies (hash, path, DICOM ids) and their scores in this decision store
-    /// (created if missing), as opening the folder in the window does, so that `import` can
-    /// record labels for them; labels then follow the threshold in force in this store.
-    #[arg(long, value_name = "PATH")]
+    /// (a SQLite file, created if missing, or a PostgreSQL server: postgres://…), as opening the
+    /// folder in the window does, so that `import` can record labels for them; labels then
+    /// follow the threshold in force in a SQLite store (the model card's on a server).
+    #[arg(long, value_name = "STORE")]
     pub db: Option<PathBuf>,
 }
 
@@ -54,17 +55,17 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
     if let Some(csv_path) = &args.csv {
         protected.check(csv_path)?;
     }
-    let store = match &args.db {
-        Some(path) => Some(DecisionStore::open(path)?),
-        None => None,
-    };
-    let classifier = match &store {
-        Some(store) => super::model_for_store(args.weights.as_deref(), store)?.1,
+    let address = args.db.as_deref().map(StoreAddress::from_path);
+    let mut store = address.as_ref().map(StoreAddress::open).transpose()?;
+    // The site's model and threshold in force are kept in a SQLite store only.
+    let site = store.as_deref().and_then(|s| s.as_sqlite());
+    let classifier = match site {
+        Some(site) => super::model_for_store(args.weights.as_deref(), site)?.1,
         None => super::load_classifier(args.weights.as_deref())?,
     };
     let card = classifier.card();
-    let threshold = match &store {
-        Some(store) => store
+    let threshold = match site {
+        Some(site) => site
             .threshold_in_force(&card.weights_sha256)?
             .map_or(card.threshold, |e| e.new_threshold),
         None => card.threshold,
@@ -91,11 +92,11 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
     );
     bar.finish_and_clear();
 
-    if let Some(store) = &store {
+    if let (Some(store), Some(address)) = (store.as_deref_mut(), &address) {
         let recorded = register(store, &paths, &results, &classifier, threshold)?;
         println!(
             "recorded {recorded} studies and their scores in the decision store {}",
-            store.path().display()
+            address.describe()
         );
     }
     let rel = |i: usize| discovery.files[i].rel_path.display().to_string();
@@ -231,7 +232,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<ExitCode> {
 /// Records the readable studies in the store (as the window does when it opens a folder) and the
 /// scores they got, in two transactions. Returns the number of studies recorded.
 fn register(
-    store: &DecisionStore,
+    store: &mut dyn DecisionLog,
     paths: &[PathBuf],
     results: &[Scored],
     classifier: &crate::model::Classifier,

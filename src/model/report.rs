@@ -268,14 +268,14 @@ pub struct PlotError {
     reason: String,
 }
 
-fn plot_err(name: &str) -> impl Fn(String) -> PlotError + '_ {
+pub(crate) fn plot_err(name: &str) -> impl Fn(String) -> PlotError + '_ {
     move |reason| PlotError {
         name: name.to_owned(),
         reason,
     }
 }
 
-fn register_font() {
+pub(crate) fn register_font() {
     // Idempotent: a second registration replaces the same font.
     let _ = plotters::style::register_font(
         "sans-serif",

@@ -82,6 +82,11 @@ pub fn department(name: &str, readers: &[&str]) -> Option<(String, PgStore)> {
         })
         .collect::<Vec<_>>()
         .join("\n");
+    // Roles belong to the whole server: the tests of one binary create them one at a time.
+    static ROLES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = ROLES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     admin
         .batch_execute(
             "DO $$ BEGIN
@@ -104,4 +109,79 @@ pub fn department(name: &str, readers: &[&str]) -> Option<(String, PgStore)> {
             .expect("a reader's role");
     }
     Some((url, owner))
+}
+
+/// A PostgreSQL cluster of a test's own (`scripts/pg-test-server.sh` on a free loopback port),
+/// for tests that stop and start the server: the shared one stays up for the other tests.
+/// Stopped and removed on drop.
+pub struct PrivateServer {
+    /// The superuser's address, without a database.
+    pub url: String,
+    dir: String,
+}
+
+impl PrivateServer {
+    /// Starts one where the tests have a server at all (`None`, after saying why, otherwise).
+    pub fn start() -> Option<Self> {
+        server()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let out = std::process::Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .env("CXR_TRIAGE_TEST_PG_PORT", port.to_string())
+            .output()
+            .expect("run scripts/pg-test-server.sh");
+        assert!(
+            out.status.success(),
+            "a private test server did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {key}=")))
+                .expect("the script prints the server's address and folder")
+                .to_owned()
+        };
+        Some(Self {
+            url: value("CXR_TRIAGE_TEST_PG"),
+            dir: value("CXR_TRIAGE_TEST_PG_DIR"),
+        })
+    }
+
+    /// Stops the server, keeping its data: `"fast"` (a clean shutdown that ends every session)
+    /// or `"immediate"` (as a crash: no checkpoint; the server replays its log on restart).
+    pub fn pause(&self, mode: &str) {
+        run_script(&["pause", &self.dir, mode]);
+    }
+
+    /// Starts the paused server again on the same port.
+    pub fn resume(&self) {
+        run_script(&["resume", &self.dir]);
+    }
+}
+
+fn run_script(args: &[&str]) {
+    let status = std::process::Command::new("bash")
+        .arg(script())
+        .args(args)
+        .status()
+        .expect("run scripts/pg-test-server.sh");
+    assert!(status.success(), "pg-test-server.sh {args:?} failed");
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(script())
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
+fn script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-test-server.sh")
 }
