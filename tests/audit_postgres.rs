@@ -188,6 +188,42 @@ fn a_reader_cannot_set_up_a_store_and_is_told_who_can() {
     assert!(err.to_string().contains("store init"), "{err}");
 }
 
+/// A store set up by an older cxr-triage (schema 1: no decision_requests, no scores) is brought
+/// up to date by its owner; a reader meanwhile is told who can, and nothing is lost.
+#[test]
+fn a_store_of_an_older_version_is_migrated_by_its_owner() {
+    let Some((url, mut owner)) = department("migrate", &["dr_ada"]) else {
+        return;
+    };
+    owner.upsert_studies(&[study(0), study(1)]).unwrap();
+    owner.record(&confirm(0, 0.9)).unwrap();
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "DROP TABLE decision_requests, scores;
+             UPDATE cxr_triage_meta SET value = '1' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    let err = PgStore::open(&as_user(&url, "dr_ada")).unwrap_err();
+    assert!(matches!(err, AuditError::ServerNotSetUp), "{err}");
+    // The owner's next open migrates; the log is as it was.
+    let mut owner = PgStore::open(&url).unwrap();
+    let version: String = admin
+        .query_one(
+            "SELECT value FROM cxr_triage_meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, cxr_triage::audit::PG_SCHEMA_VERSION.to_string());
+    assert_eq!(owner.event_count().unwrap(), 1);
+    assert!(owner.verify().unwrap().is_intact());
+    owner
+        .record_once("migrated-window-0001", &override_ai(1, 0.8))
+        .unwrap();
+    assert_eq!(owner.event_count().unwrap(), 2);
+}
+
 #[test]
 fn eight_concurrent_writers_never_fork_the_chain() {
     let Some((url, mut owner)) = department("writers", &[]) else {
