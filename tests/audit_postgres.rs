@@ -18,6 +18,21 @@ use cxr_triage::audit::{Action, AuditError, DecisionStore, LinkProblem, PgStore,
 use cxr_triage::worklist::Label;
 use pg_common::{as_user, department, message, new_database, server};
 
+/// Runs the command line with `args`; fails the test unless it succeeds; returns what it printed.
+fn cli_ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cxr-triage"))
+        .args(args.iter().map(AsRef::as_ref))
+        .output()
+        .expect("run cxr-triage");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn decisions_and_undo_follow_the_same_rules_as_on_sqlite_and_copy_both_ways() {
     let Some((url, mut pg)) = department("rules", &[]) else {
@@ -188,7 +203,7 @@ fn a_reader_cannot_set_up_a_store_and_is_told_who_can() {
     assert!(err.to_string().contains("store init"), "{err}");
 }
 
-/// A store set up by an older cxr-triage (schema 1: no decision_requests, no scores) is brought
+/// A store set up by an older cxr-triage (schema 1: no `decision_requests`, no `scores`) is brought
 /// up to date by its owner; a reader meanwhile is told who can, and nothing is lost.
 #[test]
 fn a_store_of_an_older_version_is_migrated_by_its_owner() {
@@ -337,18 +352,7 @@ fn store_copy_and_audit_verify_work_from_the_command_line() {
         store.record(&override_ai(2, 0.7)).unwrap();
     }
     let exe = env!("CARGO_BIN_EXE_cxr-triage");
-    let out = Command::new(exe)
-        .args(["store", "copy", "--from"])
-        .arg(&path)
-        .args(["--to", &url])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = cli_ok(&[&"store", &"copy", &"--from", &path, &"--to", &url]);
     assert!(
         stdout.contains("3 studies and 4 decision events copied from SQLite to PostgreSQL"),
         "{stdout}"
@@ -463,19 +467,7 @@ fn score_and_import_record_on_the_department_store_as_the_signed_in_reader() {
     for (i, name) in ["a.png", "b.png", "c.png"].iter().enumerate() {
         common::write_film(&films.join(name), i == 1, i as u32);
     }
-    let exe = env!("CARGO_BIN_EXE_cxr-triage");
-    let out = Command::new(exe)
-        .arg("score")
-        .arg(&films)
-        .args(["--db", &kim])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = cli_ok(&[&"score", &films, &"--db", &kim]);
     assert!(
         stdout.contains("recorded 3 studies and their scores"),
         "{stdout}"
@@ -496,7 +488,7 @@ fn score_and_import_record_on_the_department_store_as_the_signed_in_reader() {
     )
     .unwrap();
     // Someone else's name is refused: the database user records.
-    let out = Command::new(exe)
+    let out = Command::new(env!("CARGO_BIN_EXE_cxr-triage"))
         .args(["import", "--reader", "dr_lee", "--db", &kim, "--csv"])
         .arg(&csv)
         .output()
@@ -508,17 +500,7 @@ fn score_and_import_record_on_the_department_store_as_the_signed_in_reader() {
         "{stderr}"
     );
     assert_eq!(owner.event_count().unwrap(), 0);
-    let out = Command::new(exe)
-        .args(["import", "--db", &kim, "--csv"])
-        .arg(&csv)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = cli_ok(&[&"import", &"--db", &kim, &"--csv", &csv]);
     assert!(
         stdout.contains("recorded 2 relabel events, rejected 0 rows"),
         "{stdout}"
@@ -536,16 +518,7 @@ fn score_and_import_record_on_the_department_store_as_the_signed_in_reader() {
 
     // The export carries the scores the server keeps, as a SQLite store's does.
     let export = dir.path().join("export.csv");
-    let out = Command::new(exe)
-        .args(["export", "--all", "--db", &url, "--csv"])
-        .arg(&export)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_ok(&[&"export", &"--all", &"--db", &url, &"--csv", &export]);
     let text = std::fs::read_to_string(&export).unwrap();
     let c_score =
         scores[&cxr_triage::io::sha256_hex(&std::fs::read(films.join("c.png")).unwrap())].score;

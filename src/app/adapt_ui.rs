@@ -94,20 +94,12 @@ impl App {
         let Some(view) = &mut self.dialogs.adapt else {
             return;
         };
-        if let Some(job) = view.job.take() {
-            match job.try_take() {
-                Ok(Ok(outcome)) => view.outcome = Some(outcome),
-                Ok(Err(e)) => view.error = Some(e),
-                Err(job) => view.job = Some(job),
-            }
+        match super::dialogs::poll_job(&mut view.job) {
+            Some(Ok(outcome)) => view.outcome = Some(outcome),
+            Some(Err(e)) => view.error = Some(e),
+            None => {}
         }
-        let mut switched = None;
-        if let Some(job) = view.switch_job.take() {
-            match job.try_take() {
-                Ok(result) => switched = Some(result),
-                Err(job) => view.switch_job = Some(job),
-            }
-        }
+        let switched = super::dialogs::poll_job(&mut view.switch_job);
         let follows_site = self.config.follow_site_model;
         let reader = self.reader.trim().to_owned();
         let mut open = true;

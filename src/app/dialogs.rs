@@ -77,6 +77,17 @@ impl PathDialog {
 /// The outcome of an export: rows written, where, and what.
 type ExportOutcome = Result<(usize, PathBuf, ExportKind, String), String>;
 
+/// A background job's result, taken once it is ready (the job is kept until then).
+pub(super) fn poll_job<T: Send + 'static>(job: &mut Option<Promise<T>>) -> Option<T> {
+    match job.take()?.try_take() {
+        Ok(result) => Some(result),
+        Err(running) => {
+            *job = Some(running);
+            None
+        }
+    }
+}
+
 /// Which dialogs are open, and the one-off jobs behind them.
 #[derive(Default)]
 pub(super) struct Dialogs {

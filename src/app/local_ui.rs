@@ -55,20 +55,12 @@ impl App {
         let Some(view) = &mut self.dialogs.local else {
             return;
         };
-        if let Some(job) = view.job.take() {
-            match job.try_take() {
-                Ok(Ok(m)) => view.measured = Some(m),
-                Ok(Err(e)) => view.error = Some(e),
-                Err(job) => view.job = Some(job),
-            }
+        match super::dialogs::poll_job(&mut view.job) {
+            Some(Ok(m)) => view.measured = Some(m),
+            Some(Err(e)) => view.error = Some(e),
+            None => {}
         }
-        let mut applied = None;
-        if let Some(job) = view.apply_job.take() {
-            match job.try_take() {
-                Ok(result) => applied = Some(result),
-                Err(job) => view.apply_job = Some(job),
-            }
-        }
+        let applied = super::dialogs::poll_job(&mut view.apply_job);
         let mut open = true;
         let mut apply = None;
         let reader = self.reader.trim().to_owned();

@@ -44,12 +44,10 @@ impl App {
         let Some(view) = &mut self.dialogs.qa else {
             return;
         };
-        if let Some(job) = view.job.take() {
-            match job.try_take() {
-                Ok(Ok(r)) => view.report = Some(r),
-                Ok(Err(e)) => view.error = Some(e),
-                Err(job) => view.job = Some(job),
-            }
+        match super::dialogs::poll_job(&mut view.job) {
+            Some(Ok(r)) => view.report = Some(r),
+            Some(Err(e)) => view.error = Some(e),
+            None => {}
         }
         let mut open = true;
         let mut refresh = false;

@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::qa::{Agreement, QaReport};
-use crate::model::report::{PlotError, plot_err, register_font};
+use crate::model::report::{PlotError, draw_legend, plot_err, register_font};
 
 /// The colours of the readers' lines, in turn.
 const PALETTE: [RGBColor; 6] = [
@@ -180,14 +180,7 @@ fn by_month_plot(report: &QaReport, path: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     if !report.readers.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 15)?;
     }
     root.present().map_err(|e| e.to_string())
 }

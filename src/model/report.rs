@@ -275,6 +275,22 @@ pub(crate) fn plot_err(name: &str) -> impl Fn(String) -> PlotError + '_ {
     }
 }
 
+/// Draws the chart's legend at `position` in the house style (white box, thin border).
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    font_size: u32,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", font_size))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 pub(crate) fn register_font() {
     // Idempotent: a second registration replaces the same font.
     let _ = plotters::style::register_font(
@@ -417,18 +433,15 @@ fn training_plot(history: &[EpochRecord], best_epoch: usize, path: &Path) -> Res
                 ))
                 .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(if loss {
+        draw_legend(
+            &mut chart,
+            if loss {
                 SeriesLabelPosition::UpperRight
             } else {
                 SeriesLabelPosition::LowerRight
-            })
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(|e| e.to_string())?;
+            },
+            14,
+        )?;
     }
     root.present().map_err(|e| e.to_string())
 }
@@ -480,14 +493,7 @@ fn roc_plot(report: &EvalReport, path: &Path) -> Result<(), String> {
             s.threshold, s.sensitivity, s.specificity
         ))
         .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(|e| e.to_string())?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 15)?;
     root.present().map_err(|e| e.to_string())
 }
 
@@ -581,14 +587,7 @@ fn histogram_plot(report: &EvalReport, path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .label(format!("threshold {t:.3}"))
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperMiddle)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(|e| e.to_string())?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperMiddle, 15)?;
     root.present().map_err(|e| e.to_string())
 }
 
