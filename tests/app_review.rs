@@ -634,3 +634,40 @@ fn the_reader_agreement_window_shows_each_reader_and_opens_a_disagreement() {
         app.selected() == Some(first)
     });
 }
+
+/// Another program holds the store's write lock past the busy timeout: the decision is kept, the
+/// window says "Not saved, retrying", and it is saved once the lock is let go.
+#[test]
+fn a_decision_on_a_locked_store_is_kept_and_saved_once_the_lock_goes() {
+    let fx = folder(4);
+    let mut h = harness(config(&fx));
+    wait_for_scores(&mut h);
+    let id = h
+        .state()
+        .view_order()
+        .iter()
+        .copied()
+        .find(|&id| row(h.state(), id).score_value().is_some())
+        .unwrap();
+    h.state_mut().push(cxr_triage::app::Command::Select(id));
+    until_decidable(&mut h);
+    let locker = rusqlite::Connection::open(&fx.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    h.key_press(Key::C);
+    step_until(&mut h, "the window to say it retries", |app| {
+        app.save_retrying().is_some()
+    });
+    assert!(h.state().is_saving());
+    assert!(
+        row(h.state(), id).final_label.is_none(),
+        "not shown as saved"
+    );
+    locker.execute_batch("COMMIT").unwrap();
+    drop(locker);
+    step_until(&mut h, "the decision to be saved", |app| !app.is_saving());
+    assert!(h.state().save_retrying().is_none());
+    assert!(row(h.state(), id).final_label.is_some());
+    let store = DecisionStore::open(&fx.db).unwrap();
+    assert_eq!(store.event_count().unwrap(), 1);
+    assert!(store.verify().unwrap().is_intact());
+}

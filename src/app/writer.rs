@@ -3,8 +3,9 @@
 //! The window sends each decision over a bounded channel and goes on drawing; the thread opens the
 //! store (and reopens it after a failure), records the decision (registering the study first if
 //! the scorer could not), and acknowledges it with the recorded event or the reason it was not
-//! recorded. While a PostgreSQL server cannot be reached, it keeps the decision, says so
-//! ([`WriterMsg::Retrying`]) and sends it again, named so that the server records it once.
+//! recorded. While a PostgreSQL server cannot be reached (or another program holds a SQLite
+//! store locked), it keeps the decision, says so ([`WriterMsg::Retrying`]) and sends it again,
+//! named so that the server records it once.
 //! The window shows a decision as saved only once it is acknowledged. A slow or locked
 //! store (SQLite waits up to 10 seconds for another writer) therefore delays the acknowledgement,
 //! never a frame.
@@ -42,8 +43,9 @@ pub(crate) enum WriterMsg {
         /// Whether the connection to a PostgreSQL store is encrypted (TLS); `None` on SQLite.
         encrypted: Option<bool>,
     },
-    /// A request could not be recorded because the server cannot be reached: it is kept and
-    /// sent again (an acknowledgement follows once it is recorded or refused).
+    /// A request could not be recorded because the server cannot be reached or the store is
+    /// locked: it is kept and sent again (an acknowledgement follows once it is recorded or
+    /// refused).
     Retrying {
         /// The request's number.
         seq: u64,
@@ -164,7 +166,13 @@ fn run(
             };
             match attempt {
                 Ok(event) => break Ok(Box::new(event)),
-                Err((AuditError::ServerUnavailable(why), _)) => {
+                // Nothing of the decision was written: a server that cannot be reached, or a
+                // SQLite file another program holds locked past the busy timeout (10 s).
+                Err((e @ (AuditError::ServerUnavailable(_) | AuditError::Locked), _)) => {
+                    let why = match e {
+                        AuditError::ServerUnavailable(why) => why,
+                        _ => "another program holds the store's write lock".to_owned(),
+                    };
                     store = None;
                     let msg = WriterMsg::Retrying {
                         seq: request.seq,
