@@ -63,6 +63,17 @@ fn two_readers_on_the_department_store_are_recorded_as_themselves_and_see_each_o
         b.worklist().unwrap().row(x).unwrap().claimed_by.as_deref() == Some("dr_ada")
     });
     assert!(bo.query_by_label("being read by dr_ada").is_some());
+    // A window opened after the claim learns of it too, although the claim reaches it before
+    // its rows know their studies' hashes (they learn them as the folder is read).
+    let mut late = harness(window("dr_bo"));
+    wait_for_scores(&mut late);
+    step_both(
+        &mut ada,
+        &mut late,
+        "Ada's claim in a window opened later",
+        |_, l| l.worklist().unwrap().row(x).unwrap().claimed_by.as_deref() == Some("dr_ada"),
+    );
+    drop(late);
 
     // Ada confirms; Bo's window shows the decision without being reopened.
     until_decidable(&mut ada);

@@ -177,6 +177,8 @@ pub struct App {
     signed_in: Option<String>,
     /// Whether the connection to a PostgreSQL store is encrypted (TLS); `None` on SQLite.
     store_encrypted: Option<bool>,
+    /// The studies other readers have open (SHA-256 to reader), as the store last said.
+    claims: std::collections::HashMap<String, String>,
     store_error: Option<String>,
     /// Why the decisions waiting to be saved are being sent again (the server cannot be
     /// reached), until the writer acknowledges the one it was trying.
@@ -304,6 +306,7 @@ impl App {
             newest_event: sync::NewestEvents::default(),
             signed_in: None,
             store_encrypted: None,
+            claims: std::collections::HashMap::new(),
             store_error,
             retrying: None,
             close_anyway: false,

@@ -286,6 +286,9 @@ impl App {
                 studies,
             } => {
                 let (sort, filter) = (self.prefs.sort, self.prefs.filter);
+                // Other readers' claims arrive by hash: a row learns its hash here, so it learns
+                // whether someone else has it open here too.
+                let claims = std::mem::take(&mut self.claims);
                 if let Some(s) = self.session_of(generation) {
                     // The order is kept up to date for these rows alone, unless it is rebuilt
                     // anyway: a full sort per batch grows with the folder.
@@ -321,6 +324,7 @@ impl App {
                         if row.sha256.is_none() {
                             row.sha256 = study.raw_sha256;
                         }
+                        row.claimed_by = row.sha256.as_ref().and_then(|h| claims.get(h)).cloned();
                         row.final_label = study.final_label;
                         row.disposition = study.disposition;
                         s.present.note(row);
@@ -333,6 +337,7 @@ impl App {
                         s.order.insert(&s.worklist, sort, filter, &ids);
                     }
                 }
+                self.claims = claims;
             }
             ScorerMsg::Finished {
                 generation,
@@ -438,8 +443,10 @@ impl App {
                     decided,
                     second_reads,
                 } => {
+                    // Kept for the rows whose hash is not known yet (see the scorer's batches).
+                    self.claims = others;
                     let Some(s) = &mut self.session else { continue };
-                    s.worklist.set_claims(&others);
+                    s.worklist.set_claims(&self.claims);
                     let mut changed = 0;
                     if let Some(due) = second_reads
                         && s.worklist.set_second_reads(&due)
