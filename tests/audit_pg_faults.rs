@@ -57,15 +57,22 @@ fn record_retrying(
     }
 }
 
-#[test]
-fn a_server_crash_under_eight_writers_loses_and_doubles_nothing() {
-    let Some(pg) = PrivateServer::start() else {
-        return;
-    };
-    let url = new_database(&pg.url, "crash");
+/// A private server with a store of its own, set up by its owner, who knows every study the
+/// writers decide on.
+fn private_store(name: &str) -> Option<(PrivateServer, String, PgStore)> {
+    let pg = PrivateServer::start()?;
+    let url = new_database(&pg.url, name);
     let mut owner = PgStore::open(&url).unwrap();
     let studies: Vec<_> = (0..WRITERS * EACH).map(study).collect();
     owner.upsert_studies(&studies).unwrap();
+    Some((pg, url, owner))
+}
+
+#[test]
+fn a_server_crash_under_eight_writers_loses_and_doubles_nothing() {
+    let Some((pg, url, owner)) = private_store("crash") else {
+        return;
+    };
     drop(owner);
 
     let saved = Arc::new(Mutex::new(Vec::<DecisionEvent>::new()));
@@ -164,13 +171,9 @@ fn fault_writer_process() {
 
 #[test]
 fn a_writer_killed_with_sigkill_loses_no_decision_it_reported_saved() {
-    let Some(pg) = PrivateServer::start() else {
+    let Some((_pg, url, mut owner)) = private_store("sigkill") else {
         return;
     };
-    let url = new_database(&pg.url, "sigkill");
-    let mut owner = PgStore::open(&url).unwrap();
-    let studies: Vec<_> = (0..WRITERS * EACH).map(study).collect();
-    owner.upsert_studies(&studies).unwrap();
 
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["fault_writer_process", "--exact", "--nocapture"])

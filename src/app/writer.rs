@@ -112,12 +112,26 @@ fn run(
     requests: &Receiver<WriteRequest>,
     tx: &SyncSender<WriterMsg>,
 ) {
-    let open = || -> Result<Box<dyn DecisionLog>, AuditError> {
-        let path = db_path
-            .as_ref()
-            .map_err(|e| AuditError::InvalidDecision(e.clone()))?;
-        StoreAddress::from_path(path).open()
+    let path = match db_path {
+        Ok(path) => path,
+        Err(e) => {
+            // No store to open (no data folder): every decision is refused, with the reason.
+            let _ = tx.send(WriterMsg::OpenFailed(e.clone()));
+            ctx.request_repaint();
+            for request in requests {
+                let ack = WriterMsg::Ack {
+                    seq: request.seq,
+                    result: Err(format!("The decision was not saved: {e}")),
+                };
+                if tx.send(ack).is_err() {
+                    return;
+                }
+                ctx.request_repaint();
+            }
+            return;
+        }
     };
+    let open = || StoreAddress::from_path(path).open();
     let opened = |s: &mut dyn DecisionLog| WriterMsg::Opened {
         signed_in: s.authenticated_reader().map(str::to_owned),
         encrypted: s.encrypted().ok().flatten(),

@@ -188,6 +188,9 @@ CREATE TABLE scores (
 /// The migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: [&str; 2] = [V1, V2];
 
+/// The columns of a study, in the order [`study_from_pg`] reads them.
+const STUDY_COLUMNS: &str = "sha256, last_path, patient_id, study_uid, metadata_json";
+
 /// The columns of an event, in the order [`raw_event`] and [`event_from_pg`] read them.
 const EVENT_COLUMNS: &str = super::store::EVENT_COLUMNS_SQL;
 
@@ -222,8 +225,7 @@ impl PgStore {
     /// it by default; `verify-full` with `sslrootcert` checks the server's certificate: see
     /// [`ServerAddress`](super::ServerAddress)).
     pub fn open(address: &str) -> Result<Self, AuditError> {
-        let mut client = ServerAddress::parse(address)?.connect()?;
-        let user: String = client.query_one("SELECT session_user::text", &[])?.get(0);
+        let (mut client, user) = connect(address)?;
         migrate(&mut client)?;
         Ok(Self {
             client,
@@ -240,8 +242,7 @@ impl PgStore {
             return Ok(());
         }
         tracing::info!(target: "cxr_triage::audit", "connecting to the decision store's server again");
-        let mut client = ServerAddress::parse(&self.address)?.connect()?;
-        let user: String = client.query_one("SELECT session_user::text", &[])?.get(0);
+        let (client, user) = connect(&self.address)?;
         if user != self.user {
             return Err(AuditError::Server(format!(
                 "the server now signs this window in as {user}, not {}: open the window again",
@@ -354,8 +355,7 @@ impl PgStore {
     pub fn study(&mut self, sha256: &str) -> Result<Option<StudyRecord>, AuditError> {
         self.client
             .query_opt(
-                "SELECT sha256, last_path, patient_id, study_uid, metadata_json FROM studies \
-                 WHERE sha256 = $1",
+                &format!("SELECT {STUDY_COLUMNS} FROM studies WHERE sha256 = $1"),
                 &[&sha256],
             )?
             .map(|r| study_from_pg(&r))
@@ -459,8 +459,7 @@ impl PgStore {
     /// Every study the store knows of, by hash.
     pub fn studies(&mut self) -> Result<Vec<StudyRecord>, AuditError> {
         let rows = self.client.query(
-            "SELECT sha256, last_path, patient_id, study_uid, metadata_json FROM studies \
-             ORDER BY sha256",
+            &format!("SELECT {STUDY_COLUMNS} FROM studies ORDER BY sha256"),
             &[],
         )?;
         rows.iter().map(study_from_pg).collect()
@@ -868,7 +867,14 @@ fn parse_opt<T: FromStr>(r: &Row, i: usize) -> Result<Option<T>, AuditError> {
     .transpose()
 }
 
-/// Reads a study from `sha256, last_path, patient_id, study_uid, metadata_json`.
+/// Connects to the server at `address`; returns the connection and the authenticated user.
+fn connect(address: &str) -> Result<(Client, String), AuditError> {
+    let mut client = ServerAddress::parse(address)?.connect()?;
+    let user: String = client.query_one("SELECT session_user::text", &[])?.get(0);
+    Ok((client, user))
+}
+
+/// Reads a study from the columns of [`STUDY_COLUMNS`].
 fn study_from_pg(r: &Row) -> Result<StudyRecord, AuditError> {
     Ok(StudyRecord {
         sha256: r.try_get(0)?,

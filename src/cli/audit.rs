@@ -213,7 +213,19 @@ fn check_anchors(store: &DecisionStore, args: &VerifyArgs) -> anyhow::Result<boo
     Ok(hold)
 }
 
-/// Opens the store at `db`, or at the default path, which must already exist.
+/// The decision store at `db` (a SQLite file or a `postgres://` server; default: the user's
+/// SQLite file), which must exist.
+pub(crate) fn open_existing_log(
+    db: Option<&Path>,
+) -> anyhow::Result<Box<dyn crate::audit::DecisionLog>> {
+    let address = match db {
+        Some(p) => crate::audit::StoreAddress::from_path(p),
+        None => crate::audit::StoreAddress::File(DecisionStore::default_path()?),
+    };
+    Ok(address.open_existing()?)
+}
+
+/// The SQLite decision store at `db` (default: the user's), which must exist.
 pub(crate) fn open_existing_store(db: Option<&Path>) -> anyhow::Result<DecisionStore> {
     let path = match db {
         Some(p) => p.to_owned(),

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::audit::EXIT_FINDINGS;
-use crate::audit::{DecisionStore, StoreAddress, import_csv};
+use super::audit::{EXIT_FINDINGS, open_existing_log};
+use crate::audit::import_csv;
 
 /// Arguments of `import`.
 #[derive(Debug, clap::Args)]
@@ -15,9 +15,9 @@ use crate::audit::{DecisionStore, StoreAddress, import_csv};
 The CSV needs a header row with the columns `path` or `sha256` (or both), `label` (NORMAL or \
 PNEUMONIA, any case, or 0/1) and, optionally, `reason`. A relative path is taken relative to the \
 CSV file's folder; files are only read, to hash them. Each good row becomes an audited relabel \
-event by NAME (on a PostgreSQL store, by the database user signed in: --reader may be left out, \
-and must name that user if given). Rows naming a study the store has never seen, an invalid label or a file that \
-cannot be read are listed with their line number and not recorded; the other rows are.
+event by NAME (on a PostgreSQL store, by the database user signed in: --reader may be left \
+out, and must name that user if given). Rows naming a study the store has never seen, an \
+invalid label or a file that cannot be read are listed with their line number and not recorded; the other rows are.
 
 Exit status: 0 when every row was recorded, 2 when any row was rejected (the others are \
 recorded), 1 when the import could not run or the store failed (then no row is recorded).")]
@@ -37,11 +37,7 @@ pub struct ImportArgs {
 
 /// Runs `import`.
 pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let address = match &args.db {
-        Some(db) => StoreAddress::from_path(db),
-        None => StoreAddress::File(DecisionStore::default_path()?),
-    };
-    let mut store = address.open_existing()?;
+    let mut store = open_existing_log(args.db.as_deref())?;
     let reader = match (store.authenticated_reader(), args.reader.as_deref()) {
         (Some(user), Some(named)) if named.trim() != user => anyhow::bail!(
             "on this PostgreSQL store the events are recorded as the database user {user}, not \
