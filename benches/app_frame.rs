@@ -130,7 +130,7 @@ fn folder_of(c: &mut Criterion, n: u32) {
     );
     eprintln!(
         "{}: scored {scored} of {n} by the end; frame times (logic and drawing): {}",
-        cxr_triage::model::fast::cpu_model_name().unwrap_or_else(|| "unknown CPU".to_owned()),
+        cxr_triage::model::fast::cpu_description(),
         h.state().frame_stats().while_scoring()
     );
 }

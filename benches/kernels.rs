@@ -94,6 +94,7 @@ fn main() -> candle_core::Result<()> {
     };
     let with_layers = args.iter().any(|a| a == "--layers");
     let fast_only = args.iter().any(|a| a == "--fast-only");
+    println!("CPU: {}", cxr_triage::model::fast::cpu_description());
     println!(
         "CxrNet throughput, images per second (median), {} rayon threads",
         rayon::current_num_threads()

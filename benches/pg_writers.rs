@@ -114,7 +114,7 @@ fn main() {
     owner.upsert_studies(&studies).unwrap();
     println!(
         "CPU: {}; server: {}",
-        cxr_triage::model::fast::cpu_model_name().unwrap_or_else(|| "unknown".to_owned()),
+        cxr_triage::model::fast::cpu_description(),
         postgres::Client::connect(&url, postgres::NoTls)
             .unwrap()
             .query_one("SELECT version()", &[])

@@ -27,6 +27,7 @@ fn main() {
         Classifier::load(&root.join(cxr_triage::model::DEFAULT_MODEL)).expect("shipped model");
     let s = classifier.input_size();
     let gflop = classifier.net().config().forward_flops() as f64 / 1e9;
+    println!("CPU: {}", cxr_triage::model::fast::cpu_description());
     println!(
         "model {} ({s} px, {:.2} GFLOP per image), {} rayon threads",
         classifier.card().model_id,

@@ -372,14 +372,18 @@ pub(crate) fn forward(
     if threads > 1 && pixels <= SMALL_LAYER_PIXELS && co >= 2 * CHANNEL_BLOCK {
         // Too few pixels to share out (batch-1 inference on the last feature maps): share out
         // the output channels instead, so that each thread also packs only its part of the
-        // weight.
-        let blocks: Vec<Vec<f32>> = (0..co.div_ceil(CHANNEL_BLOCK))
-            .into_par_iter()
-            .map(|blk| {
-                let (c0, c1) = (blk * CHANNEL_BLOCK, ((blk + 1) * CHANNEL_BLOCK).min(co));
-                let mut part = vec![0.0f32; pixels * (c1 - c0)];
-                with_col(pixels * k, |col| {
-                    im2col(g, x, 0, col);
+        // weight. The patches are gathered once, by all threads, and read by every block.
+        let blocks: Vec<Vec<f32>> = with_col(pixels * k, |col| {
+            let per_part = pixels.div_ceil(threads);
+            col.par_chunks_mut(per_part * k)
+                .enumerate()
+                .for_each(|(i, part)| im2col(g, x, i * per_part, part));
+            let col = &*col;
+            (0..co.div_ceil(CHANNEL_BLOCK))
+                .into_par_iter()
+                .map(|blk| {
+                    let (c0, c1) = (blk * CHANNEL_BLOCK, ((blk + 1) * CHANNEL_BLOCK).min(co));
+                    let mut part = vec![0.0f32; pixels * (c1 - c0)];
                     gemm(
                         pixels,
                         c1 - c0,
@@ -400,11 +404,11 @@ pub(crate) fn forward(
                             row_stride: co,
                             col_stride: 1,
                         },
-                    )
-                })?;
-                Ok(part)
-            })
-            .collect::<Result<_, KernelError>>()?;
+                    )?;
+                    Ok(part)
+                })
+                .collect::<Result<_, KernelError>>()
+        })?;
         for (blk, part) in blocks.iter().enumerate() {
             let c0 = blk * CHANNEL_BLOCK;
             let width = part.len() / pixels;

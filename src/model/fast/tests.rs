@@ -827,12 +827,14 @@ fn reference_block(conv: &Conv2d, bn: &BatchNorm, x: &Tensor) -> Tensor {
 }
 
 #[test]
-fn inference_blocks_with_fixed_weights_run_winograd_and_match_candle() {
+fn inference_blocks_with_fixed_weights_run_winograd_with_enough_tiles_and_match_candle() {
     let mut rng = StdRng::seed_from_u64(12);
-    for &(n, h, w, ci, co, pool) in &[
-        (2, 9, 7, 32, 16, true),
-        (1, 8, 8, 64, 64, false),
-        (3, 16, 16, 64, 32, true),
+    // (batch, height, width, in, out, pool, runs as Winograd): 36, 48 and 4 tiles of 4x4.
+    for &(n, h, w, ci, co, pool, winograd) in &[
+        (6, 9, 7, 32, 16, true, true),
+        (3, 16, 16, 64, 32, true, true),
+        (1, 8, 8, 64, 64, false, false),
+        (2, 9, 7, 32, 16, true, false),
     ] {
         let case = format!("fixed block n={n} {h}x{w} {ci}->{co} pool={pool}");
         let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
@@ -850,15 +852,30 @@ fn inference_blocks_with_fixed_weights_run_winograd_and_match_candle() {
                 &want,
             );
         }
-        assert!(
-            cache
-                .winograd
-                .lock()
-                .unwrap()
-                .as_ref()
-                .is_some_and(|(u, _)| u.dims() == [winograd::POSITIONS, ci, co]),
-            "{case}: the transformed weight is cached"
-        );
+        let transformed = cache
+            .winograd
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(u, _)| u.dims().to_vec());
+        let folded = cache.folded.lock().unwrap().is_some();
+        if winograd {
+            assert_eq!(
+                transformed,
+                Some(vec![winograd::POSITIONS, ci, co]),
+                "{case}: the transformed weight is cached"
+            );
+            assert!(
+                !folded,
+                "{case}: the direct convolution's weight is not made"
+            );
+        } else {
+            assert_eq!(transformed, None, "{case}: too few tiles for Winograd");
+            assert!(
+                folded,
+                "{case}: the direct convolution's folded weight is cached"
+            );
+        }
     }
 }
 
