@@ -170,6 +170,9 @@ fn a_decision_made_while_the_server_is_down_is_retried_and_recorded_once() {
     w.state_mut().push(Command::Select(first));
     until_decidable(&mut w);
     w.key_press(Key::C);
+    // The key is read in the next frame: wait for the decision to be sent, then saved, before
+    // the server goes down.
+    step_until(&mut w, "the first decision to be sent", |a| a.is_saving());
     step_until(&mut w, "the first decision to be saved", |a| !a.is_saving());
 
     pg.pause("immediate");
@@ -198,7 +201,8 @@ fn a_decision_made_while_the_server_is_down_is_retried_and_recorded_once() {
     assert!(
         w.query_by_label_contains("not saved yet: closing now would lose it")
             .is_some(),
-        "the window says why it stays open"
+        "the window says why it stays open: {:?}",
+        w.state().status_message()
     );
     assert!(w.state().is_saving());
 
