@@ -403,8 +403,8 @@ const WINOGRAD_MIN_CHANNELS: usize = 32;
 /// against 9 taps), and with few tiles the products read all of it for little work: at batch 1
 /// the last stages (16x16 and 8x8, 16 and 4 tiles) were bound by reading 2.4-9.4 MB of weights
 /// per layer. Measured at batch 1 on a 2-core AMD EPYC (Zen 3, AVX2, no AVX-512), those four
-/// layers took 4.3 ms with Winograd and 3.2 ms with the direct convolution, while the 32x32
-/// layers (64 tiles) were 25-60% slower direct. Batch 32 runs in chunks of 8 images, whose
+/// layers took 4.4-4.9 ms with Winograd and 3.0-3.4 ms with the direct convolution, while the
+/// 32x32 layers (64 tiles) were 12-75% slower direct. Batch 32 runs in chunks of 8 images, whose
 /// smallest layers have 32 tiles, and is unchanged.
 const WINOGRAD_MIN_TILES: usize = 32;
 
