@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use app_common::{
     config, folder, harness, step_both, step_until, until_decidable, wait_for_scores,
 };
-use cxr_triage::app::{AppConfig, Command};
+use cxr_triage::app::{App, AppConfig, Command};
 use cxr_triage::audit::PgStore;
 use cxr_triage::worklist::StudyId;
 use egui::Key;
@@ -172,7 +172,7 @@ fn a_decision_made_while_the_server_is_down_is_retried_and_recorded_once() {
     w.key_press(Key::C);
     // The key is read in the next frame: wait for the decision to be sent, then saved, before
     // the server goes down.
-    step_until(&mut w, "the first decision to be sent", |a| a.is_saving());
+    step_until(&mut w, "the first decision to be sent", App::is_saving);
     step_until(&mut w, "the first decision to be saved", |a| !a.is_saving());
 
     pg.pause("immediate");
