@@ -397,7 +397,7 @@ impl FoldCache {
 /// run as Winograd F(4x4, 3x3) (see [`winograd`]); the stem, with one, does not.
 const WINOGRAD_MIN_CHANNELS: usize = 32;
 
-/// ...and only when the call has at least this many 4x4 output tiles, all images together.
+/// ...and only when the call has at least this many output tiles ([`winograd::tile_count`]).
 ///
 /// Winograd's transformed weight is 4x the size of the direct convolution's (36 positions
 /// against 9 taps), and with few tiles the products read all of it for little work: at batch 1
@@ -414,7 +414,7 @@ fn runs_as_winograd(kernel: (usize, usize), stride: usize, padding: usize, x: [u
     let [n, h, w, ci] = x;
     (kernel, stride, padding) == ((3, 3), 1, 1)
         && ci >= WINOGRAD_MIN_CHANNELS
-        && n * h.div_ceil(4) * w.div_ceil(4) >= WINOGRAD_MIN_TILES
+        && winograd::tile_count(n, h, w) >= WINOGRAD_MIN_TILES
 }
 
 /// Whether a block's weights are fixed: no variable and no autograd history, so a fold of them
