@@ -35,6 +35,7 @@
 
 mod block;
 mod conv;
+mod direct;
 mod matmul;
 mod norm;
 mod pool;
@@ -342,6 +343,8 @@ pub struct FoldCache {
     folded: Mutex<Option<(Tensor, Tensor)>>,
     /// The folded weight transformed for Winograd `[36, ci, co]` and the bias `[co]`.
     winograd: Mutex<Option<(Tensor, Tensor)>>,
+    /// The folded weight as 16-channel panels `[co / 16, (kh, kw, ci), 16]` and the bias `[co]`.
+    panels: Mutex<Option<(Tensor, Tensor)>>,
 }
 
 impl FoldCache {
@@ -354,6 +357,7 @@ impl FoldCache {
     pub fn clear(&self) {
         *self.folded.lock().unwrap_or_else(PoisonError::into_inner) = None;
         *self.winograd.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.panels.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// The folded weight of `conv` and `bn` transformed for Winograd, and the bias, computed on
@@ -374,6 +378,34 @@ impl FoldCache {
         })??;
         let f = (
             Tensor::from_vec(u, (winograd::POSITIONS, ci, co), weight.device())?,
+            bias.contiguous()?,
+        );
+        *cached = Some(f.clone());
+        Ok(f)
+    }
+
+    /// The folded weight of `conv` and `bn` as panels for [`direct`], and the bias, computed on
+    /// first use.
+    fn get_or_panels(
+        &self,
+        conv: &Conv2d,
+        bn: &BatchNorm,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut cached = self.panels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = cached.as_ref() {
+            return Ok(f.clone());
+        }
+        let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
+        let (co, ci, kh, kw) = weight.dims4()?;
+        let panels = with_f32(&weight.contiguous()?, |w| {
+            direct::pack_panels(w, [co, ci, kh, kw])
+        })??;
+        let f = (
+            Tensor::from_vec(
+                panels,
+                (co / direct::PANEL, kh * kw * ci, direct::PANEL),
+                weight.device(),
+            )?,
             bias.contiguous()?,
         );
         *cached = Some(f.clone());
@@ -486,14 +518,26 @@ pub fn conv_bn_relu(
                 winograd::Conv3x3BiasReluWinograd { pool },
             );
         }
-        let (weight, bias) = cache.get_or_fold(conv, bn)?;
-        let op = Conv2dBiasReluPacked {
-            stride: cfg.stride,
-            padding: cfg.padding,
-            kernel_h,
-            kernel_w,
-        };
-        x.contiguous()?.apply_op3(&weight, &bias, op)?
+        let co = conv.weight().dim(0)?;
+        if direct::applies(co) && !x.track_op() {
+            let (panels, bias) = cache.get_or_panels(conv, bn)?;
+            let op = direct::Conv2dBiasReluPanels {
+                stride: cfg.stride,
+                padding: cfg.padding,
+                kernel_h,
+                kernel_w,
+            };
+            x.contiguous()?.apply_op3(&panels, &bias, op)?
+        } else {
+            let (weight, bias) = cache.get_or_fold(conv, bn)?;
+            let op = Conv2dBiasReluPacked {
+                stride: cfg.stride,
+                padding: cfg.padding,
+                kernel_h,
+                kernel_w,
+            };
+            x.contiguous()?.apply_op3(&weight, &bias, op)?
+        }
     } else {
         let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
         conv2d_bias_relu(x, &weight, &bias, cfg.stride, cfg.padding)?

@@ -859,6 +859,12 @@ fn inference_blocks_with_fixed_weights_run_winograd_with_enough_tiles_and_match_
             .as_ref()
             .map(|(u, _)| u.dims().to_vec());
         let folded = cache.folded.lock().unwrap().is_some();
+        let panels = cache
+            .panels
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(p, _)| p.dims().to_vec());
         if winograd {
             assert_eq!(
                 transformed,
@@ -866,15 +872,24 @@ fn inference_blocks_with_fixed_weights_run_winograd_with_enough_tiles_and_match_
                 "{case}: the transformed weight is cached"
             );
             assert!(
-                !folded,
+                !folded && panels.is_none(),
                 "{case}: the direct convolution's weight is not made"
             );
         } else {
             assert_eq!(transformed, None, "{case}: too few tiles for Winograd");
-            assert!(
-                folded,
-                "{case}: the direct convolution's folded weight is cached"
-            );
+            if direct::applies(co) {
+                assert_eq!(
+                    panels,
+                    Some(vec![co / direct::PANEL, 9 * ci, direct::PANEL]),
+                    "{case}: the direct convolution's panels are cached"
+                );
+                assert!(!folded, "{case}: the unpanelled weight is not made");
+            } else {
+                assert!(
+                    folded && panels.is_none(),
+                    "{case}: the direct convolution's folded weight is cached"
+                );
+            }
         }
     }
 }
@@ -904,4 +919,64 @@ fn one_channel_inference_blocks_match_candle() {
         .unwrap();
         assert_close(&case, &nhwc_to_nchw(&got).unwrap(), &want);
     }
+}
+
+#[test]
+fn panel_convolution_matches_candle() {
+    if !direct::available() {
+        println!(
+            "skipped: this CPU runs the gemm direct convolution (AVX-512, or no AVX2 and FMA)"
+        );
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(14);
+    // (batch, height, width, in, out, stride, padding, kernel): the network's direct layers
+    // (stem, 16x16 and 8x8 at batch 1 and 2), pixel counts that are not a multiple of the
+    // 6-pixel tile, fewer pixels than a tile, one channel in, no padding, a 1x1 kernel.
+    for &(n, h, w, ci, co, stride, padding, kernel) in &[
+        (1, 128, 128, 1, 32, 2, 1, 3),
+        (1, 16, 16, 64, 128, 1, 1, 3),
+        (2, 8, 8, 256, 256, 1, 1, 3),
+        (1, 7, 5, 33, 16, 1, 1, 3),
+        (3, 2, 1, 8, 48, 1, 1, 3),
+        (2, 9, 11, 3, 32, 2, 0, 3),
+        (1, 5, 6, 20, 16, 1, 0, 1),
+    ] {
+        let case = format!("panels n={n} {h}x{w} {ci}->{co} s{stride} p{padding} k{kernel}");
+        let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
+        let wt = uniform(&mut rng, &[co, ci, kernel, kernel], -0.5, 0.5);
+        let b = uniform(&mut rng, &[co], -0.3, 0.3);
+        let want = x
+            .conv2d(&wt, padding, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((co, 1, 1)).unwrap())
+            .unwrap()
+            .relu()
+            .unwrap();
+        let k = kernel * kernel * ci;
+        let panels = direct::pack_panels(
+            &wt.flatten_all().unwrap().to_vec1().unwrap(),
+            [co, ci, kernel, kernel],
+        )
+        .unwrap();
+        let panels =
+            Tensor::from_vec(panels, (co / direct::PANEL, k, direct::PANEL), &Device::Cpu).unwrap();
+        let op = direct::Conv2dBiasReluPanels {
+            stride,
+            padding,
+            kernel_h: kernel,
+            kernel_w: kernel,
+        };
+        let got = nchw_to_nhwc(&x)
+            .unwrap()
+            .apply_op3(&panels, &b, op)
+            .unwrap();
+        assert_close(&case, &nhwc_to_nchw(&got).unwrap(), &want);
+    }
+}
+
+#[test]
+fn panels_need_whole_panels_of_output_channels() {
+    assert!(direct::pack_panels(&[0.0; 8 * 9], [8, 1, 3, 3]).is_err());
+    assert!(!direct::applies(24) && !direct::applies(0));
 }
