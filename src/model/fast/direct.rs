@@ -49,6 +49,19 @@ pub(crate) fn applies(out_c: usize) -> bool {
     out_c > 0 && out_c % PANEL == 0 && available()
 }
 
+/// A matrix `[rows, co]`, read through `at(row, col)`, as panels `[co / 16, rows, 16]`.
+pub(crate) fn panels_of(rows: usize, co: usize, at: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let mut packed = vec![0.0f32; rows * co];
+    for (panel, dst) in packed.chunks_exact_mut(rows * PANEL).enumerate() {
+        for (r, row) in dst.chunks_exact_mut(PANEL).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = at(r, panel * PANEL + j);
+            }
+        }
+    }
+    packed
+}
+
 /// A folded OIHW weight `[co, ci, kh, kw]` as panels `[co / 16, (kh, kw, ci), 16]`.
 pub(crate) fn pack_panels(
     w: &[f32],
@@ -60,18 +73,66 @@ pub(crate) fn pack_panels(
             "panels need a whole number of 16 output channels",
         ));
     }
-    let mut packed = vec![0.0f32; co * k];
-    for (panel, dst) in packed.chunks_exact_mut(k * PANEL).enumerate() {
-        for (r, row) in dst.chunks_exact_mut(PANEL).enumerate() {
-            let (tap, i) = (r / ci, r % ci);
-            let (ky, kx) = (tap / kw, tap % kw);
-            for (j, v) in row.iter_mut().enumerate() {
-                let o = panel * PANEL + j;
-                *v = w[((o * ci + i) * kh + ky) * kw + kx];
+    Ok(panels_of(k, co, |r, o| {
+        let (tap, i) = (r / ci, r % ci);
+        let (ky, kx) = (tap / kw, tap % kw);
+        w[((o * ci + i) * kh + ky) * kw + kx]
+    }))
+}
+
+/// `m = v u` for a matrix product with `u` as panels: `v` `[rows, k]`, `u` `[co / 16, k, 16]`,
+/// `m` `[rows, co]` (Winograd's products, one position at a time). Single-threaded.
+pub(crate) fn product(
+    [rows, k, co]: [usize; 3],
+    v: &[f32],
+    u: &[f32],
+    m: &mut [f32],
+) -> Result<(), KernelError> {
+    if v.len() < rows * k || u.len() != k * co || m.len() < rows * co || co % PANEL != 0 {
+        return Err(KernelError::Shape(
+            "the panel product's operands have the wrong size",
+        ));
+    }
+    if !available() {
+        return Err(KernelError::Internal(
+            "the panel product needs AVX2 and FMA",
+        ));
+    }
+    if rows == 0 || co == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        m[..rows * co].fill(0.0);
+        return Ok(());
+    }
+    for (panel, weights) in u.chunks_exact(k * PANEL).enumerate() {
+        for t in 0..rows.div_ceil(TILE_PIXELS) {
+            let row = |i: usize| (t * TILE_PIXELS + i).min(rows - 1);
+            let bases: [usize; TILE_PIXELS] = std::array::from_fn(|i| row(i) * k);
+            let outs: [usize; TILE_PIXELS] = std::array::from_fn(|i| row(i) * co + panel * PANEL);
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            // SAFETY: `available()` checked AVX2 and FMA. Reads `bases[i] + j` (j < k) are below
+            // `rows * k <= v.len()`; `weights` is one panel of `k * 16` floats; writes
+            // `outs[i] + j` (j < 16) are below `rows * co <= m.len()`, and `m` is borrowed
+            // mutably for the call.
+            unsafe {
+                avx2::tile::<false>(
+                    v.as_ptr(),
+                    &bases,
+                    &[0],
+                    k,
+                    weights.as_ptr(),
+                    std::ptr::null(),
+                    m.as_mut_ptr(),
+                    &outs,
+                );
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (bases, outs, weights);
         }
     }
-    Ok(packed)
+    Ok(())
 }
 
 /// The NHWC input with `padding` zeros around each image.
@@ -186,7 +247,7 @@ pub(crate) fn forward(
             // cover disjoint (tile range, panel) pairs, so no two tasks write the same element,
             // and `out` is read only after `for_each` has returned.
             unsafe {
-                avx2::tile(
+                avx2::tile::<true>(
                     padded.as_ptr(),
                     &bases,
                     &taps,
@@ -216,17 +277,17 @@ mod avx2 {
 
     /// One micro-tile: output pixels `outs` (offsets of their 16 channels in `out`) of the
     /// patches at `input + bases[i] + taps[t]` (`c` channels each), with the panel `weights`
-    /// `[taps * c, 16]`, plus `bias`, through `ReLU`.
+    /// `[taps * c, 16]`; with `BIAS_RELU`, plus `bias` and through `ReLU`.
     ///
     /// # Safety
     ///
     /// The CPU has AVX2 and FMA. For each `i` and tap `t`, `c` floats from
     /// `input + bases[i] + t` are readable; `weights` has `taps.len() * c * 16` readable floats
-    /// and `bias` 16; 16 floats from `out + outs[i]` are writable and not accessed by any other
-    /// thread during the call.
+    /// and, with `BIAS_RELU`, `bias` 16; 16 floats from `out + outs[i]` are writable and not
+    /// accessed by any other thread during the call.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn tile(
+    pub(super) unsafe fn tile<const BIAS_RELU: bool>(
         input: *const f32,
         bases: &[usize; TILE_PIXELS],
         taps: &[usize],
@@ -253,11 +314,17 @@ mod avx2 {
                 }
             }
         }
-        let (b0, b1) = unsafe { (_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))) };
+        if BIAS_RELU {
+            let (b0, b1) = unsafe { (_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))) };
+            for a in &mut acc {
+                a[0] = _mm256_max_ps(_mm256_add_ps(a[0], b0), zero);
+                a[1] = _mm256_max_ps(_mm256_add_ps(a[1], b1), zero);
+            }
+        }
         for (a, &o) in acc.iter().zip(outs) {
             unsafe {
-                _mm256_storeu_ps(out.add(o), _mm256_max_ps(_mm256_add_ps(a[0], b0), zero));
-                _mm256_storeu_ps(out.add(o + 8), _mm256_max_ps(_mm256_add_ps(a[1], b1), zero));
+                _mm256_storeu_ps(out.add(o), a[0]);
+                _mm256_storeu_ps(out.add(o + 8), a[1]);
             }
         }
     }

@@ -341,7 +341,8 @@ fn update_running_stats(bn: &BatchNorm, stats: &Tensor, count: usize) -> candle_
 pub struct FoldCache {
     /// The packed folded weight `[(kh, kw, ci), co]` and the bias `[co]`.
     folded: Mutex<Option<(Tensor, Tensor)>>,
-    /// The folded weight transformed for Winograd `[36, ci, co]` and the bias `[co]`.
+    /// The folded weight transformed for Winograd `[36, ci, co]` (as panels
+    /// `[36, co / 16, ci, 16]` where [`direct::applies`]) and the bias `[co]`.
     winograd: Mutex<Option<(Tensor, Tensor)>>,
     /// The folded weight as 16-channel panels `[co / 16, (kh, kw, ci), 16]` and the bias `[co]`.
     panels: Mutex<Option<(Tensor, Tensor)>>,
@@ -376,10 +377,13 @@ impl FoldCache {
         let u = with_f32(&weight.contiguous()?, |w| {
             winograd::transform_weight(w, co, ci)
         })??;
-        let f = (
-            Tensor::from_vec(u, (winograd::POSITIONS, ci, co), weight.device())?,
-            bias.contiguous()?,
-        );
+        let u = if direct::applies(co) {
+            let shape = (winograd::POSITIONS, co / direct::PANEL, ci, direct::PANEL);
+            Tensor::from_vec(winograd::panels(&u, ci, co)?, shape, weight.device())?
+        } else {
+            Tensor::from_vec(u, (winograd::POSITIONS, ci, co), weight.device())?
+        };
+        let f = (u, bias.contiguous()?);
         *cached = Some(f.clone());
         Ok(f)
     }

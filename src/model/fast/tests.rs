@@ -770,6 +770,24 @@ fn winograd_convolution_matches_candle() {
                 want.clone()
             };
             assert_close(&case, &nhwc_to_nchw(&got).unwrap(), &want);
+            if direct::applies(co) {
+                let flat = u.flatten_all().unwrap().to_vec1().unwrap();
+                let panels = Tensor::from_vec(
+                    winograd::panels(&flat, ci, co).unwrap(),
+                    (winograd::POSITIONS, co / direct::PANEL, ci, direct::PANEL),
+                    &Device::Cpu,
+                )
+                .unwrap();
+                let got = nchw_to_nhwc(&x)
+                    .unwrap()
+                    .apply_op3(&panels, &b, winograd::Conv3x3BiasReluWinograd { pool })
+                    .unwrap();
+                assert_close(
+                    &format!("{case} with panels"),
+                    &nhwc_to_nchw(&got).unwrap(),
+                    &want,
+                );
+            }
         }
     }
 }
@@ -866,9 +884,14 @@ fn inference_blocks_with_fixed_weights_run_winograd_with_enough_tiles_and_match_
             .as_ref()
             .map(|(p, _)| p.dims().to_vec());
         if winograd {
+            let layout = if direct::applies(co) {
+                vec![winograd::POSITIONS, co / direct::PANEL, ci, direct::PANEL]
+            } else {
+                vec![winograd::POSITIONS, ci, co]
+            };
             assert_eq!(
                 transformed,
-                Some(vec![winograd::POSITIONS, ci, co]),
+                Some(layout),
                 "{case}: the transformed weight is cached"
             );
             assert!(

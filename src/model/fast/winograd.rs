@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
+use super::direct;
 use super::matmul::{MatMut, MatRef, gemm};
 use super::norm::pool_dims;
 use super::{KernelError, contiguous_f32, vectorized};
@@ -153,6 +154,8 @@ struct Shape3x3 {
     ci: usize,
     co: usize,
     pool: bool,
+    /// The weight is laid out as [`panels`] leaves it, for [`direct::product`].
+    panels: bool,
 }
 
 impl Shape3x3 {
@@ -189,9 +192,25 @@ impl Shape3x3 {
         let per_tile_row = POSITIONS * self.tiles_w() * self.ci.max(self.co);
         let by_cache = (TASK_FLOATS / per_tile_row.max(1)).max(1);
         let by_threads = rows.div_ceil(2 * rayon::current_num_threads()).max(1);
-        let at_least = MIN_TASK_TILES.div_ceil(self.tiles_w());
+        let weight_floats = POSITIONS * self.ci * self.co;
+        let at_least = MIN_TASK_TILES
+            .max(weight_floats / TASK_FLOATS)
+            .div_ceil(self.tiles_w());
         by_cache.min(by_threads).max(at_least).min(rows).max(1)
     }
+}
+
+/// A transformed weight `[36, ci, co]` as 16-channel panels `[36, co / 16, ci, 16]`, for
+/// [`direct::product`] (on CPUs where [`direct::applies`]).
+pub(crate) fn panels(u: &[f32], ci: usize, co: usize) -> Result<Vec<f32>, KernelError> {
+    if u.len() != POSITIONS * ci * co || co % direct::PANEL != 0 {
+        return Err(KernelError::Shape(
+            "Winograd panels need a [36, ci, co] weight with whole panels",
+        ));
+    }
+    Ok(u.chunks_exact(ci * co)
+        .flat_map(|u_k| direct::panels_of(ci, co, |r, o| u_k[r * co + o]))
+        .collect())
 }
 
 /// Convolution (3x3, stride 1, padding 1) of NHWC `x` with the transformed weight `u`, plus
@@ -247,6 +266,10 @@ fn task(
             || transform_input(s, x, first, count, v),
         );
         let product = |k: usize, m_k: &mut [f32], v_k: &[f32]| {
+            let u_k = &u[k * ci * co..][..ci * co];
+            if s.panels {
+                return direct::product([tiles, ci, co], v_k, u_k, m_k);
+            }
             gemm(
                 tiles,
                 co,
@@ -263,7 +286,7 @@ fn task(
                     col_stride: 1,
                 },
                 MatRef {
-                    data: &u[k * ci * co..][..ci * co],
+                    data: u_k,
                     row_stride: co,
                     col_stride: 1,
                 },
@@ -501,11 +524,18 @@ impl CustomOp3 for Conv3x3BiasReluWinograd {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (&[n, h, w, ci], &[POSITIONS, u_ci, co]) = (xl.dims(), ul.dims()) else {
-            return Err(KernelError::Shape(
-                "a Winograd convolution needs NHWC input and a [36, ci, co] weight",
-            )
-            .into());
+        let (&[n, h, w, ci], u_dims) = (xl.dims(), ul.dims()) else {
+            return Err(KernelError::Shape("a Winograd convolution needs NHWC input").into());
+        };
+        let (u_ci, co, panels) = match *u_dims {
+            [POSITIONS, u_ci, co] => (u_ci, co, false),
+            [POSITIONS, blocks, u_ci, direct::PANEL] => (u_ci, blocks * direct::PANEL, true),
+            _ => {
+                return Err(KernelError::Shape(
+                    "a Winograd weight is [36, ci, co] or panels [36, co / 16, ci, 16]",
+                )
+                .into());
+            }
         };
         if u_ci != ci || bl.dims() != [co] {
             return Err(
@@ -522,6 +552,7 @@ impl CustomOp3 for Conv3x3BiasReluWinograd {
             ci,
             co,
             pool: self.pool,
+            panels,
         };
         let y = forward(
             s,
