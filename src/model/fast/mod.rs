@@ -438,19 +438,37 @@ const WINOGRAD_MIN_CHANNELS: usize = 32;
 /// Winograd's transformed weight is 4x the size of the direct convolution's (36 positions
 /// against 9 taps), and with few tiles the products read all of it for little work: at batch 1
 /// the last stages (16x16 and 8x8, 16 and 4 tiles) were bound by reading 2.4-9.4 MB of weights
-/// per layer. Measured at batch 1 on a 2-core AMD EPYC (Zen 3, AVX2, no AVX-512), those four
-/// layers took 4.4-4.9 ms with Winograd and 3.0-3.4 ms with the direct convolution, while the
-/// 32x32 layers (64 tiles) were 12-75% slower direct. Batch 32 runs in chunks of 8 images, whose
-/// smallest layers have 32 tiles, and is unchanged.
+/// per layer, which the `gemm` crate also packs on every call. Measured at batch 1 on a 2-core
+/// AMD EPYC (Zen 3, AVX2, no AVX-512), those four layers took 4.4-4.9 ms with Winograd and
+/// 3.0-3.4 ms with the direct convolution, while the 32x32 layers (64 tiles) were 12-75% slower
+/// direct. Batch 32 runs in chunks of 8 images, whose smallest layers have 32 tiles.
 const WINOGRAD_MIN_TILES: usize = 32;
 
+/// [`WINOGRAD_MIN_TILES`] where the weights are in panels for our own kernel
+/// ([`direct::applies`]): nothing is packed per call, and on the same Zen 3 the 16x16 layers at
+/// batch 1 (16 tiles) took 0.27 and 0.45-0.48 ms as Winograd against 0.35-0.43 and 0.68-0.85 ms
+/// direct (batch 1 over eight interleaved runs: median 3.6-4.9 ms against 4.4-5.4), while the
+/// 8x8 layers (4 tiles) were 20-35% slower as Winograd.
+const WINOGRAD_MIN_TILES_PANELS: usize = 16;
+
 /// Whether an inference convolution with this kernel, stride and padding, on an NHWC input
-/// `[n, h, w, ci]`, runs as Winograd F(4x4, 3x3).
-fn runs_as_winograd(kernel: (usize, usize), stride: usize, padding: usize, x: [usize; 4]) -> bool {
+/// `[n, h, w, ci]`, with `co` output channels, runs as Winograd F(4x4, 3x3).
+fn runs_as_winograd(
+    kernel: (usize, usize),
+    stride: usize,
+    padding: usize,
+    x: [usize; 4],
+    co: usize,
+) -> bool {
     let [n, h, w, ci] = x;
+    let min_tiles = if direct::applies(co) {
+        WINOGRAD_MIN_TILES_PANELS
+    } else {
+        WINOGRAD_MIN_TILES
+    };
     (kernel, stride, padding) == ((3, 3), 1, 1)
         && ci >= WINOGRAD_MIN_CHANNELS
-        && winograd::tile_count(n, h, w) >= WINOGRAD_MIN_TILES
+        && winograd::tile_count(n, h, w) >= min_tiles
 }
 
 /// Whether a block's weights are fixed: no variable and no autograd history, so a fold of them
@@ -509,11 +527,15 @@ pub fn conv_bn_relu(
         update_running_stats(bn, &stats, n * g.out_h() * g.out_w())?;
         return Ok(y);
     } else if is_fixed(conv, bn) {
-        let (_, ci, kernel_h, kernel_w) = conv.weight().dims4()?;
+        let (co, ci, kernel_h, kernel_w) = conv.weight().dims4()?;
         let (n, h, w, _) = x.dims4()?;
-        let winograd =
-            runs_as_winograd((kernel_h, kernel_w), cfg.stride, cfg.padding, [n, h, w, ci])
-                && !x.track_op();
+        let winograd = runs_as_winograd(
+            (kernel_h, kernel_w),
+            cfg.stride,
+            cfg.padding,
+            [n, h, w, ci],
+            co,
+        ) && !x.track_op();
         if winograd {
             let (u, bias) = cache.get_or_winograd(conv, bn)?;
             return x.contiguous()?.apply_op3(
@@ -522,7 +544,6 @@ pub fn conv_bn_relu(
                 winograd::Conv3x3BiasReluWinograd { pool },
             );
         }
-        let co = conv.weight().dim(0)?;
         if direct::applies(co) && !x.track_op() {
             let (panels, bias) = cache.get_or_panels(conv, bn)?;
             let op = direct::Conv2dBiasReluPanels {

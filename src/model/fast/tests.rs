@@ -847,12 +847,14 @@ fn reference_block(conv: &Conv2d, bn: &BatchNorm, x: &Tensor) -> Tensor {
 #[test]
 fn inference_blocks_with_fixed_weights_run_winograd_with_enough_tiles_and_match_candle() {
     let mut rng = StdRng::seed_from_u64(12);
-    // (batch, height, width, in, out, pool, runs as Winograd): 36, 48 and 4 tiles of 4x4.
+    // (batch, height, width, in, out, pool, runs as Winograd): 36, 48, 4, 12 and 16 tiles of
+    // 4x4; 16 are enough where the weights are in panels for our own kernel.
     for &(n, h, w, ci, co, pool, winograd) in &[
         (6, 9, 7, 32, 16, true, true),
         (3, 16, 16, 64, 32, true, true),
         (1, 8, 8, 64, 64, false, false),
         (2, 9, 7, 32, 16, true, false),
+        (1, 16, 16, 64, 128, false, direct::applies(128)),
     ] {
         let case = format!("fixed block n={n} {h}x{w} {ci}->{co} pool={pool}");
         let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
