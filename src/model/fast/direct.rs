@@ -46,7 +46,7 @@ pub(crate) fn available() -> bool {
 
 /// Whether an inference convolution with `out_c` output channels runs here.
 pub(crate) fn applies(out_c: usize) -> bool {
-    out_c > 0 && out_c % PANEL == 0 && available()
+    out_c > 0 && out_c.is_multiple_of(PANEL) && available()
 }
 
 /// A matrix `[rows, co]`, read through `at(row, col)`, as panels `[co / 16, rows, 16]`.
@@ -68,7 +68,7 @@ pub(crate) fn pack_panels(
     [co, ci, kh, kw]: [usize; 4],
 ) -> Result<Vec<f32>, KernelError> {
     let k = kh * kw * ci;
-    if w.len() != co * k || co % PANEL != 0 {
+    if w.len() != co * k || !co.is_multiple_of(PANEL) {
         return Err(KernelError::Shape(
             "panels need a whole number of 16 output channels",
         ));
@@ -88,7 +88,7 @@ pub(crate) fn product(
     u: &[f32],
     m: &mut [f32],
 ) -> Result<(), KernelError> {
-    if v.len() < rows * k || u.len() != k * co || m.len() < rows * co || co % PANEL != 0 {
+    if v.len() < rows * k || u.len() != k * co || m.len() < rows * co || !co.is_multiple_of(PANEL) {
         return Err(KernelError::Shape(
             "the panel product's operands have the wrong size",
         ));
@@ -183,7 +183,7 @@ pub(crate) fn forward(
 ) -> Result<Vec<f32>, KernelError> {
     let (co, c) = (g.out_c, g.in_c);
     let k = g.patch_len();
-    if x.len() != g.x_len() || panels.len() != co * k || bias.len() != co || co % PANEL != 0 {
+    if x.len() != g.x_len() || panels.len() != co * k || bias.len() != co || !co.is_multiple_of(PANEL) {
         return Err(KernelError::Shape(
             "the panel convolution's input, weight or bias has the wrong size",
         ));

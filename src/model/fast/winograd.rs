@@ -206,7 +206,7 @@ impl Shape3x3 {
 /// A transformed weight `[36, ci, co]` as 16-channel panels `[36, co / 16, ci, 16]`, for
 /// [`direct::product`] (on CPUs where [`direct::applies`]).
 pub(crate) fn panels(u: &[f32], ci: usize, co: usize) -> Result<Vec<f32>, KernelError> {
-    if u.len() != POSITIONS * ci * co || co % direct::PANEL != 0 {
+    if u.len() != POSITIONS * ci * co || !co.is_multiple_of(direct::PANEL) {
         return Err(KernelError::Shape(
             "Winograd panels need a [36, ci, co] weight with whole panels",
         ));
