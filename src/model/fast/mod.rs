@@ -23,6 +23,11 @@
 //!   F(4x4, 3x3) ([`winograd`]: 4x fewer multiplications), with the 2x2 max pool that follows a
 //!   stage fused into their output.
 //!
+//! - on CPUs with AVX2 and FMA but no AVX-512, the inference convolutions' matrix products
+//!   (the direct ones, and Winograd's 36 products per tile) run through our own 6x16 kernel
+//!   on weights packed once into 16-channel panels ([`direct`]), instead of the `gemm` crate,
+//!   which packs the weight on every call.
+//!
 //! The element-wise loops run through [`pulp`]'s run-time dispatch, so they use AVX2 or AVX-512
 //! where the CPU has them although the crate is built for baseline x86-64.
 //!
