@@ -183,7 +183,11 @@ pub(crate) fn forward(
 ) -> Result<Vec<f32>, KernelError> {
     let (co, c) = (g.out_c, g.in_c);
     let k = g.patch_len();
-    if x.len() != g.x_len() || panels.len() != co * k || bias.len() != co || !co.is_multiple_of(PANEL) {
+    if x.len() != g.x_len()
+        || panels.len() != co * k
+        || bias.len() != co
+        || !co.is_multiple_of(PANEL)
+    {
         return Err(KernelError::Shape(
             "the panel convolution's input, weight or bias has the wrong size",
         ));
@@ -269,8 +273,8 @@ pub(crate) fn forward(
 #[allow(unsafe_code)]
 mod avx2 {
     use std::arch::x86_64::{
-        __m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps,
-        _mm256_max_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        __m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_max_ps, _mm256_setzero_ps, _mm256_storeu_ps,
     };
 
     use super::{PANEL, TILE_PIXELS};

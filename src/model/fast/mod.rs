@@ -373,24 +373,20 @@ impl FoldCache {
         conv: &Conv2d,
         bn: &BatchNorm,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut cached = self.winograd.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(f) = cached.as_ref() {
-            return Ok(f.clone());
-        }
-        let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
-        let (co, ci, _, _) = weight.dims4()?;
-        let u = with_f32(&weight.contiguous()?, |w| {
-            winograd::transform_weight(w, co, ci)
-        })??;
-        let u = if direct::applies(co) {
-            let shape = (winograd::POSITIONS, co / direct::PANEL, ci, direct::PANEL);
-            Tensor::from_vec(winograd::panels(&u, ci, co)?, shape, weight.device())?
-        } else {
-            Tensor::from_vec(u, (winograd::POSITIONS, ci, co), weight.device())?
-        };
-        let f = (u, bias.contiguous()?);
-        *cached = Some(f.clone());
-        Ok(f)
+        cached(&self.winograd, || {
+            let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
+            let (co, ci, _, _) = weight.dims4()?;
+            let u = with_f32(&weight.contiguous()?, |w| {
+                winograd::transform_weight(w, co, ci)
+            })??;
+            let u = if direct::applies(co) {
+                let shape = (winograd::POSITIONS, co / direct::PANEL, ci, direct::PANEL);
+                Tensor::from_vec(winograd::panels(&u, ci, co)?, shape, weight.device())?
+            } else {
+                Tensor::from_vec(u, (winograd::POSITIONS, ci, co), weight.device())?
+            };
+            Ok((u, bias.contiguous()?))
+        })
     }
 
     /// The folded weight of `conv` and `bn` as panels for [`direct`], and the bias, computed on
@@ -400,38 +396,41 @@ impl FoldCache {
         conv: &Conv2d,
         bn: &BatchNorm,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut cached = self.panels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(f) = cached.as_ref() {
-            return Ok(f.clone());
-        }
-        let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
-        let (co, ci, kh, kw) = weight.dims4()?;
-        let panels = with_f32(&weight.contiguous()?, |w| {
-            direct::pack_panels(w, [co, ci, kh, kw])
-        })??;
-        let f = (
-            Tensor::from_vec(
-                panels,
-                (co / direct::PANEL, kh * kw * ci, direct::PANEL),
-                weight.device(),
-            )?,
-            bias.contiguous()?,
-        );
-        *cached = Some(f.clone());
-        Ok(f)
+        cached(&self.panels, || {
+            let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
+            let (co, ci, kh, kw) = weight.dims4()?;
+            let panels = with_f32(&weight.contiguous()?, |w| {
+                direct::pack_panels(w, [co, ci, kh, kw])
+            })??;
+            let shape = (co / direct::PANEL, kh * kw * ci, direct::PANEL);
+            Ok((
+                Tensor::from_vec(panels, shape, weight.device())?,
+                bias.contiguous()?,
+            ))
+        })
     }
 
     /// The packed folded weight and bias of `conv` and `bn`, computed on first use.
     fn get_or_fold(&self, conv: &Conv2d, bn: &BatchNorm) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut folded = self.folded.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(f) = folded.as_ref() {
-            return Ok(f.clone());
-        }
-        let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
-        let f = (pack_weight(&weight)?, bias.contiguous()?);
-        *folded = Some(f.clone());
-        Ok(f)
+        cached(&self.folded, || {
+            let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
+            Ok((pack_weight(&weight)?, bias.contiguous()?))
+        })
     }
+}
+
+/// The weight and bias in `slot`, made by `make` and kept there on first use.
+fn cached(
+    slot: &Mutex<Option<(Tensor, Tensor)>>,
+    make: impl FnOnce() -> candle_core::Result<(Tensor, Tensor)>,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let mut cached = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(f) = cached.as_ref() {
+        return Ok(f.clone());
+    }
+    let f = make()?;
+    *cached = Some(f.clone());
+    Ok(f)
 }
 
 /// Inference convolutions (3x3, stride 1, padding 1) with at least this many input channels

@@ -188,6 +188,23 @@ fn tap_sum_conv(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Tensor {
     y.unwrap().reshape((n, co, oh, ow)).unwrap()
 }
 
+/// Stock candle's convolution of NCHW `x` with OIHW `w`, plus `b`, through `ReLU`.
+fn reference_conv_bias_relu(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> Tensor {
+    let co = b.dim(0).unwrap();
+    x.conv2d(w, pad, stride, 1, 1)
+        .unwrap()
+        .broadcast_add(&b.reshape((co, 1, 1)).unwrap())
+        .unwrap()
+        .relu()
+        .unwrap()
+}
+
 #[test]
 fn conv2d_matches_a_tap_sum_reference_where_candle_conv_backward_fails() {
     let mut rng = StdRng::seed_from_u64(10);
@@ -287,14 +304,7 @@ fn conv2d_bias_relu_matches_candle() {
         let x = var(&mut rng, &[n, ci, h, w], -1.0, 1.0);
         let wt = var(&mut rng, &[co, ci, k, k], -0.5, 0.5);
         let b = var(&mut rng, &[co], -0.3, 0.3);
-        let want = x
-            .as_tensor()
-            .conv2d(wt.as_tensor(), pad, stride, 1, 1)
-            .unwrap()
-            .broadcast_add(&b.reshape((co, 1, 1)).unwrap())
-            .unwrap()
-            .relu()
-            .unwrap();
+        let want = reference_conv_bias_relu(&x, &wt, &b, stride, pad);
         let got = conv2d_bias_relu(&nchw_to_nhwc(&x).unwrap(), &wt, &b, stride, pad).unwrap();
         let got = nhwc_to_nchw(&got).unwrap();
         assert_close(&format!("{case}: output"), &got, &want);
@@ -745,13 +755,7 @@ fn winograd_convolution_matches_candle() {
         let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
         let wt = uniform(&mut rng, &[co, ci, 3, 3], -0.5, 0.5);
         let b = uniform(&mut rng, &[co], -0.3, 0.3);
-        let want = x
-            .conv2d(&wt, 1, 1, 1, 1)
-            .unwrap()
-            .broadcast_add(&b.reshape((co, 1, 1)).unwrap())
-            .unwrap()
-            .relu()
-            .unwrap();
+        let want = reference_conv_bias_relu(&x, &wt, &b, 1, 1);
         let u = winograd::transform_weight(&wt.flatten_all().unwrap().to_vec1().unwrap(), co, ci)
             .unwrap();
         let u = Tensor::from_vec(u, (winograd::POSITIONS, ci, co), &Device::Cpu).unwrap();
@@ -971,13 +975,7 @@ fn panel_convolution_matches_candle() {
         let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
         let wt = uniform(&mut rng, &[co, ci, kernel, kernel], -0.5, 0.5);
         let b = uniform(&mut rng, &[co], -0.3, 0.3);
-        let want = x
-            .conv2d(&wt, padding, stride, 1, 1)
-            .unwrap()
-            .broadcast_add(&b.reshape((co, 1, 1)).unwrap())
-            .unwrap()
-            .relu()
-            .unwrap();
+        let want = reference_conv_bias_relu(&x, &wt, &b, stride, padding);
         let k = kernel * kernel * ci;
         let panels = direct::pack_panels(
             &wt.flatten_all().unwrap().to_vec1().unwrap(),
