@@ -199,7 +199,16 @@ pub(crate) fn forward(
     }
     let pixels = g.out_pixels();
     let mut out = vec![0.0f32; pixels * co];
-    if pixels == 0 || co == 0 || c == 0 {
+    if pixels == 0 || co == 0 {
+        return Ok(out);
+    }
+    if c == 0 {
+        // An empty patch: every output is the bias through `ReLU`.
+        for row in out.chunks_exact_mut(co) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = b.max(0.0);
+            }
+        }
         return Ok(out);
     }
     let padded = pad(g, x);

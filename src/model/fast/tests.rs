@@ -999,6 +999,32 @@ fn panel_convolution_matches_candle() {
 }
 
 #[test]
+fn a_panel_convolution_without_input_channels_gives_the_bias_through_relu() {
+    if !direct::available() {
+        println!(
+            "skipped: this CPU runs the gemm direct convolution (AVX-512, or no AVX2 and FMA)"
+        );
+        return;
+    }
+    let x = Tensor::zeros((1, 2, 3, 0), DType::F32, &Device::Cpu).unwrap();
+    let panels = Tensor::zeros((1, 0, direct::PANEL), DType::F32, &Device::Cpu).unwrap();
+    let bias: Vec<f32> = (0..16).map(|i| i as f32 - 7.5).collect();
+    let b = Tensor::from_slice(&bias, 16, &Device::Cpu).unwrap();
+    let op = direct::Conv2dBiasReluPanels {
+        stride: 1,
+        padding: 1,
+        kernel_h: 3,
+        kernel_w: 3,
+    };
+    let got = x.apply_op3(&panels, &b, op).unwrap();
+    assert_eq!(got.dims(), [1, 2, 3, 16]);
+    let want: Vec<f32> = bias.iter().map(|b| b.max(0.0)).collect();
+    for pixel in got.reshape((6, 16)).unwrap().to_vec2::<f32>().unwrap() {
+        assert_eq!(pixel, want);
+    }
+}
+
+#[test]
 fn panels_need_whole_panels_of_output_channels() {
     assert!(direct::pack_panels(&[0.0; 8 * 9], [8, 1, 3, 3]).is_err());
     assert!(!direct::applies(24) && !direct::applies(0));
