@@ -1,5 +1,5 @@
-//! The inference convolutions that do not run as Winograd (the stem, and the small late layers
-//! at batch 1 and 2), as a direct convolution with weights packed once and our own AVX2 matrix
+//! The inference convolutions that do not run as Winograd (the stem, and layers with too few
+//! tiles), as a direct convolution with weights packed once and our own AVX2 matrix
 //! kernel, on CPUs with AVX2 and FMA but no AVX-512.
 //!
 //! The input is padded once per call; each output pixel's patch is then read in place (no

@@ -854,14 +854,16 @@ fn reference_block(conv: &Conv2d, bn: &BatchNorm, x: &Tensor) -> Tensor {
 #[test]
 fn inference_blocks_with_fixed_weights_run_winograd_with_enough_tiles_and_match_candle() {
     let mut rng = StdRng::seed_from_u64(12);
-    // (batch, height, width, in, out, pool, runs as Winograd): 36, 48, 4, 12 and 16 tiles of
-    // 4x4; 16 are enough where the weights are in panels for our own kernel.
+    // (batch, height, width, in, out, pool, runs as Winograd F(4x4)): 36, 48, 4, 12, 16 and 1
+    // tiles of 4x4; 16 are enough where the weights are in panels for our own kernel. Of the
+    // others, those with 16 or more tiles of 2x2 (16, 40) run as F(2x2) where the panels apply.
     for &(n, h, w, ci, co, pool, winograd) in &[
         (6, 9, 7, 32, 16, true, true),
         (3, 16, 16, 64, 32, true, true),
         (1, 8, 8, 64, 64, false, false),
         (2, 9, 7, 32, 16, true, false),
         (1, 16, 16, 64, 128, false, direct::applies(128)),
+        (1, 4, 4, 32, 32, false, false),
     ] {
         let case = format!("fixed block n={n} {h}x{w} {ci}->{co} pool={pool}");
         let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
@@ -879,19 +881,18 @@ fn inference_blocks_with_fixed_weights_run_winograd_with_enough_tiles_and_match_
                 &want,
             );
         }
-        let transformed = cache
-            .winograd
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|(u, _)| u.dims().to_vec());
+        let dims = |slot: &Mutex<Option<(Tensor, Tensor)>>| {
+            slot.lock()
+                .unwrap()
+                .as_ref()
+                .map(|(u, _)| u.dims().to_vec())
+        };
+        let (transformed, transformed2) = (dims(&cache.winograd), dims(&cache.winograd2));
         let folded = cache.folded.lock().unwrap().is_some();
-        let panels = cache
-            .panels
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|(p, _)| p.dims().to_vec());
+        let panels = dims(&cache.panels);
+        let f2 = !winograd
+            && winograd2::applies(ci, co)
+            && winograd2::tile_count(n, h, w) >= WINOGRAD2_MIN_TILES;
         if winograd {
             let layout = if direct::applies(co) {
                 vec![winograd::POSITIONS, co / direct::PANEL, ci, direct::PANEL]
@@ -904,11 +905,27 @@ fn inference_blocks_with_fixed_weights_run_winograd_with_enough_tiles_and_match_
                 "{case}: the transformed weight is cached"
             );
             assert!(
-                !folded && panels.is_none(),
-                "{case}: the direct convolution's weight is not made"
+                !folded && panels.is_none() && transformed2.is_none(),
+                "{case}: the other convolutions' weights are not made"
+            );
+        } else if f2 {
+            assert_eq!(
+                transformed2,
+                Some(vec![
+                    winograd2::POSITIONS,
+                    co / direct::PANEL,
+                    ci,
+                    direct::PANEL
+                ]),
+                "{case}: the F(2x2) weight is cached"
+            );
+            assert!(
+                !folded && panels.is_none() && transformed.is_none(),
+                "{case}: the other convolutions' weights are not made"
             );
         } else {
             assert_eq!(transformed, None, "{case}: too few tiles for Winograd");
+            assert_eq!(transformed2, None, "{case}: too few tiles for F(2x2)");
             if direct::applies(co) {
                 assert_eq!(
                     panels,
@@ -924,6 +941,60 @@ fn inference_blocks_with_fixed_weights_run_winograd_with_enough_tiles_and_match_
             }
         }
     }
+}
+
+#[test]
+fn winograd_f2_convolution_matches_candle() {
+    if !winograd2::applies(8, direct::PANEL) {
+        println!("skipped: F(2x2) runs only with AVX2 and FMA and no AVX-512");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(15);
+    // (batch, height, width, in, out): the 8x8 layers at batch 1 and 2, odd sizes, one pixel,
+    // a single row, tiles that stick out of the image.
+    for &(n, h, w, ci, co) in &[
+        (1, 8, 8, 128, 256),
+        (2, 8, 8, 256, 256),
+        (1, 7, 9, 32, 16),
+        (3, 5, 2, 40, 32),
+        (2, 1, 1, 8, 16),
+        (1, 1, 6, 64, 48),
+    ] {
+        let case = format!("F(2x2) n={n} {h}x{w} {ci}->{co}");
+        let x = uniform(&mut rng, &[n, ci, h, w], -1.0, 1.0);
+        let wt = uniform(&mut rng, &[co, ci, 3, 3], -0.5, 0.5);
+        let b = uniform(&mut rng, &[co], -0.3, 0.3);
+        let want = reference_conv_bias_relu(&x, &wt, &b, 1, 1);
+        let u = winograd2::transform_weight(&wt.flatten_all().unwrap().to_vec1().unwrap(), co, ci)
+            .unwrap();
+        let u = Tensor::from_vec(
+            u,
+            (winograd2::POSITIONS, co / direct::PANEL, ci, direct::PANEL),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let got = nchw_to_nhwc(&x)
+            .unwrap()
+            .apply_op3(&u, &b, winograd2::Conv3x3BiasReluF2)
+            .unwrap();
+        assert_close(&case, &nhwc_to_nchw(&got).unwrap(), &want);
+    }
+}
+
+#[test]
+fn winograd_f2_refuses_channels_it_cannot_run() {
+    // Output channels that are not whole panels, input channels that are not whole registers.
+    assert!(!winograd2::applies(8, 24));
+    assert!(!winograd2::applies(12, 16));
+    assert!(!winograd2::applies(0, 16));
+    assert!(winograd2::transform_weight(&[0.0; 9 * 8 * 24], 24, 8).is_err());
+    let x = Tensor::zeros((1, 4, 4, 12), DType::F32, &Device::Cpu).unwrap();
+    let u = Tensor::zeros((winograd2::POSITIONS, 1, 12, 16), DType::F32, &Device::Cpu).unwrap();
+    let b = Tensor::zeros(16, DType::F32, &Device::Cpu).unwrap();
+    assert!(
+        x.apply_op3(&u, &b, winograd2::Conv3x3BiasReluF2).is_err(),
+        "12 input channels are not whole registers of 8"
+    );
 }
 
 #[test]

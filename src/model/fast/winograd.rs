@@ -543,7 +543,7 @@ fn transform_output(
 /// (the same layers, the two versions alternating in one process).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::{
         __m256, _mm256_add_ps, _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_loadu_ps, _mm256_max_ps,
         _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_sub_ps,
@@ -552,12 +552,12 @@ mod avx2 {
     use super::{ALPHA, Shape3x3, TILE, position_stride};
 
     /// Channels per register.
-    pub(super) const LANES: usize = 8;
+    pub(in crate::model::fast) const LANES: usize = 8;
 
     /// Channels `at..at + 8` of `src`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn load(src: &[f32], at: usize) -> __m256 {
+    pub(in crate::model::fast) fn load(src: &[f32], at: usize) -> __m256 {
         let src = &src[at..at + LANES];
         // SAFETY: `src` holds the 8 floats read.
         unsafe { _mm256_loadu_ps(src.as_ptr()) }
@@ -566,7 +566,7 @@ mod avx2 {
     /// `value` into channels `at..at + 8` of `dst`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn store(dst: &mut [f32], at: usize, value: __m256) {
+    pub(in crate::model::fast) fn store(dst: &mut [f32], at: usize, value: __m256) {
         let dst = &mut dst[at..at + LANES];
         // SAFETY: `dst` holds the 8 floats written, borrowed mutably.
         unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), value) }
