@@ -487,26 +487,6 @@ const WINOGRAD_MIN_TILES: usize = 32;
 /// 8x8 layers (4 tiles) were 20-35% slower as Winograd.
 const WINOGRAD_MIN_TILES_PANELS: usize = 16;
 
-/// Whether an inference convolution with this kernel, stride and padding, on an NHWC input
-/// `[n, h, w, ci]`, with `co` output channels, runs as Winograd F(4x4, 3x3).
-fn runs_as_winograd(
-    kernel: (usize, usize),
-    stride: usize,
-    padding: usize,
-    x: [usize; 4],
-    co: usize,
-) -> bool {
-    let [n, h, w, ci] = x;
-    let min_tiles = if direct::applies(co) {
-        WINOGRAD_MIN_TILES_PANELS
-    } else {
-        WINOGRAD_MIN_TILES
-    };
-    (kernel, stride, padding) == ((3, 3), 1, 1)
-        && ci >= WINOGRAD_MIN_CHANNELS
-        && winograd::tile_count(n, h, w) >= min_tiles
-}
-
 /// Inference convolutions that do not run as Winograd F(4x4, 3x3) run as F(2x2, 3x3) (see
 /// [`winograd2`]) where the panels apply and the call has at least this many tiles of 2x2: the
 /// 8x8 layers at batch 1 (16 tiles) and 2. On a 2-core AMD EPYC (Zen 3, AVX2, no AVX-512) the
@@ -514,21 +494,49 @@ fn runs_as_winograd(
 /// forward pass 4-7% less at batch 1 and 8% less at batch 2 (both alternating in one process).
 const WINOGRAD2_MIN_TILES: usize = 16;
 
-/// Whether an inference convolution that does not run as Winograd F(4x4, 3x3)
-/// ([`runs_as_winograd`]) runs as F(2x2, 3x3): same arguments.
-fn runs_as_winograd2(
+/// How an inference convolution with fixed weights runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InferenceConv {
+    /// Winograd F(4x4, 3x3) ([`winograd`]), with the 2x2 max pool fused.
+    Winograd,
+    /// Winograd F(2x2, 3x3) ([`winograd2`]).
+    Winograd2,
+    /// The direct convolution on panels ([`direct`]).
+    Panels,
+    /// The direct convolution on the packed weight, through the `gemm` crate.
+    Packed,
+}
+
+/// How an inference convolution with this kernel, stride and padding, on an NHWC input
+/// `[n, h, w, ci]`, with `co` output channels, runs; `gradient` when the input may need one
+/// (Grad-CAM), which only the packed direct convolution gives.
+fn inference_conv(
     kernel: (usize, usize),
     stride: usize,
     padding: usize,
-    x: [usize; 4],
+    [n, h, w, ci]: [usize; 4],
     co: usize,
-) -> bool {
-    let [n, h, w, ci] = x;
-    (kernel, stride, padding) == ((3, 3), 1, 1)
-        && ci >= WINOGRAD_MIN_CHANNELS
+    gradient: bool,
+) -> InferenceConv {
+    let winograd_shape =
+        (kernel, stride, padding) == ((3, 3), 1, 1) && ci >= WINOGRAD_MIN_CHANNELS && !gradient;
+    let min_tiles = if direct::applies(co) {
+        WINOGRAD_MIN_TILES_PANELS
+    } else {
+        WINOGRAD_MIN_TILES
+    };
+    if winograd_shape && winograd::tile_count(n, h, w) >= min_tiles {
+        InferenceConv::Winograd
+    } else if winograd_shape
         && winograd2::applies(ci, co)
         && winograd2::tile_count(n, h, w) >= WINOGRAD2_MIN_TILES
-        && !runs_as_winograd(kernel, stride, padding, x, co)
+    {
+        InferenceConv::Winograd2
+    } else if direct::applies(co) && !gradient {
+        InferenceConv::Panels
+    } else {
+        InferenceConv::Packed
+    }
 }
 
 /// Whether a block's weights are fixed: no variable and no autograd history, so a fold of them
@@ -589,50 +597,44 @@ pub fn conv_bn_relu(
     } else if is_fixed(conv, bn) {
         let (co, ci, kernel_h, kernel_w) = conv.weight().dims4()?;
         let (n, h, w, _) = x.dims4()?;
-        let winograd = runs_as_winograd(
+        let kind = inference_conv(
             (kernel_h, kernel_w),
             cfg.stride,
             cfg.padding,
             [n, h, w, ci],
             co,
-        ) && !x.track_op();
-        if winograd {
-            let (u, bias) = cache.get_or_winograd(conv, bn)?;
-            return x.contiguous()?.apply_op3(
-                &u,
-                &bias,
-                winograd::Conv3x3BiasReluWinograd { pool },
-            );
-        }
-        let f2 = runs_as_winograd2(
-            (kernel_h, kernel_w),
-            cfg.stride,
-            cfg.padding,
-            [n, h, w, ci],
-            co,
-        ) && !x.track_op();
-        if f2 {
-            let (u, bias) = cache.get_or_winograd2(conv, bn)?;
-            x.contiguous()?
-                .apply_op3(&u, &bias, winograd2::Conv3x3BiasReluF2)?
-        } else if direct::applies(co) && !x.track_op() {
-            let (panels, bias) = cache.get_or_panels(conv, bn)?;
-            let op = direct::Conv2dBiasReluPanels {
-                stride: cfg.stride,
-                padding: cfg.padding,
-                kernel_h,
-                kernel_w,
-            };
-            x.contiguous()?.apply_op3(&panels, &bias, op)?
-        } else {
-            let (weight, bias) = cache.get_or_fold(conv, bn)?;
-            let op = Conv2dBiasReluPacked {
-                stride: cfg.stride,
-                padding: cfg.padding,
-                kernel_h,
-                kernel_w,
-            };
-            x.contiguous()?.apply_op3(&weight, &bias, op)?
+            x.track_op(),
+        );
+        let x = x.contiguous()?;
+        match kind {
+            InferenceConv::Winograd => {
+                let (u, bias) = cache.get_or_winograd(conv, bn)?;
+                return x.apply_op3(&u, &bias, winograd::Conv3x3BiasReluWinograd { pool });
+            }
+            InferenceConv::Winograd2 => {
+                let (u, bias) = cache.get_or_winograd2(conv, bn)?;
+                x.apply_op3(&u, &bias, winograd2::Conv3x3BiasReluF2)?
+            }
+            InferenceConv::Panels => {
+                let (panels, bias) = cache.get_or_panels(conv, bn)?;
+                let op = direct::Conv2dBiasReluPanels {
+                    stride: cfg.stride,
+                    padding: cfg.padding,
+                    kernel_h,
+                    kernel_w,
+                };
+                x.apply_op3(&panels, &bias, op)?
+            }
+            InferenceConv::Packed => {
+                let (weight, bias) = cache.get_or_fold(conv, bn)?;
+                let op = Conv2dBiasReluPacked {
+                    stride: cfg.stride,
+                    padding: cfg.padding,
+                    kernel_h,
+                    kernel_w,
+                };
+                x.apply_op3(&weight, &bias, op)?
+            }
         }
     } else {
         let (weight, bias) = fold_batch_norm(conv.weight(), bn)?;
