@@ -82,6 +82,9 @@ fn forward(
     u: &[f32],
     bias: &[f32],
 ) -> Result<Vec<f32>, KernelError> {
+    if !direct::available() {
+        return Err(KernelError::Internal("F(2x2) needs AVX2 and FMA"));
+    }
     if !applies(ci, co)
         || x.len() != n * h * w * ci
         || u.len() != POSITIONS * ci * co
@@ -100,7 +103,7 @@ fn forward(
     let mut m = vec![0.0f32; POSITIONS * tiles * co];
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
-    // SAFETY: `applies` checked (through `direct::applies`) that the CPU has AVX2 and FMA.
+    // SAFETY: `direct::available` checked that the CPU has AVX2 and FMA.
     unsafe {
         avx2::transform_input([n, h, w, ci], x, &mut v);
     }
