@@ -4,9 +4,9 @@
 //! Each 6x6 input tile `d` becomes `V = Bᵀ d B`, each 3x3 weight `g` becomes `U = G g Gᵀ`
 //! (once, when the batch norm is folded), and for each of the 36 positions of the transformed
 //! tile the products over input channels are one matrix product, `M = V U`, through the `gemm`
-//! crate or, where the panels apply, [`direct::product`]. The output tile is `Aᵀ M A`, plus the bias, through `ReLU`
-//! and, when a 2x2 max pool follows, pooled before it is written (the 4x4 tile holds whole pool
-//! windows). The matrices are Lavin and Gray's (2016), with interpolation points 0, ±1, ±2;
+//! crate or, where the panels apply, [`direct::product`]. The output tile is `Aᵀ M A`, plus the
+//! bias, through `ReLU` and, when a 2x2 max pool follows, pooled before it is written (the 4x4
+//! tile holds whole pool windows). The matrices are Lavin and Gray's (2016), with interpolation points 0, ±1, ±2;
 //! the weight transform runs in `f64`. The tests hold the result within 1e-4 (relative) of
 //! candle's direct convolution.
 //!
@@ -114,9 +114,6 @@ fn output_1d([m0, m1, m2, m3, m4, m5]: [f32; ALPHA]) -> [f32; TILE] {
 /// The transformed weight `U = G g Gᵀ`, laid out `[36, ci, co]`, of an OIHW 3x3 weight
 /// `[co, ci, 3, 3]`.
 pub(crate) fn transform_weight(w: &[f32], co: usize, ci: usize) -> Result<Vec<f32>, KernelError> {
-    if w.len() != co * ci * 9 {
-        return Err(KernelError::Shape("a Winograd weight must be 3x3"));
-    }
     const G: [[f64; 3]; ALPHA] = [
         [1.0 / 4.0, 0.0, 0.0],
         [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
@@ -125,26 +122,62 @@ pub(crate) fn transform_weight(w: &[f32], co: usize, ci: usize) -> Result<Vec<f3
         [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
         [0.0, 0.0, 1.0],
     ];
-    let mut u = vec![0.0f32; POSITIONS * ci * co];
+    transform_weight_with(&G, w, co, ci)
+}
+
+/// `U = G g Gᵀ` of an OIHW 3x3 weight `[co, ci, 3, 3]` for the `A`x3 matrix `G` (in `f64`),
+/// laid out `[A * A, ci, co]`: the weight transform of F(4x4, 3x3) here and of F(2x2, 3x3)
+/// in [`super::winograd2`].
+pub(super) fn transform_weight_with<const A: usize>(
+    g_matrix: &[[f64; 3]; A],
+    w: &[f32],
+    co: usize,
+    ci: usize,
+) -> Result<Vec<f32>, KernelError> {
+    if w.len() != co * ci * 9 {
+        return Err(KernelError::Shape("a Winograd weight must be 3x3"));
+    }
+    let mut u = vec![0.0f32; A * A * ci * co];
     for o in 0..co {
         for i in 0..ci {
             let g = &w[(o * ci + i) * 9..][..9];
-            // G g (6x3), then (G g) Gᵀ (6x6).
-            let mut gg = [[0.0f64; 3]; ALPHA];
+            // G g (Ax3), then (G g) Gᵀ (AxA).
+            let mut gg = [[0.0f64; 3]; A];
             for (a, row) in gg.iter_mut().enumerate() {
                 for (j, v) in row.iter_mut().enumerate() {
-                    *v = (0..3).map(|k| G[a][k] * f64::from(g[k * 3 + j])).sum();
+                    *v = (0..3)
+                        .map(|k| g_matrix[a][k] * f64::from(g[k * 3 + j]))
+                        .sum();
                 }
             }
-            for a in 0..ALPHA {
-                for b in 0..ALPHA {
-                    let v: f64 = (0..3).map(|k| gg[a][k] * G[b][k]).sum();
-                    u[((a * ALPHA + b) * ci + i) * co + o] = v as f32;
+            for a in 0..A {
+                for b in 0..A {
+                    let v: f64 = (0..3).map(|k| gg[a][k] * g_matrix[b][k]).sum();
+                    u[((a * A + b) * ci + i) * co + o] = v as f32;
                 }
             }
         }
     }
     Ok(u)
+}
+
+/// The offsets in an image (`step` floats apart) of the `N` rows (or columns) of an input tile
+/// that starts one pixel before `start`, 0 for those outside the image's `len`, and a bit per
+/// row (or column) inside: the transforms read the ones inside and take zeros for the others.
+pub(super) fn tile_edges<const N: usize>(
+    start: usize,
+    len: usize,
+    step: usize,
+) -> ([usize; N], u32) {
+    let mut inside = 0;
+    let offsets = std::array::from_fn(|i| match (start + i).checked_sub(1) {
+        Some(p) if p < len => {
+            inside |= 1 << i;
+            p * step
+        }
+        _ => 0,
+    });
+    (offsets, inside)
 }
 
 /// The shape of one convolution: NHWC input `[n, h, w, ci]`, output `[n, h, w, co]`, or
@@ -193,8 +226,8 @@ impl Shape3x3 {
     fn avx2_transforms(&self) -> bool {
         cfg!(target_arch = "x86_64")
             && self.panels
-            && self.ci.is_multiple_of(avx2::LANES)
-            && self.co.is_multiple_of(avx2::LANES)
+            && self.ci.is_multiple_of(AVX2_LANES)
+            && self.co.is_multiple_of(AVX2_LANES)
             && direct::available()
     }
 
@@ -219,9 +252,9 @@ impl Shape3x3 {
 /// A transformed weight `[36, ci, co]` as 16-channel panels `[36, co / 16, ci, 16]`, for
 /// [`direct::product`] (on CPUs where [`direct::applies`]).
 pub(crate) fn panels(u: &[f32], ci: usize, co: usize) -> Result<Vec<f32>, KernelError> {
-    if u.len() != POSITIONS * ci * co || !co.is_multiple_of(direct::PANEL) {
+    if ci * co == 0 || !u.len().is_multiple_of(ci * co) || !co.is_multiple_of(direct::PANEL) {
         return Err(KernelError::Shape(
-            "Winograd panels need a [36, ci, co] weight with whole panels",
+            "Winograd panels need a [positions, ci, co] weight with whole panels",
         ));
     }
     Ok(u.chunks_exact(ci * co)
@@ -534,6 +567,9 @@ fn transform_output(
     }
 }
 
+/// Channels in one AVX2 register: [`avx2`]'s transforms take them 8 at a time.
+pub(super) const AVX2_LANES: usize = 8;
+
 /// The transforms with AVX2 and FMA, where the panels apply: 8 channels to a register, a row
 /// of the tile at a time in registers, and each tile's rows and columns outside the image
 /// known once per tile. The portable transforms above work on arrays of 16 channels that the
@@ -549,10 +585,7 @@ pub(super) mod avx2 {
         _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps, _mm256_sub_ps,
     };
 
-    use super::{ALPHA, Shape3x3, TILE, position_stride};
-
-    /// Channels per register.
-    pub(in crate::model::fast) const LANES: usize = 8;
+    use super::{ALPHA, AVX2_LANES as LANES, Shape3x3, TILE, position_stride, tile_edges};
 
     /// Channels `at..at + 8` of `src`.
     #[inline]
@@ -632,27 +665,13 @@ pub(super) mod avx2 {
         let (tiles_h, tiles_w) = (s.tiles_h(), s.tiles_w());
         let v_stride = position_stride(count * tiles_w * ci);
         let zero = _mm256_setzero_ps();
-        // The 6x6 input tile starts one pixel above and left of the output tile; rows and
-        // columns outside the image read as zeros. Offsets in the image of its rows and
-        // columns (0 outside), and a bit per row and column inside.
-        let offsets = |start: usize, len: usize, step: usize| -> ([usize; ALPHA], u32) {
-            let mut inside = 0;
-            let offsets = std::array::from_fn(|i| match (start + i).checked_sub(1) {
-                Some(p) if p < len => {
-                    inside |= 1 << i;
-                    p * step
-                }
-                _ => 0,
-            });
-            (offsets, inside)
-        };
         let mut rows = [[zero; ALPHA]; ALPHA];
         for tr in 0..count {
             let (b, ty) = ((first + tr) / tiles_h, (first + tr) % tiles_h);
             let image = &x[b * h * w * ci..][..h * w * ci];
-            let (ys, ys_inside) = offsets(TILE * ty, h, w * ci);
+            let (ys, ys_inside) = tile_edges::<ALPHA>(TILE * ty, h, w * ci);
             for tx in 0..tiles_w {
-                let (xs, xs_inside) = offsets(TILE * tx, w, ci);
+                let (xs, xs_inside) = tile_edges::<ALPHA>(TILE * tx, w, ci);
                 let t = tr * tiles_w + tx;
                 for c0 in (0..ci).step_by(LANES) {
                     // Rows: d B.

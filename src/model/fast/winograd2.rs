@@ -14,8 +14,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
-use super::direct;
-use super::{KernelError, contiguous_f32};
+use super::{KernelError, contiguous_f32, direct, winograd};
 
 /// Side of an output tile.
 const TILE: usize = 2;
@@ -34,44 +33,19 @@ pub(crate) fn tile_count(n: usize, h: usize, w: usize) -> usize {
 /// Whether a convolution with `ci` input and `co` output channels can run here: AVX2 and FMA
 /// without AVX-512 ([`direct::applies`]), and the channels in whole registers of 8.
 pub(crate) fn applies(ci: usize, co: usize) -> bool {
-    direct::applies(co) && ci > 0 && ci.is_multiple_of(8)
+    direct::applies(co) && ci > 0 && ci.is_multiple_of(winograd::AVX2_LANES)
 }
 
 /// The transformed weight `U = G g Gᵀ` of an OIHW 3x3 weight `[co, ci, 3, 3]`, as panels
 /// `[16, co / 16, ci, 16]` for [`direct::product`].
 pub(crate) fn transform_weight(w: &[f32], co: usize, ci: usize) -> Result<Vec<f32>, KernelError> {
-    if w.len() != co * ci * 9 || !co.is_multiple_of(direct::PANEL) {
-        return Err(KernelError::Shape(
-            "an F(2x2) weight must be 3x3 with whole panels",
-        ));
-    }
     const G: [[f64; 3]; ALPHA] = [
         [1.0, 0.0, 0.0],
         [0.5, 0.5, 0.5],
         [0.5, -0.5, 0.5],
         [0.0, 0.0, 1.0],
     ];
-    // u[k][i][o], position k = a * 4 + b.
-    let mut u = vec![0.0f32; POSITIONS * ci * co];
-    for o in 0..co {
-        for i in 0..ci {
-            let g = &w[(o * ci + i) * 9..][..9];
-            for (a, ga) in G.iter().enumerate() {
-                for (b, gb) in G.iter().enumerate() {
-                    let mut sum = 0.0f64;
-                    for (r, gar) in ga.iter().enumerate() {
-                        for (c, gbc) in gb.iter().enumerate() {
-                            sum += gar * f64::from(g[r * 3 + c]) * gbc;
-                        }
-                    }
-                    u[((a * ALPHA + b) * ci + i) * co + o] = sum as f32;
-                }
-            }
-        }
-    }
-    Ok(u.chunks_exact(ci * co)
-        .flat_map(|u_k| direct::panels_of(ci, co, |r, o| u_k[r * co + o]))
-        .collect())
+    winograd::panels(&winograd::transform_weight_with(&G, w, co, ci)?, ci, co)
 }
 
 /// Convolution (3x3, stride 1, padding 1) of NHWC `x` `[n, h, w, ci]` with the panels `u`
@@ -127,7 +101,9 @@ mod avx2 {
         __m256, _mm256_add_ps, _mm256_max_ps, _mm256_setzero_ps, _mm256_sub_ps,
     };
 
-    use super::super::winograd::avx2::{LANES, load, store};
+    use super::super::winograd::AVX2_LANES as LANES;
+    use super::super::winograd::avx2::{load, store};
+    use super::super::winograd::tile_edges;
     use super::{ALPHA, TILE};
 
     /// `Bᵀ x` for one column (or row) of an input tile.
@@ -162,18 +138,15 @@ mod avx2 {
         for t in 0..tiles {
             let (b, ty, tx) = (t / (tiles_h * tiles_w), t / tiles_w % tiles_h, t % tiles_w);
             let image = &x[b * h * w * ci..][..h * w * ci];
-            // The 4x4 input tile starts one pixel above and left of the output tile.
-            let at = |start: usize, len: usize| -> [Option<usize>; ALPHA] {
-                std::array::from_fn(|i| (start + i).checked_sub(1).filter(|&p| p < len))
-            };
-            let (ys, xs) = (at(TILE * ty, h), at(TILE * tx, w));
+            let (ys, ys_inside) = tile_edges::<ALPHA>(TILE * ty, h, w * ci);
+            let (xs, xs_inside) = tile_edges::<ALPHA>(TILE * tx, w, ci);
             for c0 in (0..ci).step_by(LANES) {
                 for i in 0..ALPHA {
                     let mut d = [zero; ALPHA];
-                    if let Some(y) = ys[i] {
+                    if ys_inside >> i & 1 != 0 {
                         for j in 0..ALPHA {
-                            if let Some(xx) = xs[j] {
-                                d[j] = load(image, (y * w + xx) * ci + c0);
+                            if xs_inside >> j & 1 != 0 {
+                                d[j] = load(image, ys[i] + xs[j] + c0);
                             }
                         }
                     }
